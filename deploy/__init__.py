@@ -1,0 +1,1 @@
+"""The ``vitbench`` command line, job specs, local executor and Kubernetes Job client."""

@@ -1,0 +1,56 @@
+"""Root of the ``vitbench`` command line.
+
+Every command group lives in its own module under ``deploy.cli`` and exposes ``register(app)``.
+Modules import heavy libraries (torch, mlflow, kubernetes) inside their commands, so ``--help``
+stays fast and works without the optional extras installed.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from deploy.cli import (
+    bench_cmd,
+    data_cmd,
+    demo_cmd,
+    export_cmd,
+    inits_cmd,
+    model_cmd,
+    registry_cmd,
+    serve_cmd,
+    train_cmd,
+)
+
+app = typer.Typer(
+    name="vitbench",
+    help=(
+        "Train, compare, register, export and serve Mask R-CNN detectors with plain "
+        "Vision Transformer backbones. Every command runs locally on embedded defaults; "
+        "`bench submit` runs the study as Kubernetes Jobs."
+    ),
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+for _module in (
+    model_cmd,
+    inits_cmd,
+    data_cmd,
+    train_cmd,
+    bench_cmd,
+    registry_cmd,
+    export_cmd,
+    serve_cmd,
+    demo_cmd,
+):
+    _module.register(app)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Torch-free model registry client on MLflow: manifests, register, resolve, download, verify."""

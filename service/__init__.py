@@ -1,0 +1,1 @@
+"""Torch-free inference service: FastAPI app factory, routes, ONNX Runtime pipeline."""
