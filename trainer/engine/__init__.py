@@ -1,0 +1,1 @@
+"""Training engine: loop, hooks, optimizer/schedule, checkpoints, distributed helpers."""

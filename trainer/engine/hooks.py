@@ -1,0 +1,85 @@
+"""Training hooks: callbacks the loop calls at fixed points.
+
+A hook sees the running loop through the :class:`LoopState` protocol: ``iteration`` (steps done so far),
+``max_iters``, ``recipe`` (the resolved :class:`trainer.recipes.Recipe`), ``out_dir``, ``is_main``
+(rank 0), ``meta`` (the checkpoint ``meta`` dict: init, num_classes, class_names, dataset, iteration)
+and ``epoch`` (float: iterations × global batch / dataset size).
+Hooks must not raise for ordinary conditions; an exception aborts training.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class LoopState(Protocol):
+    """What a hook may read from the training loop."""
+
+    @property
+    def iteration(self) -> int: ...
+
+    @property
+    def max_iters(self) -> int: ...
+
+    @property
+    def recipe(self) -> Any: ...
+
+    @property
+    def out_dir(self) -> Path: ...
+
+    @property
+    def is_main(self) -> bool: ...
+
+    @property
+    def meta(self) -> dict[str, Any]: ...
+
+    @property
+    def epoch(self) -> float: ...
+
+
+class Hook:
+    """Base class: every callback is a no-op. Subclass and override what you need."""
+
+    def before_train(self, loop: LoopState) -> None:
+        """Called once before the first step (after a resume, ``loop.iteration`` may be > 0)."""
+
+    def after_step(self, loop: LoopState, metrics: Mapping[str, float]) -> None:
+        """Called after each logged optimizer step with losses, ``lr`` and timing (rank 0 values)."""
+
+    def after_eval(self, loop: LoopState, results: Mapping[str, float]) -> None:
+        """Called after each evaluation with COCO keys ``bbox/AP``, ``bbox/AP50``, ..., ``segm/AP``..."""
+
+    def after_train(self, loop: LoopState) -> None:
+        """Called once when training finished normally (not on interruption)."""
+
+
+class JsonlMetricsHook(Hook):
+    """Append one JSON object per logged step and per evaluation to ``out_dir/metrics.jsonl``.
+
+    Only the main process writes. Each line carries ``iteration`` and ``epoch``; eval lines carry the
+    COCO keys. Lines are flushed and fsynced so a kill -9 loses at most the line being written.
+    """
+
+    def __init__(self, filename: str = "metrics.jsonl") -> None:
+        self.filename = filename
+
+    def _write(self, loop: LoopState, record: Mapping[str, Any]) -> None:
+        if not loop.is_main:
+            return
+        path = loop.out_dir / self.filename
+        line = json.dumps({"iteration": loop.iteration, "epoch": round(loop.epoch, 6), **record})
+        with path.open("a", encoding="utf-8") as fh:
+            fh.write(line + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    def after_step(self, loop: LoopState, metrics: Mapping[str, float]) -> None:
+        self._write(loop, {"type": "train", **metrics})
+
+    def after_eval(self, loop: LoopState, results: Mapping[str, float]) -> None:
+        self._write(loop, {"type": "eval", **results})
