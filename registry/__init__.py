@@ -1,1 +1,36 @@
 """Torch-free model registry client on MLflow: manifests, register, resolve, download, verify."""
+
+from registry.client import (
+    DownloadResult,
+    IntegrityError,
+    Lineage,
+    ModelNotFoundError,
+    ModelRef,
+    ModelVersionInfo,
+    RegisteredModelInfo,
+    RegistryClient,
+    RegistryError,
+    RegistryUnavailableError,
+)
+from registry.hashing import HashMismatchError, sha256_bytes, sha256_file, verify_file
+from registry.manifest import ManifestError, ModelManifest, ParityReport
+
+__all__ = [
+    "DownloadResult",
+    "HashMismatchError",
+    "IntegrityError",
+    "Lineage",
+    "ManifestError",
+    "ModelManifest",
+    "ModelNotFoundError",
+    "ModelRef",
+    "ModelVersionInfo",
+    "ParityReport",
+    "RegisteredModelInfo",
+    "RegistryClient",
+    "RegistryError",
+    "RegistryUnavailableError",
+    "sha256_bytes",
+    "sha256_file",
+    "verify_file",
+]

@@ -1,0 +1,710 @@
+"""Torch-free model registry client on MLflow.
+
+One :class:`RegistryClient` talks to either the embedded store (SQLite + a local artifact folder,
+no server) or a remote ``mlflow server``. It logs training runs (params, metrics, artifacts),
+registers model versions with their provenance tags, resolves references (``name@alias`` or
+``name/version``), promotes aliases, and downloads artifacts with SHA-256 verification: a file
+whose digest differs from the one recorded at registration is refused.
+
+Every call against an HTTP registry runs under bounded MLflow HTTP settings (timeout and retries
+set for the duration of the call only), so an unreachable URI fails in seconds with a clear message.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from registry.hashing import HashMismatchError, sha256_file, verify_file
+from registry.manifest import MANIFEST_FILE, ONNX_FILE, ManifestError, ModelManifest
+
+T = TypeVar("T")
+
+#: Tags every version registered by vitbench carries (see :meth:`RegistryClient.register_version`).
+VERSION_TAGS = ("init", "recipe", "dataset", "ap_box", "ap_mask", "sha256", "code_version")
+CHECKPOINT_PATH = "checkpoint"
+EXPORT_PATH = "export"
+
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]{0,254}$")
+_ALIAS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]{0,254}$")
+_HTTP_ENV_LOCK = threading.RLock()
+
+
+class RegistryError(Exception):
+    """A registry operation failed for a reason the user can act on (the message says which)."""
+
+
+class RegistryUnavailableError(RegistryError):
+    """The registry URI did not answer within the client's timeout."""
+
+
+class ModelNotFoundError(RegistryError):
+    """The reference names a model, version or alias that does not exist."""
+
+
+class IntegrityError(RegistryError):
+    """A downloaded artifact does not match the SHA-256 recorded for it, or cannot be verified."""
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """A parsed model reference: ``name@alias`` or ``name/version`` (``models:/`` prefix accepted)."""
+
+    name: str
+    alias: str | None = None
+    version: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelRef:
+        """Parse ``text``; raise :class:`RegistryError` naming the expected forms."""
+        raw = text.strip()
+        body = raw.removeprefix("models:/")
+        expected = "expected NAME@ALIAS (e.g. vitdet-tiny@champion) or NAME/VERSION (e.g. vitdet-tiny/3)"
+        if "@" in body:
+            name, _, alias = body.partition("@")
+            if not _NAME_RE.match(name) or not _ALIAS_RE.match(alias):
+                raise RegistryError(f"bad model reference {text!r}: {expected}")
+            return cls(name=name, alias=alias)
+        if "/" in body:
+            name, _, version = body.rpartition("/")
+            if not _NAME_RE.match(name) or not version.isdigit() or int(version) < 1:
+                raise RegistryError(f"bad model reference {text!r}: {expected}")
+            return cls(name=name, version=str(int(version)))
+        raise RegistryError(f"bad model reference {text!r}: {expected}")
+
+    def __str__(self) -> str:
+        return f"{self.name}@{self.alias}" if self.alias else f"{self.name}/{self.version}"
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    """One registered model version; ``version`` is always a string (``'3'``)."""
+
+    name: str
+    version: str
+    aliases: tuple[str, ...]
+    tags: dict[str, str]
+    run_id: str | None
+    source: str
+    status: str
+    created_ms: int
+    description: str | None = None
+
+    @property
+    def ref(self) -> str:
+        """``name/version``."""
+        return f"{self.name}/{self.version}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {**asdict(self), "aliases": list(self.aliases), "ref": self.ref}
+
+
+@dataclass(frozen=True)
+class RegisteredModelInfo:
+    """A registered model: its aliases (alias -> version) and its versions, newest first."""
+
+    name: str
+    description: str | None
+    aliases: dict[str, str]
+    versions: tuple[ModelVersionInfo, ...]
+
+    @property
+    def latest(self) -> ModelVersionInfo | None:
+        """The highest version number, or None for a model without versions."""
+        return self.versions[0] if self.versions else None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "aliases": dict(self.aliases),
+            "versions": [v.to_dict() for v in self.versions],
+        }
+
+
+@dataclass(frozen=True)
+class Lineage:
+    """A version with the run that produced it: resolved recipe (params), metrics, artifacts."""
+
+    version: ModelVersionInfo
+    experiment: str | None
+    run_name: str | None
+    run_status: str | None
+    start_ms: int | None
+    end_ms: int | None
+    params: dict[str, str] = field(default_factory=dict)
+    metrics: dict[str, float] = field(default_factory=dict)
+    artifacts: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict."""
+        return {
+            "version": self.version.to_dict(),
+            "run": {
+                "id": self.version.run_id,
+                "experiment": self.experiment,
+                "name": self.run_name,
+                "status": self.run_status,
+                "start_ms": self.start_ms,
+                "end_ms": self.end_ms,
+                "params": dict(self.params),
+                "metrics": dict(self.metrics),
+                "artifacts": list(self.artifacts),
+            },
+        }
+
+
+@dataclass(frozen=True)
+class DownloadResult:
+    """A verified download: ``path`` is the primary artifact, its digest matched ``sha256``."""
+
+    path: Path
+    sha256: str
+    version: ModelVersionInfo
+
+
+def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
+    """Flatten nested mappings to dotted keys with string values (lists as JSON-ish text)."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        full = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten_params(value, prefix=f"{full}."))
+        elif isinstance(value, list | tuple):
+            out[full] = "[" + ", ".join(str(v) for v in value) + "]"
+        else:
+            out[full] = str(value)
+    return out
+
+
+class RegistryClient:
+    """MLflow-backed registry: log runs, register versions, resolve, promote, download verified artifacts.
+
+    Args:
+        tracking_uri: ``sqlite:///...``, ``postgresql+psycopg2://...`` or ``http(s)://host:port``.
+        registry_uri: model-registry URI when it differs from the tracking URI.
+        timeout_s: per-request HTTP timeout in seconds (rounded up to whole seconds for MLflow).
+        max_retries: HTTP retries per request (connection errors and 429/5xx).
+        artifact_root: artifact location for experiments this client creates (embedded mode);
+            None lets the server decide (proxied artifacts).
+    """
+
+    def __init__(
+        self,
+        tracking_uri: str,
+        registry_uri: str | None = None,
+        timeout_s: float = 10.0,
+        *,
+        max_retries: int = 2,
+        artifact_root: str | None = None,
+    ) -> None:
+        if not tracking_uri or not tracking_uri.strip():
+            raise RegistryError(
+                "empty tracking URI: expected sqlite:///PATH, postgresql+psycopg2://... or http(s)://"
+            )
+        if timeout_s <= 0:
+            raise RegistryError(f"timeout_s must be positive, got {timeout_s}")
+        if tracking_uri.startswith("file:") or tracking_uri.startswith("/"):
+            raise RegistryError(
+                f"tracking URI {tracking_uri!r} is MLflow's file store, which is in maintenance mode: "
+                "use sqlite:///PATH/mlflow.db or an http(s):// mlflow server"
+            )
+        self.tracking_uri = tracking_uri.strip()
+        self.registry_uri = (registry_uri or tracking_uri).strip()
+        self.timeout_s = float(timeout_s)
+        self.max_retries = int(max_retries)
+        self.artifact_root = artifact_root
+        self._client: Any = None
+
+    @classmethod
+    def embedded(cls, home: Path) -> RegistryClient:
+        """The no-server default: SQLite at ``home/mlflow.db``, artifacts under ``home/artifacts``."""
+        home = Path(home).expanduser().resolve()
+        try:
+            (home / "artifacts").mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise RegistryError(f"cannot create the registry home {home}: {exc.strerror or exc}") from exc
+        return cls(f"sqlite:///{home / 'mlflow.db'}", artifact_root=(home / "artifacts").as_uri())
+
+    def __repr__(self) -> str:
+        return f"RegistryClient({self.tracking_uri!r})"
+
+    # ------------------------------------------------------------------ plumbing
+    @property
+    def is_http(self) -> bool:
+        """True when the tracking or registry URI is an HTTP(S) server."""
+        return any(u.startswith(("http://", "https://")) for u in (self.tracking_uri, self.registry_uri))
+
+    @property
+    def mlflow(self) -> Any:
+        """The underlying ``mlflow.MlflowClient`` (created on first use)."""
+        if self._client is None:
+            from mlflow import MlflowClient
+
+            self._client = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.registry_uri)
+        return self._client
+
+    @contextmanager
+    def _bounded(self) -> Iterator[None]:
+        """Apply this client's HTTP timeout/retries (and no progress bars) to MLflow for one call."""
+        settings = {"MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false"}
+        if self.is_http:
+            settings |= {
+                "MLFLOW_HTTP_REQUEST_TIMEOUT": str(max(1, math.ceil(self.timeout_s))),
+                "MLFLOW_HTTP_REQUEST_MAX_RETRIES": str(self.max_retries),
+                "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.2",
+            }
+        with _HTTP_ENV_LOCK:
+            saved = {k: os.environ.get(k) for k in settings}
+            os.environ.update(settings)
+            try:
+                yield
+            finally:
+                for key, old in saved.items():
+                    if old is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = old
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        """Run one MLflow call under bounded settings; translate failures to :class:`RegistryError`."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            with self._bounded():
+                return fn()
+        except RegistryError:
+            raise
+        except MlflowException as exc:
+            msg = str(exc.message if hasattr(exc, "message") else exc)
+            if "API request to" in msg and ("failed with" in msg or "Max retries" in msg):
+                raise RegistryUnavailableError(
+                    f"registry {self.tracking_uri} did not answer ({what}; timeout {self.timeout_s:g} s, "
+                    f"{self.max_retries} retries): {_short(msg)}"
+                ) from exc
+            if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                raise ModelNotFoundError(f"{what}: {_short(msg)}") from exc
+            raise RegistryError(f"{what} failed: {_short(msg)}") from exc
+        except OSError as exc:
+            raise RegistryError(f"{what} failed: {exc}") from exc
+        except Exception as exc:  # sqlalchemy / requests errors surface here
+            name = type(exc).__name__
+            if name in {"OperationalError", "ConnectionError", "Timeout", "ReadTimeout", "ConnectTimeout"}:
+                raise RegistryUnavailableError(
+                    f"registry {self.tracking_uri} is not usable ({what}): {_short(str(exc))}"
+                ) from exc
+            raise
+
+    # ------------------------------------------------------------------ runs
+    def _experiment_id(self, experiment: str) -> str:
+        exp = self._call(
+            f"look up experiment {experiment!r}", lambda: self.mlflow.get_experiment_by_name(experiment)
+        )
+        if exp is not None:
+            return str(exp.experiment_id)
+        location = f"{self.artifact_root.rstrip('/')}/{_safe(experiment)}" if self.artifact_root else None
+        return str(
+            self._call(
+                f"create experiment {experiment!r}",
+                lambda: self.mlflow.create_experiment(experiment, artifact_location=location),
+            )
+        )
+
+    def start_run(
+        self, experiment: str, run_name: str | None = None, tags: Mapping[str, str] | None = None
+    ) -> str:
+        """Create a run in ``experiment`` (created if missing); return its id."""
+        exp_id = self._experiment_id(experiment)
+        run = self._call(
+            "create run",
+            lambda: self.mlflow.create_run(
+                exp_id, run_name=run_name, tags={k: str(v) for k, v in (tags or {}).items()}
+            ),
+        )
+        return str(run.info.run_id)
+
+    def log_params(self, run_id: str, params: Mapping[str, Any]) -> None:
+        """Log (nested) params flattened to dotted keys, in batches of 100."""
+        from mlflow.entities import Param
+
+        flat = flatten_params(params)
+        items = [Param(k, v[:6000]) for k, v in sorted(flat.items())]
+        for i in range(0, len(items), 100):
+            batch = items[i : i + 100]
+            self._call("log params", partial(self.mlflow.log_batch, run_id, params=batch))
+
+    def log_metrics(self, run_id: str, metrics: Mapping[str, float], step: int) -> None:
+        """Log scalar metrics at ``step`` (non-finite values are skipped: MLflow rejects them over REST)."""
+        import time
+
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        items = [Metric(k, float(v), now, int(step)) for k, v in metrics.items() if math.isfinite(float(v))]
+        if items:
+            self._call("log metrics", lambda: self.mlflow.log_batch(run_id, metrics=items))
+
+    def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
+        """Upload a file or a directory's contents to the run under ``artifact_path``."""
+        path = Path(path)
+        if not path.exists():
+            raise RegistryError(f"cannot log artifact {path}: no such file or directory")
+        if path.is_dir():
+            self._call("log artifacts", lambda: self.mlflow.log_artifacts(run_id, str(path), artifact_path))
+        else:
+            self._call("log artifact", lambda: self.mlflow.log_artifact(run_id, str(path), artifact_path))
+
+    def set_run_tag(self, run_id: str, key: str, value: str) -> None:
+        """Tag a run."""
+        self._call("tag run", lambda: self.mlflow.set_tag(run_id, key, str(value)))
+
+    def end_run(self, run_id: str, status: str = "FINISHED") -> None:
+        """Mark a run FINISHED, FAILED or KILLED."""
+        self._call("end run", lambda: self.mlflow.set_terminated(run_id, status=status))
+
+    # ------------------------------------------------------------------ registration
+    def register_version(
+        self,
+        name: str,
+        run_id: str,
+        checkpoint: Path,
+        tags: Mapping[str, Any],
+        *,
+        artifact_path: str = CHECKPOINT_PATH,
+        description: str | None = None,
+    ) -> ModelVersionInfo:
+        """Upload ``checkpoint`` to the run and register it as a new version of ``name``.
+
+        The version's source is ``runs:/<run_id>/<artifact_path>``; its tags are ``tags`` plus
+        ``sha256`` (of the checkpoint file, computed here) and ``artifact`` (its file name).
+        """
+        if not _NAME_RE.match(name):
+            raise RegistryError(f"bad model name {name!r}: use letters, digits, '.', '_' or '-'")
+        checkpoint = Path(checkpoint)
+        if not checkpoint.is_file():
+            raise RegistryError(f"cannot register {checkpoint}: not a file")
+        digest = sha256_file(checkpoint)
+        all_tags = {k: str(v) for k, v in tags.items()} | {"sha256": digest, "artifact": checkpoint.name}
+        self.log_artifact(run_id, checkpoint, artifact_path)
+        self._ensure_model(name)
+        mv = self._call(
+            f"register a version of {name!r}",
+            lambda: self.mlflow.create_model_version(
+                name,
+                source=f"runs:/{run_id}/{artifact_path}",
+                run_id=run_id,
+                tags=all_tags,
+                description=description,
+            ),
+        )
+        return _version_info(mv)
+
+    def _ensure_model(self, name: str) -> None:
+        from mlflow.exceptions import MlflowException
+
+        def create() -> None:
+            try:
+                self.mlflow.create_registered_model(name)
+            except MlflowException as exc:
+                if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                    raise
+
+        self._call(f"create registered model {name!r}", create)
+
+    def set_version_tag(
+        self, ref: str | ModelRef | ModelVersionInfo, key: str, value: str
+    ) -> ModelVersionInfo:
+        """Set one tag on a version; return the refreshed version."""
+        info = ref if isinstance(ref, ModelVersionInfo) else self.resolve(ref)
+        self._call(
+            f"tag {info.ref}",
+            lambda: self.mlflow.set_model_version_tag(info.name, info.version, key, str(value)),
+        )
+        return self.resolve(ModelRef(info.name, version=info.version))
+
+    # ------------------------------------------------------------------ queries
+    def _model_names(self) -> list[str]:
+        models = self._call("list models", lambda: self.mlflow.search_registered_models(max_results=1000))
+        return sorted(m.name for m in models)
+
+    def _get_model(self, name: str) -> Any:
+        from mlflow.exceptions import MlflowException
+
+        def get() -> Any:
+            try:
+                return self.mlflow.get_registered_model(name)
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    return None
+                raise
+
+        model = self._call(f"look up model {name!r}", get)
+        if model is None:
+            names = self._model_names()
+            known = (
+                ", ".join(names[:20]) + (" ..." if len(names) > 20 else "") if names else "(none registered)"
+            )
+            raise ModelNotFoundError(
+                f"unknown model {name!r} in registry {self.tracking_uri}; known models: {known}"
+            )
+        return model
+
+    def _versions(self, name: str) -> list[ModelVersionInfo]:
+        mvs = self._call(
+            f"list versions of {name!r}",
+            lambda: self.mlflow.search_model_versions(f"name='{name}'", max_results=10000),
+        )
+        return sorted((_version_info(mv) for mv in mvs), key=lambda v: -int(v.version))
+
+    def resolve(self, ref: str | ModelRef) -> ModelVersionInfo:
+        """The version ``ref`` names; :class:`ModelNotFoundError` says what exists instead."""
+        r = ref if isinstance(ref, ModelRef) else ModelRef.parse(ref)
+        model = self._get_model(r.name)
+        aliases = {str(k): str(v) for k, v in (model.aliases or {}).items()}
+        version = r.version
+        if r.alias is not None:
+            if r.alias not in aliases:
+                have = ", ".join(f"{a}->{v}" for a, v in sorted(aliases.items())) or "(none)"
+                raise ModelNotFoundError(f"model {r.name!r} has no alias {r.alias!r}; its aliases: {have}")
+            version = aliases[r.alias]
+        assert version is not None
+        from mlflow.exceptions import MlflowException
+
+        def get() -> Any:
+            try:
+                return self.mlflow.get_model_version(r.name, version)
+            except MlflowException as exc:
+                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+                    return None
+                raise
+
+        mv = self._call(f"look up {r}", get)
+        if mv is None:
+            have = ", ".join(v.version for v in reversed(self._versions(r.name))) or "(none)"
+            raise ModelNotFoundError(f"model {r.name!r} has no version {version}; its versions: {have}")
+        return _version_info(mv)
+
+    def list_models(self) -> list[RegisteredModelInfo]:
+        """Every registered model with its aliases and versions (newest first), sorted by name."""
+        models = self._call("list models", lambda: self.mlflow.search_registered_models(max_results=1000))
+        out = []
+        for m in sorted(models, key=lambda m: m.name):
+            aliases = {str(k): str(v) for k, v in (m.aliases or {}).items()}
+            out.append(RegisteredModelInfo(m.name, m.description, aliases, tuple(self._versions(m.name))))
+        return out
+
+    def list_versions(self, name: str) -> list[ModelVersionInfo]:
+        """Versions of ``name``, newest first (:class:`ModelNotFoundError` for an unknown model)."""
+        self._get_model(name)
+        return self._versions(name)
+
+    def show(self, ref: str | ModelRef) -> Lineage:
+        """The version ``ref`` names with its run: params (resolved recipe), latest metrics, artifacts."""
+        info = self.resolve(ref)
+        if not info.run_id:
+            return Lineage(info, None, None, None, None, None)
+        run = self._call(f"look up run {info.run_id}", lambda: self.mlflow.get_run(info.run_id))
+        exp = self._call("look up experiment", lambda: self.mlflow.get_experiment(run.info.experiment_id))
+        arts = self._call("list artifacts", lambda: self.mlflow.list_artifacts(info.run_id))
+        paths: list[str] = []
+        for a in arts:
+            if a.is_dir:
+                sub = self._call("list artifacts", partial(self.mlflow.list_artifacts, info.run_id, a.path))
+                paths.extend(s.path + ("/" if s.is_dir else "") for s in sub)
+            else:
+                paths.append(a.path)
+        return Lineage(
+            version=info,
+            experiment=exp.name if exp else None,
+            run_name=run.info.run_name,
+            run_status=run.info.status,
+            start_ms=run.info.start_time,
+            end_ms=run.info.end_time,
+            params=dict(run.data.params),
+            metrics={k: float(v) for k, v in run.data.metrics.items()},
+            artifacts=tuple(sorted(paths)),
+        )
+
+    def metric_history(self, run_id: str, key: str) -> list[tuple[int, float]]:
+        """``(step, value)`` pairs of one metric, ordered by step."""
+        hist = self._call(f"metric history {key!r}", lambda: self.mlflow.get_metric_history(run_id, key))
+        return sorted((int(m.step), float(m.value)) for m in hist)
+
+    # ------------------------------------------------------------------ aliases
+    def promote(self, ref: str | ModelRef, alias: str = "champion") -> ModelVersionInfo:
+        """Point ``alias`` at the version ``ref`` names (moving it from any other version)."""
+        if not _ALIAS_RE.match(alias) or re.fullmatch(r"[vV]\d+", alias) or alias == "latest":
+            raise RegistryError(
+                f"bad alias {alias!r}: use letters, digits, '_' or '-', not 'latest' or 'v<N>'"
+            )
+        info = self.resolve(ref)
+        self._call(
+            f"set alias {alias!r} on {info.ref}",
+            lambda: self.mlflow.set_registered_model_alias(info.name, alias, info.version),
+        )
+        return self.resolve(ModelRef(info.name, version=info.version))
+
+    def remove_alias(self, name: str, alias: str) -> None:
+        """Delete ``alias`` from model ``name`` (:class:`ModelNotFoundError` if it is not set)."""
+        self.resolve(ModelRef(name, alias=alias))
+        self._call(f"delete alias {alias!r}", lambda: self.mlflow.delete_registered_model_alias(name, alias))
+
+    # ------------------------------------------------------------------ artifacts
+    def _download_run_path(self, run_id: str, artifact_path: str, into: Path) -> Path:
+        local = self._call(
+            f"download runs:/{run_id}/{artifact_path}",
+            lambda: self.mlflow.download_artifacts(run_id, artifact_path, str(into)),
+        )
+        return Path(local)
+
+    def _source_run_path(self, info: ModelVersionInfo) -> tuple[str, str]:
+        if info.source.startswith("runs:/"):
+            run_id, _, path = info.source.removeprefix("runs:/").partition("/")
+            return run_id, path
+        if info.run_id:
+            return info.run_id, CHECKPOINT_PATH
+        raise RegistryError(f"{info.ref} has source {info.source!r}, which is not a run artifact")
+
+    def download(self, ref: str | ModelRef, dst: Path) -> DownloadResult:
+        """Download the version's checkpoint into directory ``dst`` after checking its SHA-256.
+
+        Nothing is placed in ``dst`` unless the digest matches the version's ``sha256`` tag;
+        a mismatch raises :class:`IntegrityError`.
+        """
+        info = self.resolve(ref)
+        expected, artifact = info.tags.get("sha256"), info.tags.get("artifact")
+        if not expected or not artifact:
+            raise IntegrityError(f"{info.ref} has no sha256/artifact tag, so its download cannot be verified")
+        run_id, path = self._source_run_path(info)
+        dst = Path(dst)
+        dst.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".download-", dir=dst) as tmp:
+            local = self._download_run_path(run_id, path, Path(tmp))
+            file = local / artifact if local.is_dir() else local
+            if not file.is_file():
+                raise IntegrityError(f"{info.ref}: artifact {artifact!r} is missing from {info.source}")
+            try:
+                verify_file(file, expected)
+            except HashMismatchError as exc:
+                raise IntegrityError(f"refusing {info.ref}: {exc}") from exc
+            target = dst / artifact
+            os.replace(file, target)
+        return DownloadResult(path=target, sha256=expected, version=info)
+
+    def attach_export(
+        self,
+        ref: str | ModelRef | ModelVersionInfo,
+        files: Sequence[Path],
+        manifest: ModelManifest,
+        fmt: str = "onnx",
+    ) -> ModelVersionInfo:
+        """Upload exported ``files`` plus ``manifest.json`` to the version's run under ``export/<fmt>``.
+
+        Every file must be listed in ``manifest.files`` with its SHA-256 (checked here). The version
+        gets tags ``export.<fmt>.path`` and ``export.<fmt>.manifest_sha256``.
+        """
+        info = ref if isinstance(ref, ModelVersionInfo) else self.resolve(ref)
+        if not info.run_id:
+            raise RegistryError(f"{info.ref} has no run to attach an export to")
+        for f in files:
+            f = Path(f)
+            if f.name not in manifest.files:
+                raise RegistryError(
+                    f"{f.name} is not listed in the manifest's files {sorted(manifest.files)}"
+                )
+            try:
+                verify_file(f, manifest.files[f.name])
+            except HashMismatchError as exc:
+                raise IntegrityError(f"export file does not match its manifest: {exc}") from exc
+        artifact_path = f"{EXPORT_PATH}/{fmt}"
+        with tempfile.TemporaryDirectory(prefix="vitbench-export-") as tmp:
+            staged = Path(tmp) / fmt
+            staged.mkdir()
+            for f in files:
+                shutil.copy2(f, staged / Path(f).name)
+            manifest_path = manifest.save(staged / MANIFEST_FILE)
+            manifest_sha = sha256_file(manifest_path)
+            self.log_artifact(info.run_id, staged, artifact_path)
+        self.set_version_tag(info, f"export.{fmt}.path", artifact_path)
+        return self.set_version_tag(info, f"export.{fmt}.manifest_sha256", manifest_sha)
+
+    def fetch_exported(
+        self, ref: str | ModelRef, dst: Path, fmt: str = "onnx"
+    ) -> tuple[Path, ModelManifest, ModelVersionInfo]:
+        """Download ``model.onnx`` and ``manifest.json`` of a version into ``dst``, verified.
+
+        The manifest must match the version's ``export.<fmt>.manifest_sha256`` tag and every file
+        the manifest lists must match its SHA-256; otherwise :class:`IntegrityError`, and nothing
+        is left in ``dst``. Returns ``(path to model.onnx, manifest, version)``.
+        """
+        info = self.resolve(ref)
+        path = info.tags.get(f"export.{fmt}.path")
+        manifest_sha = info.tags.get(f"export.{fmt}.manifest_sha256")
+        if not path or not manifest_sha:
+            raise RegistryError(
+                f"{info.ref} has no {fmt} export; "
+                f"run `vitbench export --model {info.ref} --format {fmt}` first"
+            )
+        if not info.run_id:
+            raise RegistryError(f"{info.ref} has no run holding its export")
+        dst = Path(dst)
+        dst.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(prefix=".fetch-", dir=dst) as tmp:
+            local = self._download_run_path(info.run_id, path, Path(tmp))
+            manifest_file = local / MANIFEST_FILE
+            if not manifest_file.is_file():
+                raise IntegrityError(
+                    f"{info.ref}: {MANIFEST_FILE} is missing from runs:/{info.run_id}/{path}"
+                )
+            try:
+                verify_file(manifest_file, manifest_sha)
+                manifest = ModelManifest.load(manifest_file)
+                if ONNX_FILE not in manifest.files:
+                    raise IntegrityError(f"{info.ref}: the manifest lists no {ONNX_FILE}")
+                for name, digest in manifest.files.items():
+                    if not (local / name).is_file():
+                        raise IntegrityError(f"{info.ref}: exported file {name} is missing")
+                    verify_file(local / name, digest)
+            except HashMismatchError as exc:
+                raise IntegrityError(f"refusing the {fmt} export of {info.ref}: {exc}") from exc
+            except ManifestError as exc:
+                raise IntegrityError(f"refusing the {fmt} export of {info.ref}: {exc}") from exc
+            for name in [*manifest.files, MANIFEST_FILE]:
+                os.replace(local / name, dst / name)
+        return dst / ONNX_FILE, manifest, info
+
+
+def _version_info(mv: Any) -> ModelVersionInfo:
+    return ModelVersionInfo(
+        name=str(mv.name),
+        version=str(mv.version),
+        aliases=tuple(str(a) for a in (mv.aliases or ())),
+        tags={str(k): str(v) for k, v in (mv.tags or {}).items()},
+        run_id=str(mv.run_id) if mv.run_id else None,
+        source=str(mv.source),
+        status=str(mv.status),
+        created_ms=int(mv.creation_timestamp or 0),
+        description=mv.description or None,
+    )
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.\-]", "_", text)
+
+
+def _short(msg: str, limit: int = 400) -> str:
+    msg = " ".join(msg.split())
+    return msg if len(msg) <= limit else msg[: limit - 3] + "..."
