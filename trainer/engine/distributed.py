@@ -1,0 +1,122 @@
+"""Process-group helpers for single-process and torchrun (DDP) training on CPU (gloo) or GPU (nccl).
+
+The CLI reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) and passes a
+:class:`DistInfo`; nothing here reads configuration. With one process every helper is a cheap no-op.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+import torch
+import torch.distributed as dist
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """This process's place in the job: global ``rank`` of ``world_size``, ``local_rank`` on its node."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.world_size > 1
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> DistInfo:
+        """Parse torchrun's variables from ``env`` (a mapping such as ``os.environ``)."""
+        try:
+            return cls(
+                rank=int(env.get("RANK", "0")),
+                world_size=int(env.get("WORLD_SIZE", "1")),
+                local_rank=int(env.get("LOCAL_RANK", "0")),
+            )
+        except ValueError as exc:
+            raise ValueError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers: {exc}") from None
+
+
+def select_device(info: DistInfo, requested: str = "auto") -> torch.device:
+    """``cuda:<local_rank>`` when CUDA is available (or requested), else CPU."""
+    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if requested.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"device {requested!r} requested but CUDA is not available")
+    torch.cuda.set_device(info.local_rank)
+    return torch.device("cuda", info.local_rank)
+
+
+def init_process_group(info: DistInfo, device: torch.device, timeout_s: float = 1800.0) -> None:
+    """Join the job's process group (``env://`` rendezvous set up by torchrun); no-op for one process."""
+    if not info.distributed or (dist.is_available() and dist.is_initialized()):
+        return
+    backend = "nccl" if device.type == "cuda" else "gloo"
+    dist.init_process_group(
+        backend=backend,
+        init_method="env://",
+        rank=info.rank,
+        world_size=info.world_size,
+        timeout=timedelta(seconds=timeout_s),
+    )
+
+
+def is_initialized() -> bool:
+    return dist.is_available() and dist.is_initialized()
+
+
+def destroy_process_group() -> None:
+    if is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier() -> None:
+    if is_initialized():
+        dist.barrier()
+
+
+def all_gather_object(obj: T) -> list[T]:
+    """Every rank's ``obj``, in rank order (``[obj]`` with one process)."""
+    if not is_initialized():
+        return [obj]
+    out: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def broadcast_object(obj: T, src: int = 0) -> T:
+    """Rank ``src``'s ``obj`` on every rank."""
+    if not is_initialized():
+        return obj
+    box: list[Any] = [obj]
+    dist.broadcast_object_list(box, src=src)
+    return box[0]
+
+
+def any_flag(flag: bool, device: torch.device) -> bool:
+    """True on every rank when ``flag`` is true on any rank (used to stop all ranks on SIGTERM)."""
+    if not is_initialized():
+        return flag
+    t = torch.tensor([1.0 if flag else 0.0], device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return bool(t.item() > 0)
+
+
+def mean_dict(values: Mapping[str, float], device: torch.device) -> dict[str, float]:
+    """Average a dict of scalars across ranks (same keys on every rank)."""
+    if not is_initialized() or not values:
+        return dict(values)
+    keys = sorted(values)
+    t = torch.tensor([float(values[k]) for k in keys], device=device, dtype=torch.float64)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)
+    t /= dist.get_world_size()
+    return {k: float(v) for k, v in zip(keys, t.tolist(), strict=True)}
