@@ -1,9 +1,164 @@
-"""CLI commands: registry (being written)."""
+"""CLI commands: ``vitbench registry list|show|promote|download``."""
 
 from __future__ import annotations
 
+import datetime as dt
+from pathlib import Path
+
 import typer
+
+from deploy.cli.common import HOME_HELP, open_registry, print_json, registry_errors
+
+registry_app = typer.Typer(
+    name="registry",
+    help="Browse the model registry, set aliases (champion) and download verified checkpoints.",
+    no_args_is_help=True,
+)
+
+_SUMMARY_TAGS = ("init", "recipe", "dataset", "ap_box", "ap_mask")
+
+
+def _when(ms: int | None) -> str:
+    if not ms:
+        return "-"
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+@registry_app.command("list")
+def list_cmd(
+    name: str | None = typer.Argument(None, help="Model name: list its versions instead of all models."),
+    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List registered models (or the versions of one model) with their aliases and tags."""
+    from rich.console import Console
+    from rich.table import Table
+
+    client = open_registry(home)
+    with registry_errors():
+        if name is None:
+            models = client.list_models()
+            if as_json:
+                print_json([m.to_dict() for m in models])
+                return
+            table = Table(title=f"Registered models — {client.tracking_uri}")
+            for col in ("model", "versions", "latest", "aliases", *_SUMMARY_TAGS):
+                table.add_column(col, justify="right" if col in {"versions", "ap_box", "ap_mask"} else "left")
+            for m in models:
+                latest = m.latest
+                tags = latest.tags if latest else {}
+                aliases = ", ".join(f"{a}→{v}" for a, v in sorted(m.aliases.items())) or "-"
+                table.add_row(
+                    m.name,
+                    str(len(m.versions)),
+                    latest.version if latest else "-",
+                    aliases,
+                    *(tags.get(t, "-") for t in _SUMMARY_TAGS),
+                )
+            Console().print(table if models else "no registered models")
+            return
+        versions = client.list_versions(name)
+        if as_json:
+            print_json([v.to_dict() for v in versions])
+            return
+        table = Table(title=f"Versions of {name}")
+        for col in ("version", "aliases", *_SUMMARY_TAGS, "sha256", "created"):
+            table.add_column(col, justify="right" if col in {"version", "ap_box", "ap_mask"} else "left")
+        for v in versions:
+            table.add_row(
+                v.version,
+                ", ".join(v.aliases) or "-",
+                *(v.tags.get(t, "-") for t in _SUMMARY_TAGS),
+                v.tags.get("sha256", "-")[:12],
+                _when(v.created_ms),
+            )
+        Console().print(table)
+
+
+@registry_app.command("show")
+def show_cmd(
+    ref: str = typer.Argument(..., help="Model reference: NAME@ALIAS or NAME/VERSION."),
+    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Show one version with its lineage: tags, the run's resolved recipe (params), metrics and artifacts."""
+    from rich.console import Console
+    from rich.table import Table
+
+    client = open_registry(home)
+    with registry_errors():
+        lineage = client.show(ref)
+    if as_json:
+        print_json(lineage.to_dict())
+        return
+    v = lineage.version
+    console = Console()
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("model", f"{v.name}/{v.version}")
+    head.add_row("aliases", ", ".join(v.aliases) or "-")
+    head.add_row("source", v.source)
+    head.add_row("created", _when(v.created_ms))
+    head.add_row("run", f"{v.run_id or '-'} ({lineage.run_name or '-'}, {lineage.run_status or '-'})")
+    head.add_row("experiment", lineage.experiment or "-")
+    console.print(head)
+    for title, rows in (
+        ("Tags", sorted(v.tags.items())),
+        ("Metrics (latest)", sorted((k, f"{val:.6g}") for k, val in lineage.metrics.items())),
+        ("Params (resolved recipe)", sorted(lineage.params.items())),
+    ):
+        table = Table(title=title, show_header=False, title_justify="left")
+        table.add_column(style="cyan")
+        table.add_column(overflow="fold")
+        for key, val in rows:
+            table.add_row(key, val)
+        if rows:
+            console.print(table)
+    if lineage.artifacts:
+        console.print("[bold]Artifacts:[/] " + ", ".join(lineage.artifacts))
+
+
+@registry_app.command("promote")
+def promote_cmd(
+    ref: str = typer.Argument(..., help="Model reference to promote: NAME/VERSION or NAME@ALIAS."),
+    alias: str = typer.Option("champion", "--alias", help="Alias to point at this version."),
+    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print the promoted version as JSON."),
+) -> None:
+    """Point an alias (default ``champion``) at a version; the alias moves off any other version."""
+    from rich.console import Console
+
+    client = open_registry(home)
+    with registry_errors():
+        info = client.promote(ref, alias)
+    if as_json:
+        print_json(info.to_dict())
+        return
+    Console().print(
+        f"{info.name}@{alias} → version {info.version} (sha256 {info.tags.get('sha256', '-')[:12]})"
+    )
+
+
+@registry_app.command("download")
+def download_cmd(
+    ref: str = typer.Argument(..., help="Model reference: NAME@ALIAS or NAME/VERSION."),
+    out: Path = typer.Option(Path("."), "--out", "-o", help="Folder to write the checkpoint into."),
+    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print path, sha256 and version as JSON."),
+) -> None:
+    """Download a version's checkpoint and verify its SHA-256; a tampered artifact is refused."""
+    from rich.console import Console
+
+    client = open_registry(home)
+    with registry_errors():
+        result = client.download(ref, out)
+    if as_json:
+        print_json({"path": str(result.path), "sha256": result.sha256, "version": result.version.to_dict()})
+        return
+    Console().print(f"{result.path}  sha256 {result.sha256} verified ({result.version.ref})")
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add the ``registry`` command group to the root app."""
+    app.add_typer(registry_app, name="registry")

@@ -1,0 +1,85 @@
+"""Helpers shared by CLI command modules: where the registry is, and how its errors reach the user.
+
+This is the only place that reads the registry environment: ``MLFLOW_TRACKING_URI`` (remote
+``mlflow server`` or SQL store), ``MLFLOW_REGISTRY_URI``, ``VITBENCH_HOME`` (embedded default's
+folder) and ``VITBENCH_REGISTRY_TIMEOUT`` (seconds per HTTP request, default 10).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import typer
+
+if TYPE_CHECKING:
+    from registry.client import RegistryClient
+
+DEFAULT_HOME = Path(".vitbench")
+
+HOME_HELP = (
+    "Data folder of the embedded registry (SQLite + artifacts); env VITBENCH_HOME, default ./.vitbench."
+)
+
+
+def resolve_home(home: Path | None) -> Path:
+    """``--home``, else ``VITBENCH_HOME``, else ``./.vitbench``."""
+    if home is not None:
+        return home
+    env = os.environ.get("VITBENCH_HOME")
+    return Path(env) if env else DEFAULT_HOME
+
+
+def open_registry(home: Path | None = None) -> RegistryClient:
+    """The registry the CLI talks to: ``MLFLOW_TRACKING_URI`` if set, else the embedded one under the home."""
+    from registry.client import RegistryClient, RegistryError
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
+    logging.getLogger("alembic").setLevel(logging.WARNING)
+    raw_timeout = os.environ.get("VITBENCH_REGISTRY_TIMEOUT", "10")
+    try:
+        timeout = float(raw_timeout)
+    except ValueError:
+        raise typer.BadParameter(
+            f"VITBENCH_REGISTRY_TIMEOUT={raw_timeout!r} is not a number of seconds"
+        ) from None
+    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
+    try:
+        if uri:
+            return RegistryClient(uri, os.environ.get("MLFLOW_REGISTRY_URI") or None, timeout_s=timeout)
+        return RegistryClient.embedded(resolve_home(home))
+    except RegistryError as exc:
+        fail(str(exc))
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """Print ``error: message`` in red to stderr and exit with ``code`` (no traceback)."""
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def registry_errors() -> Iterator[None]:
+    """Turn registry errors into a one-line message and exit code 2 (3 when the registry is unreachable)."""
+    from registry.client import RegistryError, RegistryUnavailableError
+
+    try:
+        yield
+    except RegistryUnavailableError as exc:
+        fail(str(exc), code=3)
+    except RegistryError as exc:
+        fail(str(exc))
+
+
+def print_json(data: Any) -> None:
+    """Write ``data`` as indented JSON to stdout."""
+    sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
