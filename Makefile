@@ -4,7 +4,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml constraints.txt | sha256sum | cut -c1-12)
 TOOLS := .tools
 PYTEST_ARGS ?=
 
@@ -12,15 +12,16 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .PHONY: help venv demo test lint typecheck unit test-slow test-integration system-deps tools chart-check \
-	docker-lint bench clean
+	docker-lint lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+# constraints.txt pins every transitive dependency (regenerate with `make lock`), so a fresh
+# machine resolves instantly and gets exactly the versions CI tested.
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --disable-pip-version-check -q --upgrade pip
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[dev]'
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -58,6 +59,9 @@ chart-check: $(STAMP) tools  ## helm lint --strict, render with each values file
 
 docker-lint: $(STAMP)  ## hadolint every Dockerfile
 	$(BIN)/hadolint --failure-threshold warning docker/*.Dockerfile
+
+lock: $(STAMP)  ## regenerate constraints.txt from the current virtual environment
+	$(BIN)/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt
 
 clean:  ## remove the virtual environment and caches
 	rm -rf $(VENV) $(TOOLS) .mypy_cache .ruff_cache .pytest_cache
