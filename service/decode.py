@@ -1,0 +1,108 @@
+"""Image decoding with limits: sniff the format, check the pixel count from the header, then decode.
+
+Every failure is a :class:`DecodeError` carrying the HTTP status the service answers with:
+415 for bytes that are not a supported image format, 413 for images with more pixels than allowed
+(checked before any pixel is decoded), 422 for images that claim a supported format but cannot be
+decoded (truncated or corrupt).
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Pillow format name for each accepted signature.
+SUPPORTED_FORMATS: tuple[str, ...] = ("JPEG", "PNG", "WEBP", "BMP", "TIFF")
+SUPPORTED_MEDIA_TYPES: tuple[str, ...] = ("image/jpeg", "image/png", "image/webp", "image/bmp", "image/tiff")
+
+
+class DecodeError(Exception):
+    """A client's image could not be used; ``status`` is the HTTP status to answer with."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An RGB image: ``pixels`` uint8 [H, W, 3] after EXIF orientation; ``source_format`` as sniffed."""
+
+    pixels: np.ndarray
+    source_format: str
+    source_mode: str
+
+    @property
+    def height(self) -> int:
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        return int(self.pixels.shape[1])
+
+
+def sniff_format(data: bytes) -> str | None:
+    """Pillow format name from the magic bytes, or None when the bytes are no supported image."""
+    if data[:3] == b"\xff\xd8\xff":
+        return "JPEG"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "PNG"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "WEBP"
+    if data[:2] == b"BM":
+        return "BMP"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "TIFF"
+    return None
+
+
+def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
+    """Decode ``data`` into RGB uint8 [H, W, 3], refusing images over ``max_pixels`` before decoding.
+
+    Grayscale, palette, RGBA/LA (alpha dropped), CMYK, YCbCr and 16-bit or float images are converted
+    to 8-bit RGB; 16-bit samples are scaled by 255/65535. Multi-frame files use their first frame.
+    """
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise DecodeError(
+            415, f"body is not a supported image; expected one of {', '.join(SUPPORTED_MEDIA_TYPES)}"
+        )
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=[fmt])  # reads the header only
+            width, height = image.size
+            if width * height > max_pixels:
+                raise DecodeError(
+                    413, f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
+                )
+            image.load()
+            pixels, mode = _to_rgb(ImageOps.exif_transpose(image) or image)
+    except DecodeError:
+        raise
+    except Image.DecompressionBombError as exc:
+        raise DecodeError(413, f"image has too many pixels: {exc}") from exc
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
+        raise DecodeError(422, f"{fmt} image could not be decoded (truncated or corrupt): {exc}") from exc
+    return DecodedImage(pixels=pixels, source_format=fmt, source_mode=mode)
+
+
+def _to_rgb(image: Image.Image) -> tuple[np.ndarray, str]:
+    """uint8 [H, W, 3] RGB from any Pillow mode, and the mode it came from."""
+    mode = image.mode
+    if mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        gray = np.asarray(image, dtype=np.float64)
+        if mode.startswith("I;16") or (mode == "I" and gray.max(initial=0) > 255):
+            gray = gray * (255.0 / 65535.0)
+        elif mode == "F" and gray.size and gray.min() >= 0.0 and gray.max() <= 1.0:
+            gray = gray * 255.0
+        gray8 = np.clip(np.rint(gray), 0, 255).astype(np.uint8)  # [H, W]
+        return np.repeat(gray8[:, :, None], 3, axis=2), mode
+    if mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8).copy(), mode

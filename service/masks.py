@@ -1,0 +1,147 @@
+"""Instance masks: paste 28×28 probabilities into the image, encode as COCO RLE, PNG or polygons.
+
+Pasting reproduces torchvision's ``paste_masks_in_image`` (1-pixel zero border, box expanded by the
+same ratio, integer box, bilinear resize) followed by the ``> 0.5`` threshold used by COCO evaluation.
+Encoders take the pasted mask as a crop plus its offset so that the full-image mask is built only
+where a format needs it (RLE).
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from PIL import Image
+from pycocotools import mask as mask_utils
+
+from service.preprocess import resize_bilinear
+
+MASK_THRESHOLD = 0.5
+
+
+@dataclass(frozen=True)
+class PastedMask:
+    """A binary mask of an image of ``height``×``width``: ``crop`` bool [h, w] placed at (``x0``, ``y0``).
+
+    Pixels outside the crop are background. The crop may be empty (h or w = 0) for boxes outside the image.
+    """
+
+    crop: np.ndarray
+    x0: int
+    y0: int
+    height: int
+    width: int
+
+    def full(self) -> np.ndarray:
+        """The whole mask, bool [height, width]."""
+        out = np.zeros((self.height, self.width), dtype=bool)
+        h, w = self.crop.shape
+        out[self.y0 : self.y0 + h, self.x0 : self.x0 + w] = self.crop
+        return out
+
+    @property
+    def area(self) -> int:
+        return int(self.crop.sum())
+
+
+def paste_mask(probs: np.ndarray, box: np.ndarray, height: int, width: int, padding: int = 1) -> PastedMask:
+    """Paste mask probabilities ``probs`` [M, M] for ``box`` (x1, y1, x2, y2, image pixels) into an image.
+
+    Same arithmetic as ``torchvision.models.detection.roi_heads.paste_masks_in_image``.
+    """
+    m = probs.shape[-1]
+    padded = np.zeros((m + 2 * padding, m + 2 * padding), dtype=np.float32)
+    padded[padding:-padding, padding:-padding] = probs  # [M+2p, M+2p]
+    scale = np.float32(m + 2 * padding) / np.float32(m)
+    b = box.astype(np.float32)
+    w_half = (b[2] - b[0]) * np.float32(0.5) * scale
+    h_half = (b[3] - b[1]) * np.float32(0.5) * scale
+    x_c = (b[2] + b[0]) * np.float32(0.5)
+    y_c = (b[3] + b[1]) * np.float32(0.5)
+    # torchvision casts the expanded box with .to(torch.int64): truncation toward zero.
+    ex1, ey1 = int(np.trunc(x_c - w_half)), int(np.trunc(y_c - h_half))
+    ex2, ey2 = int(np.trunc(x_c + w_half)), int(np.trunc(y_c + h_half))
+    w = max(ex2 - ex1 + 1, 1)
+    h = max(ey2 - ey1 + 1, 1)
+    resized = resize_bilinear(padded, h, w)  # [h, w]
+    x_0, x_1 = max(ex1, 0), min(ex2 + 1, width)
+    y_0, y_1 = max(ey1, 0), min(ey2 + 1, height)
+    if x_1 <= x_0 or y_1 <= y_0:
+        return PastedMask(np.zeros((0, 0), dtype=bool), 0, 0, height, width)
+    crop = resized[y_0 - ey1 : y_1 - ey1, x_0 - ex1 : x_1 - ex1] > MASK_THRESHOLD  # [y1-y0, x1-x0]
+    return PastedMask(crop, x_0, y_0, height, width)
+
+
+def encode_rle(mask: PastedMask) -> dict[str, Any]:
+    """COCO compressed RLE of the full mask (column-major, as pycocotools).
+
+    Returns ``{"size": [H, W], "counts": str}``; ``pycocotools.mask.decode`` reads it back.
+    """
+    full = np.asfortranarray(mask.full().astype(np.uint8)[:, :, None])  # [H, W, 1], Fortran order
+    rle = mask_utils.encode(full)[0]
+    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+
+
+def encode_png(mask: PastedMask) -> dict[str, Any]:
+    """1-bit PNG of the full mask, base64: ``{"size": [H, W], "data": str}`` (white = object)."""
+    image = Image.fromarray(mask.full()).convert("1")
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG", optimize=True)
+    return {"size": [mask.height, mask.width], "data": base64.b64encode(buffer.getvalue()).decode("ascii")}
+
+
+def encode_polygon(mask: PastedMask, tolerance: float = 1.0) -> dict[str, Any]:
+    """Polygons as COCO segmentation lists ``[[x1, y1, x2, y2, ...], ...]`` in image pixel coordinates.
+
+    Outlines are traced with contourpy at the 0.5 level around pixel centres (shifted by +0.5 to
+    COCO's continuous coordinates) and simplified with Ramer–Douglas–Peucker at ``tolerance`` pixels.
+    Holes come back as separate rings; rings with fewer than 3 points are dropped.
+    """
+    import contourpy
+
+    polygons: list[list[float]] = []
+    if mask.crop.size and mask.crop.any():
+        padded = np.pad(mask.crop.astype(np.float64), 1)  # [h+2, w+2], closes rings at the crop edge
+        generator = contourpy.contour_generator(z=padded, line_type=contourpy.LineType.Separate)
+        for ring in generator.lines(0.5):
+            points = _simplify(np.asarray(ring, dtype=np.float64), tolerance)  # [K, 2] (x, y)
+            if len(points) < 3:
+                continue
+            points = points + np.array([mask.x0 - 1 + 0.5, mask.y0 - 1 + 0.5])
+            polygons.append([round(float(v), 2) for v in points.reshape(-1)])
+    return {"size": [mask.height, mask.width], "polygons": polygons}
+
+
+def _simplify(points: np.ndarray, tolerance: float) -> np.ndarray:
+    """Ramer–Douglas–Peucker on a closed ring ``points`` [K, 2]; returns the kept points [K', 2]."""
+    if len(points) > 1 and np.allclose(points[0], points[-1]):
+        points = points[:-1]
+    if len(points) <= 3:
+        return points
+    keep = np.zeros(len(points), dtype=bool)
+    far = int(np.argmax(np.linalg.norm(points - points[0], axis=1)))
+    keep[0] = keep[far] = True
+    stack = [(0, far), (far, len(points))]
+    while stack:
+        start, end = stack.pop()
+        idx = np.arange(start + 1, end)
+        if idx.size == 0:
+            continue
+        a, b = points[start], points[end % len(points)]
+        seg = b - a
+        seg_len = float(np.hypot(seg[0], seg[1]))
+        rel = points[idx] - a
+        if seg_len == 0.0:
+            dist = np.hypot(rel[:, 0], rel[:, 1])
+        else:
+            dist = np.abs(seg[0] * rel[:, 1] - seg[1] * rel[:, 0]) / seg_len
+        worst = int(np.argmax(dist))
+        if dist[worst] > tolerance:
+            split = int(idx[worst])
+            keep[split] = True
+            stack.append((start, split))
+            stack.append((split, end))
+    return points[keep]

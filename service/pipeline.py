@@ -1,0 +1,76 @@
+"""The detection pipeline: decode → preprocess → (batched) run → postprocess.
+
+The stages are plain blocking functions; the app runs decode/preprocess and postprocess in the
+thread pool and inference through the :class:`~service.batching.DynamicBatcher`.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from service.backends import RawDetections
+from service.decode import decode_image
+from service.model_source import ModelArtifact
+from service.postprocess import FilterOptions, postprocess
+from service.preprocess import Letterbox, preprocess
+
+
+class Backend(Protocol):
+    """What the pipeline needs from an inference backend."""
+
+    @property
+    def active_providers(self) -> list[str]: ...
+
+    def run_batch(self, batch: list[np.ndarray]) -> list[RawDetections]: ...
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A decoded, preprocessed image: ``images`` float32 [1, 3, S, S] and how to map results back."""
+
+    images: np.ndarray
+    letterbox: Letterbox
+    decode_s: float
+    preprocess_s: float
+
+
+class DetectorPipeline:
+    """One loaded model: its manifest, its backend and the stages around it."""
+
+    def __init__(self, artifact: ModelArtifact, backend: Backend) -> None:
+        self.artifact = artifact
+        self.backend = backend
+        spec = artifact.manifest.input
+        self.image_size = spec.size
+        self.pixel_mean = spec.pixel_mean
+        self.pixel_std = spec.pixel_std
+        self.class_names: tuple[str, ...] = artifact.manifest.class_names
+
+    def prepare(self, data: bytes, max_pixels: int) -> Prepared:
+        """Decode ``data`` (raises :class:`~service.decode.DecodeError`) and build the graph input."""
+        t0 = time.perf_counter()
+        image = decode_image(data, max_pixels)
+        t1 = time.perf_counter()
+        images, letterbox = preprocess(image.pixels, self.image_size, self.pixel_mean, self.pixel_std)
+        t2 = time.perf_counter()
+        return Prepared(images, letterbox, t1 - t0, t2 - t1)
+
+    def run_batch(self, batch: list[np.ndarray]) -> list[RawDetections]:
+        """Blocking inference on [1, 3, S, S] inputs (called from the batcher's worker thread)."""
+        return self.backend.run_batch(batch)
+
+    def finish(self, raw: RawDetections, prepared: Prepared, options: FilterOptions) -> list[dict[str, Any]]:
+        """Response detections for one image's raw outputs."""
+        return postprocess(raw, prepared.letterbox, self.class_names, options)
+
+    def warmup(self) -> float:
+        """Run one mean-grey image through the backend; returns the seconds it took."""
+        t0 = time.perf_counter()
+        grey = np.full((self.image_size, self.image_size, 3), 114, dtype=np.uint8)
+        images, _ = preprocess(grey, self.image_size, self.pixel_mean, self.pixel_std)
+        self.backend.run_batch([images])
+        return time.perf_counter() - t0

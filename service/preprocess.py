@@ -1,0 +1,96 @@
+"""Numpy preprocessing that reproduces torchvision's ``GeneralizedRCNNTransform`` for a square input.
+
+The exported graph expects ``images`` float32 [1, 3, S, S]: the RGB image resized (bilinear, no
+antialias, like ``F.interpolate(align_corners=False)``) so its longest side is S, normalized with the
+manifest's mean/std on the 0–255 scale and zero-padded at the bottom/right.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """Where the original image sits in the S×S canvas.
+
+    ``resized_height``/``resized_width`` are the pixel size after resizing; boxes in the canvas map
+    back to the original with ``x * original_width / resized_width`` (torchvision's ``resize_boxes``).
+    """
+
+    original_height: int
+    original_width: int
+    resized_height: int
+    resized_width: int
+    canvas: int
+
+    @property
+    def ratio_x(self) -> float:
+        return self.original_width / self.resized_width
+
+    @property
+    def ratio_y(self) -> float:
+        return self.original_height / self.resized_height
+
+
+def letterbox_for(height: int, width: int, canvas: int) -> Letterbox:
+    """The resize torchvision applies with ``min_size = max_size = canvas``.
+
+    Its scale factor is ``canvas / longest side`` in double precision and each output side is
+    ``floor(side * scale)`` (as ``F.interpolate(recompute_scale_factor=True)``), at least 1.
+    """
+    if height < 1 or width < 1:
+        raise ValueError(f"image must be at least 1x1 pixels, got {width}x{height}")
+    scale = canvas / max(height, width)
+    resized_h = min(canvas, max(1, math.floor(height * scale)))
+    resized_w = min(canvas, max(1, math.floor(width * scale)))
+    return Letterbox(height, width, resized_h, resized_w, canvas)
+
+
+def _source_index(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Indices and weights of ``F.interpolate(mode='bilinear', align_corners=False)`` along one axis.
+
+    Returns ``(i0, i1, w1)`` each of shape [out_size]: output j = (1 - w1) * x[i0] + w1 * x[i1].
+    """
+    scale = np.float32(in_size) / np.float32(out_size)
+    src = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    src = np.maximum(src, np.float32(0.0))
+    i0 = np.minimum(src.astype(np.int64), in_size - 1)
+    i1 = np.minimum(i0 + 1, in_size - 1)
+    w1 = (src - i0.astype(np.float32)).astype(np.float32)
+    return i0, i1, w1
+
+
+def resize_bilinear(image: np.ndarray, out_height: int, out_width: int) -> np.ndarray:
+    """Resize float32 [H, W] or [H, W, C] like ``F.interpolate(bilinear, align_corners=False)``."""
+    src = image.astype(np.float32, copy=False)
+    r0, r1, rw = _source_index(out_height, src.shape[0])
+    c0, c1, cw = _source_index(out_width, src.shape[1])
+    extra = (None,) * (src.ndim - 2)
+    rw_b = rw[(slice(None), None, *extra)]  # [OH, 1, (1)]
+    rows = src[r0] * (np.float32(1.0) - rw_b) + src[r1] * rw_b  # [OH, W, (C)]
+    cw_b = cw[(None, slice(None), *extra)]  # [1, OW, (1)]
+    out = rows[:, c0] * (np.float32(1.0) - cw_b) + rows[:, c1] * cw_b  # [OH, OW, (C)]
+    return out.astype(np.float32, copy=False)
+
+
+def preprocess(
+    pixels: np.ndarray,
+    canvas: int,
+    pixel_mean: tuple[float, float, float],
+    pixel_std: tuple[float, float, float],
+) -> tuple[np.ndarray, Letterbox]:
+    """uint8 RGB [H, W, 3] → (float32 [1, 3, S, S] graph input, its :class:`Letterbox`)."""
+    if pixels.ndim != 3 or pixels.shape[2] != 3:
+        raise ValueError(f"expected an RGB image [H, W, 3], got shape {pixels.shape}")
+    box = letterbox_for(pixels.shape[0], pixels.shape[1], canvas)
+    resized = resize_bilinear(pixels, box.resized_height, box.resized_width)  # [h, w, 3] 0–255
+    mean = np.asarray(pixel_mean, dtype=np.float32)
+    std = np.asarray(pixel_std, dtype=np.float32)
+    normalized = (resized - mean) / std  # [h, w, 3]
+    batch = np.zeros((1, 3, canvas, canvas), dtype=np.float32)
+    batch[0, :, : box.resized_height, : box.resized_width] = normalized.transpose(2, 0, 1)  # [3, h, w]
+    return batch, box

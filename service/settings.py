@@ -1,0 +1,120 @@
+"""Service settings, read from the environment with the ``VITBENCH_`` prefix.
+
+Only the CLI layer (``vitbench serve``) and test code build a :class:`ServiceSettings`; the app and its
+modules receive the object and never read the environment themselves.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_PROVIDERS: tuple[str, ...] = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "CPUExecutionProvider",
+)
+KNOWN_PROVIDERS = frozenset(
+    {*DEFAULT_PROVIDERS, "ROCMExecutionProvider", "OpenVINOExecutionProvider", "CoreMLExecutionProvider"}
+)
+
+
+class ServiceSettings(BaseSettings):
+    """Everything the inference service can be told; every field has a safe local default.
+
+    Environment variables are the upper-cased field names with the ``VITBENCH_`` prefix, for example
+    ``VITBENCH_MODEL=coco-vitdet@champion`` or
+    ``VITBENCH_PROVIDERS=CUDAExecutionProvider,CPUExecutionProvider``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="VITBENCH_", extra="ignore", frozen=True)
+
+    model: str | None = Field(
+        default=None, description="Registry reference of the model to serve: `name@alias` or `name/version`."
+    )
+    model_dir: Path | None = Field(
+        default=None,
+        description="Serve an exported folder (model.onnx + manifest.json) directly instead of the registry.",
+    )
+    tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; unset = the embedded SQLite registry under `home`."
+    )
+    registry_uri: str | None = Field(default=None, description="MLflow registry URI when it differs.")
+    home: Path = Field(default=Path(".vitbench"), description="Local data folder (embedded registry, cache).")
+    cache_dir: Path | None = Field(
+        default=None, description="Where downloaded models are kept; default `<home>/serving`."
+    )
+    providers: Annotated[list[str], NoDecode] = Field(
+        default=list(DEFAULT_PROVIDERS),
+        description="ONNX Runtime execution providers in order of preference; unavailable ones are skipped.",
+    )
+    intra_op_threads: int = Field(
+        default=0, ge=0, description="ORT intra-op threads per run; 0 = ORT default."
+    )
+    trt_cache_dir: Path | None = Field(default=None, description="TensorRT engine/timing cache folder.")
+    trt_fp16: bool = Field(default=True, description="Build TensorRT engines in fp16.")
+
+    score_threshold: float = Field(default=0.5, ge=0.0, le=1.0, description="Default minimum score.")
+    max_detections: int = Field(default=100, ge=1, le=1000, description="Most detections a request may get.")
+    max_body_bytes: int = Field(
+        default=20 * 1024 * 1024, ge=1024, description="Largest request body (bytes)."
+    )
+    max_pixels: int = Field(default=40_000_000, ge=1, description="Largest image (width × height) decoded.")
+
+    max_batch_size: int = Field(
+        default=4, ge=1, le=256, description="Most images run together; 1 = no batching."
+    )
+    max_queue_delay_ms: float = Field(default=2.0, ge=0.0, description="Longest wait to fill a batch (ms).")
+    queue_size: int = Field(default=64, ge=1, description="Requests waiting for inference before 503.")
+    request_timeout_s: float = Field(default=30.0, gt=0.0, description="Queue + inference time limit (s).")
+    retry_after_s: int = Field(default=1, ge=0, description="`Retry-After` seconds sent with 503 answers.")
+    drain_seconds: float = Field(
+        default=5.0, ge=0.0, description="After SIGTERM, answer /readyz 503 this long before stopping."
+    )
+
+    api_key: SecretStr | None = Field(
+        default=None, description="When set, /detect and /v1/models need X-API-Key."
+    )
+    log_json: bool = Field(default=True, description="One JSON object per log line.")
+    log_level: str = Field(default="INFO", description="Python logging level name.")
+
+    @field_validator("providers", mode="before")
+    @classmethod
+    def _split_providers(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [p.strip() for p in value.split(",") if p.strip()]
+        return value
+
+    @field_validator("providers")
+    @classmethod
+    def _known_providers(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("providers must name at least one execution provider")
+        unknown = [p for p in value if p not in KNOWN_PROVIDERS]
+        if unknown:
+            raise ValueError(
+                f"unknown execution provider(s) {unknown}; expected some of {sorted(KNOWN_PROVIDERS)}"
+            )
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+            raise ValueError(f"log_level {value!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+        return level
+
+    @model_validator(mode="after")
+    def _one_model(self) -> ServiceSettings:
+        if self.model is not None and self.model_dir is not None:
+            raise ValueError("set either model (a registry reference) or model_dir, not both")
+        return self
+
+    @property
+    def serving_cache(self) -> Path:
+        """Folder for downloaded models."""
+        return self.cache_dir if self.cache_dir is not None else self.home / "serving"
