@@ -1,0 +1,202 @@
+"""An in-memory stand-in for the few ``BatchV1Api``/``CoreV1Api`` methods that ``deploy.k8s`` calls.
+
+It behaves like the API server where the client relies on it: objects are deserialized into real
+``kubernetes.client`` models, creating an existing name raises ``ApiException(409)``, reading or deleting a
+missing one raises ``ApiException(404)``, label selectors (``k=v`` joined by commas) filter lists.
+Tests drive the cluster side (pods, Job status) with :meth:`FakeCluster.add_pod` / :meth:`set_job_status`.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from kubernetes.client import ApiClient, V1Job, V1JobList, V1Pod, V1PodList, V1Service
+from kubernetes.client.exceptions import ApiException
+
+_API = ApiClient()
+
+
+def _model(body: dict[str, Any], cls: str) -> Any:
+    """Turn a manifest dict into a ``kubernetes.client`` model, as the real client does with responses."""
+    return _API.deserialize(json.dumps(_API.sanitize_for_serialization(body)), cls, "application/json")
+
+
+def _matches(labels: dict[str, str] | None, selector: str | None) -> bool:
+    if not selector:
+        return True
+    labels = labels or {}
+    for term in selector.split(","):
+        key, _, value = term.partition("=")
+        if labels.get(key) != value:
+            return False
+    return True
+
+
+class FakeCluster:
+    """State shared by :class:`FakeBatchApi` and :class:`FakeCoreApi`; records every mutating call."""
+
+    def __init__(self) -> None:
+        self.jobs: dict[tuple[str, str], V1Job] = {}
+        self.services: dict[tuple[str, str], V1Service] = {}
+        self.pods: dict[tuple[str, str], V1Pod] = {}
+        self.logs: dict[tuple[str, str], str] = {}
+        self.calls: list[tuple[str, str, str]] = []
+        self._clock = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def _tick(self) -> datetime:
+        self._clock += timedelta(seconds=1)
+        return self._clock
+
+    def add_pod(
+        self,
+        namespace: str,
+        job: str,
+        name: str,
+        phase: str,
+        *,
+        index: int | None = None,
+        disruption_reason: str | None = None,
+        exit_code: int | None = None,
+        log: str = "",
+        annotations: dict[str, str] | None = None,
+    ) -> None:
+        """Add a pod of ``job`` like the Job controller would (labels, index annotation, conditions)."""
+        ann = dict(annotations or {})
+        if index is not None:
+            ann["batch.kubernetes.io/job-completion-index"] = str(index)
+        status: dict[str, Any] = {"phase": phase}
+        if disruption_reason is not None:
+            status["conditions"] = [
+                {
+                    "type": "DisruptionTarget",
+                    "status": "True",
+                    "reason": disruption_reason,
+                    "message": "Kubernetes Scheduler: PodPreempted",
+                }
+            ]
+        if exit_code is not None:
+            status["containerStatuses"] = [
+                {
+                    "name": "trainer",
+                    "image": "img",
+                    "imageID": "",
+                    "ready": False,
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": exit_code, "reason": "Error"}},
+                }
+            ]
+        body = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {
+                "name": name,
+                "namespace": namespace,
+                "labels": {"batch.kubernetes.io/job-name": job, "job-name": job},
+                "annotations": ann,
+                "creationTimestamp": self._tick().isoformat(),
+            },
+            "spec": {"containers": [{"name": "trainer", "image": "img"}]},
+            "status": status,
+        }
+        self.pods[(namespace, name)] = _model(body, "V1Pod")
+        self.logs[(namespace, name)] = log
+
+    def set_job_status(self, namespace: str, name: str, **status: Any) -> None:
+        """Replace a Job's status with manifest-style fields (``active``, ``failed``, ``conditions``...)."""
+        job = self.jobs[(namespace, name)]
+        body = _API.sanitize_for_serialization(job)
+        body["status"] = status
+        self.jobs[(namespace, name)] = _model(body, "V1Job")
+
+
+class FakeBatchApi:
+    """``BatchV1Api`` subset backed by a :class:`FakeCluster`."""
+
+    def __init__(self, cluster: FakeCluster) -> None:
+        self.cluster = cluster
+
+    def create_namespaced_job(self, namespace: str, body: Any, **kwargs: Any) -> V1Job:
+        name = body["metadata"]["name"]
+        if (namespace, name) in self.cluster.jobs:
+            raise ApiException(status=409, reason="AlreadyExists")
+        self.cluster.calls.append(("create", "Job", name))
+        job = _model({**body, "status": {}}, "V1Job")
+        job.metadata.creation_timestamp = self.cluster._tick()
+        self.cluster.jobs[(namespace, name)] = job
+        return job
+
+    def read_namespaced_job(self, name: str, namespace: str, **kwargs: Any) -> V1Job:
+        try:
+            return self.cluster.jobs[(namespace, name)]
+        except KeyError:
+            raise ApiException(status=404, reason="NotFound") from None
+
+    def list_namespaced_job(
+        self, namespace: str, label_selector: str | None = None, **kwargs: Any
+    ) -> V1JobList:
+        items = [
+            j
+            for (ns, _), j in self.cluster.jobs.items()
+            if ns == namespace and j.metadata is not None and _matches(j.metadata.labels, label_selector)
+        ]
+        return V1JobList(items=items)
+
+    def delete_namespaced_job(self, name: str, namespace: str, **kwargs: Any) -> None:
+        if (namespace, name) not in self.cluster.jobs:
+            raise ApiException(status=404, reason="NotFound")
+        self.cluster.calls.append(("delete", "Job", f"{name}:{kwargs.get('propagation_policy')}"))
+        del self.cluster.jobs[(namespace, name)]
+        if kwargs.get("propagation_policy") in ("Background", "Foreground"):
+            for key, pod in list(self.cluster.pods.items()):
+                labels = (pod.metadata.labels if pod.metadata is not None else None) or {}
+                if key[0] == namespace and labels.get("batch.kubernetes.io/job-name") == name:
+                    del self.cluster.pods[key]
+
+
+class FakeCoreApi:
+    """``CoreV1Api`` subset backed by a :class:`FakeCluster`."""
+
+    def __init__(self, cluster: FakeCluster) -> None:
+        self.cluster = cluster
+
+    def create_namespaced_service(self, namespace: str, body: Any, **kwargs: Any) -> V1Service:
+        name = body["metadata"]["name"]
+        if (namespace, name) in self.cluster.services:
+            raise ApiException(status=409, reason="AlreadyExists")
+        self.cluster.calls.append(("create", "Service", name))
+        svc = _model(body, "V1Service")
+        self.cluster.services[(namespace, name)] = svc
+        return svc
+
+    def read_namespaced_service(self, name: str, namespace: str, **kwargs: Any) -> V1Service:
+        try:
+            return self.cluster.services[(namespace, name)]
+        except KeyError:
+            raise ApiException(status=404, reason="NotFound") from None
+
+    def delete_namespaced_service(self, name: str, namespace: str, **kwargs: Any) -> None:
+        if (namespace, name) not in self.cluster.services:
+            raise ApiException(status=404, reason="NotFound")
+        self.cluster.calls.append(("delete", "Service", name))
+        del self.cluster.services[(namespace, name)]
+
+    def list_namespaced_pod(
+        self, namespace: str, label_selector: str | None = None, **kwargs: Any
+    ) -> V1PodList:
+        items = [
+            p
+            for (ns, _), p in self.cluster.pods.items()
+            if ns == namespace and p.metadata is not None and _matches(p.metadata.labels, label_selector)
+        ]
+        return V1PodList(items=items)
+
+    def read_namespaced_pod_log(self, name: str, namespace: str, **kwargs: Any) -> str:
+        if (namespace, name) not in self.cluster.pods:
+            raise ApiException(status=404, reason="NotFound")
+        text = self.cluster.logs.get((namespace, name), "")
+        tail = kwargs.get("tail_lines")
+        if tail is not None:
+            text = "".join(text.splitlines(keepends=True)[-tail:])
+        return text
