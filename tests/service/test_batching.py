@@ -1,0 +1,205 @@
+"""The dynamic batcher, the body limit middleware, and overload behaviour through the app."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+from conftest import image_bytes, settings_for
+from fastapi.testclient import TestClient
+
+from service.app import create_app
+from service.backends import RawDetections
+from service.batching import DynamicBatcher, QueueFullError, RequestTimeoutError
+from service.middleware import BodyLimitMiddleware
+from service.model_source import ModelArtifact
+from service.settings import ServiceSettings
+
+
+def _run(coro_fn: Callable[[], object]) -> object:
+    return asyncio.run(coro_fn())  # type: ignore[arg-type]
+
+
+def test_concurrent_requests_are_batched_in_order() -> None:
+    seen: list[list[int]] = []
+
+    def run_batch(items: list[int]) -> list[int]:
+        seen.append(list(items))
+        time.sleep(0.02)
+        return [i * 10 for i in items]
+
+    async def scenario() -> list[object]:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(run_batch, 4, max_delay_s=0.05, queue_size=32)
+        await batcher.start()
+        results = await asyncio.gather(*(batcher.submit(i, 5.0) for i in range(10)))
+        await batcher.close()
+        return list(results)
+
+    results = _run(scenario)
+    assert [r.output for r in results] == [i * 10 for i in range(10)]  # type: ignore[attr-defined]
+    assert [len(b) for b in seen] == [4, 4, 2]
+    assert sorted(x for b in seen for x in b) == list(range(10))
+    assert all(r.batch_size == len(seen[i // 4]) for i, r in enumerate(results))  # type: ignore[attr-defined]
+
+
+def test_batch_size_one_runs_one_at_a_time() -> None:
+    sizes: list[int] = []
+
+    async def scenario() -> None:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(
+            lambda items: items, 1, max_delay_s=0.05, queue_size=8, on_batch=lambda n, s: sizes.append(n)
+        )
+        await batcher.start()
+        await asyncio.gather(*(batcher.submit(i, 5.0) for i in range(5)))
+        await batcher.close()
+
+    _run(scenario)
+    assert sizes == [1, 1, 1, 1, 1]
+
+
+def test_full_queue_and_timeout() -> None:
+    gate = threading.Event()
+    ran: list[list[int]] = []
+
+    def run_batch(items: list[int]) -> list[int]:
+        ran.append(list(items))
+        gate.wait(5)
+        return items
+
+    async def scenario() -> None:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(run_batch, 1, max_delay_s=0.0, queue_size=2)
+        await batcher.start()
+        first = asyncio.create_task(batcher.submit(0, 5.0))
+        await asyncio.sleep(0.05)  # the worker holds item 0
+        waiting = [asyncio.create_task(batcher.submit(i, 0.1)) for i in (1, 2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFullError):
+            await batcher.submit(3, 5.0)
+        for task in waiting:
+            with pytest.raises(RequestTimeoutError):
+                await task
+        gate.set()
+        assert (await first).output == 0
+        await asyncio.sleep(0.05)
+        await batcher.close()
+
+    _run(scenario)
+    assert ran == [[0]]  # the timed-out requests were dropped, never run
+
+
+def test_errors_reach_every_request_of_the_batch() -> None:
+    def run_batch(items: list[int]) -> list[int]:
+        raise RuntimeError("device lost")
+
+    async def scenario() -> None:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(run_batch, 4, max_delay_s=0.02, queue_size=8)
+        await batcher.start()
+        outcomes = await asyncio.gather(*(batcher.submit(i, 5.0) for i in range(3)), return_exceptions=True)
+        assert all(isinstance(o, RuntimeError) for o in outcomes)
+        assert (await asyncio.gather(batcher.submit(9, 0.5), return_exceptions=True))[
+            0
+        ].__class__ is RuntimeError
+        await batcher.close()
+
+    _run(scenario)
+
+
+def test_body_limit_stops_reading_early() -> None:
+    """A chunked 100 KB upload against a 4 KB limit: 413 after 5 chunks, the rest is never received."""
+    received = 0
+    sent: list[dict] = []
+
+    async def receive() -> dict:
+        nonlocal received
+        received += 1
+        return {"type": "http.request", "body": b"x" * 1000, "more_body": received < 100}
+
+    async def send(message: dict) -> None:
+        sent.append(message)
+
+    async def app(scope: dict, receive: object, send: object) -> None:
+        raise AssertionError("the app must not be called")
+
+    middleware = BodyLimitMiddleware(app, max_bytes=4096)  # type: ignore[arg-type]
+    scope = {"type": "http", "method": "POST", "headers": [(b"content-type", b"image/png")]}
+    asyncio.run(middleware(scope, receive, send))  # type: ignore[arg-type]
+    assert sent[0]["status"] == 413 and received == 5
+
+    declared = {**scope, "headers": [(b"content-length", b"10000000000")]}
+    received, sent[:] = 0, []
+    asyncio.run(middleware(declared, receive, send))  # type: ignore[arg-type]
+    assert sent[0]["status"] == 413 and received == 0  # refused from the header alone
+
+
+class _GatedBackend:
+    """A backend whose runs wait for ``gate``; answers no detections."""
+
+    def __init__(self, gate: threading.Event) -> None:
+        self.gate = gate
+        self.batches: list[int] = []
+
+    @property
+    def active_providers(self) -> list[str]:
+        return ["CPUExecutionProvider"]
+
+    def run_batch(self, batch: list[np.ndarray]) -> list[RawDetections]:
+        self.batches.append(len(batch))
+        if self.batches[1:]:  # the warm-up passes at once
+            self.gate.wait(10)
+        empty = RawDetections(
+            np.zeros((0, 4), np.float32),
+            np.zeros(0, np.float32),
+            np.zeros(0, np.int64),
+            np.zeros((0, 28, 28)),
+        )
+        return [empty for _ in batch]
+
+
+def _gated_app(model_dir: Path, gate: threading.Event, **overrides: object) -> tuple[object, _GatedBackend]:
+    backend = _GatedBackend(gate)
+
+    def factory(artifact: ModelArtifact, settings: ServiceSettings) -> _GatedBackend:
+        return backend
+
+    return create_app(settings_for(model_dir, **overrides), backend_factory=factory), backend
+
+
+def test_overload_answers_503_with_retry_after(
+    make_client: Callable[..., TestClient], fake_model_dir: Path
+) -> None:
+    gate = threading.Event()
+    app, backend = _gated_app(fake_model_dir, gate, max_batch_size=1, queue_size=2, retry_after_s=3)
+    client = make_client(app)
+    data = image_bytes(64, 64)
+
+    def post() -> int:
+        return client.post("/detect", content=data, headers={"content-type": "image/jpeg"}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        futures = [pool.submit(post) for _ in range(8)]
+        deadline = time.monotonic() + 10
+        while sum(f.done() for f in futures) < 5 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        rejected = client.post("/detect", content=data, headers={"content-type": "image/jpeg"})
+        gate.set()
+        codes = sorted(f.result() for f in futures)
+    assert rejected.status_code == 503 and rejected.headers["retry-after"] == "3"
+    assert codes.count(200) == 3 and codes.count(503) == 5  # one running + two queued; the rest refused
+    assert client.post("/detect", content=data, headers={"content-type": "image/jpeg"}).status_code == 200
+    assert 'vitbench_rejected_total{reason="overloaded"}' in client.get("/metrics").text
+
+
+def test_request_timeout_answers_503(make_client: Callable[..., TestClient], fake_model_dir: Path) -> None:
+    gate = threading.Event()
+    app, _ = _gated_app(fake_model_dir, gate, request_timeout_s=0.2)
+    client = make_client(app)
+    resp = client.post("/detect", content=image_bytes(64, 64), headers={"content-type": "image/jpeg"})
+    gate.set()
+    assert resp.status_code == 503 and "timed out" in resp.json()["detail"]
+    assert "retry-after" in resp.headers

@@ -1,0 +1,194 @@
+"""Preprocess, mask pasting and decoding checked against torchvision / pycocotools / Pillow."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from pycocotools import mask as mask_utils
+from torchvision.models.detection.roi_heads import paste_masks_in_image
+from torchvision.models.detection.transform import GeneralizedRCNNTransform
+
+from service.backends import RawDetections
+from service.decode import DecodeError, decode_image, sniff_format
+from service.masks import PastedMask, encode_png, encode_polygon, encode_rle, paste_mask
+from service.postprocess import FilterOptions, postprocess, resolve_classes
+from service.preprocess import letterbox_for, preprocess, resize_bilinear
+from service.schemas import MaskFormat
+
+MEAN = (123.675, 116.28, 103.53)
+STD = (58.395, 57.12, 57.375)
+
+
+@pytest.mark.parametrize(("height", "width"), [(100, 200), (37, 53), (333, 517), (64, 64), (90, 17), (1, 1)])
+def test_preprocess_matches_torchvision_transform(height: int, width: int) -> None:
+    """Same resize (sizes and values) and normalization as GeneralizedRCNNTransform(min=max=S)."""
+    size = 64
+    rng = np.random.default_rng(height * 1000 + width)
+    pixels = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    transform = GeneralizedRCNNTransform(
+        size, size, [m / 255 for m in MEAN], [s / 255 for s in STD], size_divisible=1
+    ).eval()
+    with torch.no_grad():
+        images, _ = transform([torch.from_numpy(pixels).permute(2, 0, 1).float() / 255])
+    h, w = images.image_sizes[0]
+    batch, box = preprocess(pixels, size, MEAN, STD)
+    assert batch.shape == (1, 3, size, size) and batch.dtype == np.float32
+    assert (box.resized_height, box.resized_width) == (h, w)
+    np.testing.assert_allclose(batch[0, :, :h, :w], images.tensors[0, :, :h, :w].numpy(), atol=2e-4)
+    assert not batch[0, :, h:, :].any() and not batch[0, :, :, w:].any()  # zero pad = mean colour
+
+
+def test_letterbox_longest_side_and_ratios() -> None:
+    box = letterbox_for(480, 640, 1024)
+    assert (box.resized_height, box.resized_width) == (768, 1024)
+    assert box.ratio_x == box.ratio_y == 640 / 1024
+    assert letterbox_for(5, 3000, 64).resized_height == 1  # never zero-sized
+
+
+@pytest.mark.parametrize(("out_h", "out_w"), [(64, 91), (20, 30), (5, 100), (1, 1)])
+def test_resize_matches_f_interpolate(out_h: int, out_w: int) -> None:
+    image = np.random.default_rng(0).uniform(0, 255, (37, 53, 3)).astype(np.float32)
+    ref = F.interpolate(
+        torch.from_numpy(image).permute(2, 0, 1)[None],
+        size=(out_h, out_w),
+        mode="bilinear",
+        align_corners=False,
+    )[0].permute(1, 2, 0)
+    np.testing.assert_allclose(resize_bilinear(image, out_h, out_w), ref.numpy(), atol=1e-3)
+
+
+def test_paste_matches_torchvision() -> None:
+    rng = np.random.default_rng(1)
+    probs = rng.uniform(0, 1, (6, 28, 28)).astype(np.float32)
+    boxes = np.array(
+        [
+            [10.3, 5.2, 60.7, 40.1],
+            [-5, -3, 20, 30],
+            [90, 70, 130, 120],
+            [0, 0, 99.9, 79.9],
+            [50, 40, 50.5, 40.2],
+            [150, 150, 160, 170],
+        ],
+        dtype=np.float32,
+    )
+    ref = (
+        paste_masks_in_image(torch.from_numpy(probs)[:, None], torch.from_numpy(boxes), (80, 100))[:, 0] > 0.5
+    )
+    for i in range(len(boxes)):
+        pasted = paste_mask(probs[i], boxes[i], 80, 100)
+        assert np.array_equal(pasted.full(), ref[i].numpy()), f"box {i}"
+
+
+def _disk_mask() -> PastedMask:
+    yy, xx = np.mgrid[0:120, 0:150]
+    disk = ((yy - 60) ** 2 + (xx - 70) ** 2) < 40**2
+    return PastedMask(disk[10:110, 20:130].copy(), 20, 10, 120, 150)
+
+
+def test_rle_png_polygon_encoders() -> None:
+    mask = _disk_mask()
+    full = mask.full()
+    rle = encode_rle(mask)
+    assert rle["size"] == [120, 150]
+    assert np.array_equal(mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()}), full)
+    reference = mask_utils.encode(np.asfortranarray(full.astype(np.uint8)))
+    assert rle["counts"] == reference["counts"].decode()
+    png = Image.open(io.BytesIO(__import__("base64").b64decode(encode_png(mask)["data"])))
+    assert png.mode == "1" and np.array_equal(np.asarray(png), full)
+    polygons = encode_polygon(mask)["polygons"]
+    assert len(polygons) == 1 and 8 <= len(polygons[0]) // 2 <= 64  # simplified outline
+    drawn = mask_utils.decode(mask_utils.frPyObjects(polygons, 120, 150)[0]).astype(bool)
+    assert (drawn & full).sum() / (drawn | full).sum() > 0.97
+
+
+def test_empty_mask_encodes() -> None:
+    empty = PastedMask(np.zeros((0, 0), bool), 0, 0, 10, 20)
+    assert encode_polygon(empty)["polygons"] == []
+    assert mask_utils.area({"size": [10, 20], "counts": encode_rle(empty)["counts"].encode()}) == 0
+
+
+def test_postprocess_filters_before_pasting() -> None:
+    raw = RawDetections(
+        boxes=np.array([[0, 0, 32, 32], [10, 10, 20, 20], [0, 0, 64, 64], [1, 1, 2, 2]], np.float32),
+        scores=np.array([0.3, 0.9, 0.8, 0.99], np.float32),
+        labels=np.array([1, 2, 1, 7], np.int64),  # label 7 is out of range: dropped
+        masks=np.full((4, 28, 28), 0.9, np.float32),
+    )
+    box = letterbox_for(32, 64, 64)  # resized 32x64, ratio 1
+    opts = FilterOptions(0.5, 10, None, MaskFormat.none)
+    dets = postprocess(raw, box, ("a", "b"), opts)
+    assert [d["score"] for d in dets] == [0.9, 0.8]
+    assert dets[1]["box"] == [0.0, 0.0, 64.0, 32.0]  # clipped to the 64x32 image
+    opts = FilterOptions(0.0, 1, frozenset({1}), MaskFormat.rle)
+    (only,) = postprocess(raw, box, ("a", "b"), opts)
+    assert only["label"] == 1 and only["mask"]["size"] == [32, 64]
+
+
+def test_resolve_classes() -> None:
+    names = ("person", "car", "dog")
+    assert resolve_classes(["person,3"], names) == frozenset({1, 3})
+    assert resolve_classes(None, names) is None
+    with pytest.raises(ValueError, match=r"unknown class\(es\) \['cat', '4'\]"):
+        resolve_classes(["cat", "4"], names)
+
+
+def _encode(image: Image.Image, fmt: str, **kw: object) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **kw)
+    return buf.getvalue()
+
+
+def test_decode_converts_modes() -> None:
+    gray16 = Image.fromarray(np.full((10, 12), 65535, np.uint16))
+    decoded = decode_image(_encode(gray16, "PNG"), 10_000)
+    assert decoded.pixels.shape == (10, 12, 3) and decoded.pixels.dtype == np.uint8
+    assert (decoded.pixels == 255).all() and decoded.source_mode.startswith("I")
+    half = decode_image(_encode(Image.fromarray(np.full((4, 4), 32896, np.uint16)), "PNG"), 100)
+    assert (half.pixels == 128).all()
+    cmyk = decode_image(_encode(Image.new("CMYK", (8, 6), (0, 255, 255, 0)), "TIFF"), 100)
+    assert tuple(cmyk.pixels[0, 0]) == (255, 0, 0) and cmyk.source_mode == "CMYK"
+    pal = Image.new("P", (5, 5))
+    pal.putpalette([0, 0, 0, 10, 200, 30])
+    pal.putpixel((0, 0), 1)
+    assert tuple(decode_image(_encode(pal, "PNG"), 100).pixels[0, 0]) == (10, 200, 30)
+    rgba = decode_image(_encode(Image.new("RGBA", (3, 3), (1, 2, 3, 0)), "PNG"), 100)
+    assert tuple(rgba.pixels[1, 1]) == (1, 2, 3)
+    one_bit = decode_image(_encode(Image.new("1", (3, 3), 1), "BMP"), 100)
+    assert (one_bit.pixels == 255).all()
+
+
+def test_decode_errors_carry_status() -> None:
+    with pytest.raises(DecodeError) as not_image:
+        decode_image(b"%PDF-1.7 ...", 100)
+    assert not_image.value.status == 415
+    jpeg = _encode(Image.new("RGB", (64, 64), (10, 20, 30)), "JPEG")
+    with pytest.raises(DecodeError) as truncated:
+        decode_image(jpeg[: len(jpeg) // 2], 10_000)
+    assert truncated.value.status == 422
+    with pytest.raises(DecodeError) as too_big:
+        decode_image(jpeg, 64 * 64 - 1)
+    assert too_big.value.status == 413
+
+
+def test_bomb_header_is_refused_before_decoding() -> None:
+    """A PNG claiming 200000x200000 pixels (40 G) is refused from its header; nothing is allocated."""
+    data = bytearray(_encode(Image.new("L", (4, 4)), "PNG"))
+    data[16:24] = struct.pack(">II", 200_000, 200_000)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    for limit in (40_000_000, 10**12):  # our limit, then Pillow's own bomb guard
+        with pytest.raises(DecodeError) as bomb:
+            decode_image(bytes(data), limit)
+        assert bomb.value.status == 413
+
+
+def test_sniff_format() -> None:
+    assert sniff_format(b"RIFF\0\0\0\0WEBPVP8 ") == "WEBP"
+    assert sniff_format(b"II*\0rest") == "TIFF" and sniff_format(b"MM\0*rest") == "TIFF"
+    assert sniff_format(b"GIF89a") is None and sniff_format(b"") is None
