@@ -433,7 +433,7 @@ def render_job(job: JobSpec, managed_by: str = "vitbench-cli") -> dict[str, Any]
                 "command": ["vitbench", "data", "check", "--data", DATA_MOUNT],
                 "resources": {"requests": {"cpu": "1", "memory": "2Gi"}, "limits": {"memory": "2Gi"}},
                 "securityContext": _security_context(),
-                "volumeMounts": [m for m in mounts if m["name"] in ("data", "tmp")],
+                "volumeMounts": [dict(m) for m in mounts if m["name"] in ("data", "tmp")],
                 "env": [{"name": "HOME", "value": "/tmp"}],
             }
         ]

@@ -1,9 +1,499 @@
-"""CLI commands: bench_k8s (being written)."""
+"""``vitbench bench submit|status|logs|cancel|render``: the study as Kubernetes Jobs.
+
+This module is the only place that reads kubeconfig / in-cluster config; ``deploy.jobs`` renders and
+``deploy.k8s`` talks to the API with the objects built here. ``kubernetes`` is imported inside commands.
+"""
 
 from __future__ import annotations
 
+import os
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, cast
+
 import typer
+
+from deploy.cli.common import fail, print_json
+
+if TYPE_CHECKING:
+    from deploy.jobs import StudySpec
+    from deploy.k8s import BatchApi, CoreApi, JobStatus
+
+_IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+# -- options shared by render and submit ------------------------------------------------------------------
+InitsOpt = Annotated[
+    str,
+    typer.Option(
+        "--inits",
+        "-i",
+        help="Comma-separated initializations, one Job each: random, supervised, mocov3, beit, mae, moby, "
+        "detectron2.",
+    ),
+]
+RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="Recipe name (see `vitbench recipes`).")]
+GpusOpt = Annotated[int, typer.Option("--gpus", "-g", min=0, help="GPUs per node (0 = CPU only).")]
+NodesOpt = Annotated[
+    int,
+    typer.Option("--nodes", "-n", min=1, help="Nodes per run; >1 gives an Indexed Job + headless Service."),
+]
+StudyOpt = Annotated[
+    str | None, typer.Option("--study", help="Study name, prefix of every Job name (default: the recipe).")
+]
+ImageOpt = Annotated[
+    str | None, typer.Option("--image", help="Trainer image (default: the released trainer).")
+]
+DataPvcOpt = Annotated[
+    str, typer.Option("--data-pvc", help="PVC holding the COCO-format dataset (mounted ro).")
+]
+OutputsPvcOpt = Annotated[str, typer.Option("--outputs-pvc", help="PVC for runs: /outputs/<study>/<init>.")]
+OutputsS3Opt = Annotated[
+    str | None,
+    typer.Option("--outputs-s3", help="Write runs to s3://bucket/prefix instead of the outputs PVC."),
+]
+WeightsPvcOpt = Annotated[
+    str | None, typer.Option("--weights-pvc", help="PVC with pretrained checkpoints, mounted ro at /weights.")
+]
+WeightsOpt = Annotated[
+    list[str] | None,
+    typer.Option("--weights", help="INIT=PATH_OR_URI of an init's pretrained weights (repeatable)."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", help="Recipe override key=value passed to every run (repeatable)."),
+]
+ShmOpt = Annotated[str, typer.Option("--shm-size", help="Size of /dev/shm (memory emptyDir), e.g. 16Gi.")]
+CpuOpt = Annotated[str, typer.Option("--cpu", help="CPU request per pod, e.g. 8.")]
+MemoryOpt = Annotated[
+    str, typer.Option("--memory", help="Memory request and limit per pod (shm counts), e.g. 64Gi.")
+]
+QueueOpt = Annotated[
+    str | None,
+    typer.Option("--queue", help="Kueue LocalQueue: adds the queue-name label and creates Jobs suspended."),
+]
+NodeSelectorOpt = Annotated[
+    list[str] | None, typer.Option("--node-selector", help="KEY=VALUE node label the pods need (repeatable).")
+]
+BackoffOpt = Annotated[
+    int, typer.Option("--backoff-limit", min=0, help="Failed pods tolerated (disruptions excluded).")
+]
+DeadlineOpt = Annotated[
+    float, typer.Option("--deadline-hours", min=0.01, help="Wall-clock cap per Job, hours.")
+]
+TtlOpt = Annotated[
+    float, typer.Option("--ttl-hours", min=0, help="Delete finished Jobs after this many hours.")
+]
+RegistryCmOpt = Annotated[
+    str,
+    typer.Option("--registry-configmap", help="ConfigMap whose MLFLOW_TRACKING_URI key names the registry."),
+]
+RegistrySecretOpt = Annotated[
+    str,
+    typer.Option("--registry-secret", help="Secret with registry/S3 credentials, loaded as env ('' = none)."),
+]
+NamespaceOpt = Annotated[
+    str | None,
+    typer.Option("--namespace", help="Namespace (default: the kubeconfig context's, or in-cluster)."),
+]
+ContextOpt = Annotated[
+    str | None, typer.Option("--context", help="kubeconfig context (default: the current one).")
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+
+
+def _plain_dumper() -> Any:
+    import yaml
+
+    class PlainDumper(yaml.SafeDumper):
+        """SafeDumper that never writes anchors/aliases (kubectl users read the YAML)."""
+
+        def ignore_aliases(self, data: Any) -> bool:
+            return True
+
+    return PlainDumper
+
+
+def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in values or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value:
+            raise typer.BadParameter(f"{what} {item!r} must look like KEY=VALUE")
+        out[key] = value
+    return out
+
+
+def _check_recipe(recipe: str) -> None:
+    try:
+        from trainer.recipes import list_recipes
+    except ImportError:  # the trainer is not installed: the cluster's image will check it
+        return
+    names = list_recipes()
+    if recipe not in names:
+        raise typer.BadParameter(
+            f"unknown recipe {recipe!r}; expected one of {', '.join(names)}", param_hint="--recipe"
+        )
+
+
+def build_study(
+    *,
+    inits: str,
+    recipe: str,
+    gpus: int,
+    nodes: int,
+    study: str | None,
+    namespace: str | None,
+    image: str | None,
+    data_pvc: str,
+    outputs_pvc: str,
+    outputs_s3: str | None,
+    weights_pvc: str | None,
+    weights: list[str] | None,
+    overrides: list[str] | None,
+    shm_size: str,
+    cpu: str,
+    memory: str,
+    queue: str | None,
+    node_selector: list[str] | None,
+    backoff_limit: int,
+    deadline_hours: float,
+    ttl_hours: float,
+    registry_configmap: str,
+    registry_secret: str,
+) -> StudySpec:
+    """A :class:`StudySpec` from the command-line options; bad values exit 2 with the field named."""
+    from pydantic import ValidationError
+
+    from deploy.jobs import DEFAULT_IMAGE, StudySpec
+
+    _check_recipe(recipe)
+    init_list = tuple(i.strip() for i in inits.split(",") if i.strip())
+    for override in overrides or []:
+        if "=" not in override:
+            raise typer.BadParameter(f"override {override!r} must look like key=value", param_hint="--set")
+    try:
+        return StudySpec(
+            name=study or recipe,
+            recipe=recipe,
+            inits=init_list,
+            gpus=gpus,
+            nodes=nodes,
+            namespace=namespace,
+            image=image or DEFAULT_IMAGE,
+            data_pvc=data_pvc,
+            outputs_pvc=outputs_pvc,
+            outputs_s3=outputs_s3,
+            weights_pvc=weights_pvc,
+            weights=_pairs(weights, "--weights"),
+            overrides=tuple(overrides or ()),
+            shm_size=shm_size,
+            cpu=cpu,
+            memory=memory,
+            queue_name=queue,
+            node_selector=_pairs(node_selector, "--node-selector"),
+            backoff_limit=backoff_limit,
+            active_deadline_seconds=max(1, round(deadline_hours * 3600)),
+            ttl_seconds_after_finished=round(ttl_hours * 3600),
+            registry_configmap=registry_configmap,
+            registry_secret=registry_secret or None,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'study'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        fail(f"invalid study: {problems}")
+
+
+def connect(context: str | None, namespace: str | None) -> tuple[BatchApi, CoreApi, str]:
+    """API objects and the namespace to use: in-cluster config inside a pod, else kubeconfig.
+
+    The namespace is ``--namespace``, else the pod's own (in-cluster) or the context's, else ``default``.
+    """
+    from kubernetes import client, config
+
+    in_cluster = context is None and "KUBERNETES_SERVICE_HOST" in os.environ
+    try:
+        if in_cluster:
+            config.load_incluster_config()
+            ns = namespace or (
+                _IN_CLUSTER_NAMESPACE.read_text().strip() if _IN_CLUSTER_NAMESPACE.exists() else "default"
+            )
+        else:
+            config.load_kube_config(context=context)
+            _, active = config.list_kube_config_contexts()
+            if context is not None:
+                contexts, _ = config.list_kube_config_contexts()
+                active = next(c for c in contexts if c["name"] == context)
+            ns = namespace or active.get("context", {}).get("namespace") or "default"
+    except (config.ConfigException, FileNotFoundError, StopIteration) as exc:
+        fail(
+            f"no Kubernetes configuration: {str(exc).rstrip('.')}. Set KUBECONFIG or ~/.kube/config, "
+            "pass --context, or run inside a pod; `vitbench bench render` works without a cluster"
+        )
+    return cast("BatchApi", client.BatchV1Api()), cast("CoreApi", client.CoreV1Api()), ns
+
+
+def render(
+    inits: InitsOpt,
+    recipe: RecipeOpt,
+    gpus: GpusOpt = 1,
+    nodes: NodesOpt = 1,
+    study: StudyOpt = None,
+    namespace: NamespaceOpt = None,
+    image: ImageOpt = None,
+    data_pvc: DataPvcOpt = "vitbench-data",
+    outputs_pvc: OutputsPvcOpt = "vitbench-outputs",
+    outputs_s3: OutputsS3Opt = None,
+    weights_pvc: WeightsPvcOpt = None,
+    weights: WeightsOpt = None,
+    overrides: SetOpt = None,
+    shm_size: ShmOpt = "16Gi",
+    cpu: CpuOpt = "8",
+    memory: MemoryOpt = "64Gi",
+    queue: QueueOpt = None,
+    node_selector: NodeSelectorOpt = None,
+    backoff_limit: BackoffOpt = 3,
+    deadline_hours: DeadlineOpt = 72.0,
+    ttl_hours: TtlOpt = 168.0,
+    registry_configmap: RegistryCmOpt = "vitbench-registry",
+    registry_secret: RegistrySecretOpt = "vitbench-registry-credentials",
+) -> None:
+    """Print the study's manifests as multi-document YAML (`> study.yaml`, then `kubectl apply -f`)."""
+    options = dict(locals())
+    import yaml
+
+    from deploy.jobs import render_study
+
+    spec = build_study(**options)
+    docs = render_study(spec)
+    sys.stdout.write(yaml.dump_all(docs, Dumper=_plain_dumper(), sort_keys=False, explicit_start=True))
+
+
+def submit(
+    inits: InitsOpt,
+    recipe: RecipeOpt,
+    gpus: GpusOpt = 1,
+    nodes: NodesOpt = 1,
+    study: StudyOpt = None,
+    namespace: NamespaceOpt = None,
+    image: ImageOpt = None,
+    data_pvc: DataPvcOpt = "vitbench-data",
+    outputs_pvc: OutputsPvcOpt = "vitbench-outputs",
+    outputs_s3: OutputsS3Opt = None,
+    weights_pvc: WeightsPvcOpt = None,
+    weights: WeightsOpt = None,
+    overrides: SetOpt = None,
+    shm_size: ShmOpt = "16Gi",
+    cpu: CpuOpt = "8",
+    memory: MemoryOpt = "64Gi",
+    queue: QueueOpt = None,
+    node_selector: NodeSelectorOpt = None,
+    backoff_limit: BackoffOpt = 3,
+    deadline_hours: DeadlineOpt = 72.0,
+    ttl_hours: TtlOpt = 168.0,
+    registry_configmap: RegistryCmOpt = "vitbench-registry",
+    registry_secret: RegistrySecretOpt = "vitbench-registry-credentials",
+    context: ContextOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Create one Job per init in the cluster; submitting the same study again creates nothing."""
+    options = {k: v for k, v in locals().items() if k not in ("context", "as_json")}
+    from deploy import k8s
+    from deploy.jobs import render_study
+
+    spec = build_study(**options)
+    batch, core, ns = connect(context, namespace)
+    try:
+        results = k8s.submit(render_study(spec), batch, core, ns)
+    except k8s.K8sError as exc:
+        fail(str(exc), code=1)
+    conflicts = [r for r in results if r.action == "conflict"]
+    if as_json:
+        print_json([r.__dict__ for r in results])
+    else:
+        _print_submit(results, spec.name, ns)
+    if conflicts:
+        fail(f"{len(conflicts)} Job(s) exist with a different spec and were left alone", code=1)
+
+
+def _print_submit(results: list[Any], study: str, ns: str) -> None:
+    from rich.console import Console
+
+    console = Console()
+    style = {"created": "green", "unchanged": "dim", "conflict": "bold red"}
+    for r in results:
+        console.print(f"  [{style[r.action]}]{r.action:<9}[/] {r.kind:<7} {ns}/{r.name}  [dim]{r.detail}[/]")
+    created = sum(r.action == "created" for r in results)
+    if created == 0:
+        console.print(f"nothing new created: study [bold]{study}[/] is already submitted in namespace {ns}")
+    else:
+        console.print(f"created {created} object(s); follow with `vitbench bench status --study {study}`")
+
+
+def _cell(value: float | int | None, fmt: str) -> str:
+    return "—" if value is None else format(value, fmt)
+
+
+_DISRUPTION_WORDS = {
+    "PreemptionByScheduler": "preempted",
+    "EvictionByEvictionAPI": "evicted",
+    "DeletionByTaintManager": "node tainted",
+    "TerminationByKubelet": "node pressure",
+}
+
+
+def status_table(rows: list[JobStatus], ns: str) -> Any:
+    """The ``bench status`` table: one row per Job (a rich Table).
+
+    ``retried`` counts pods replaced after a disruption (with why); ``failed`` only real failures.
+    """
+    from rich import box
+    from rich.table import Table
+
+    studies = sorted({s.study for s in rows})
+    title = f"study {studies[0]} in {ns}" if len(studies) == 1 else f"benchmark Jobs in {ns}"
+    phase_style = {"Running": "cyan", "Succeeded": "green", "Failed": "bold red", "Queued": "yellow"}
+    table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
+    columns = ["init", "phase", "pods", "retried", "failed", "iter", "APbox", "APmask", "note"]
+    if len(studies) > 1:
+        columns.insert(0, "study")
+    for col in columns:
+        justify: Any = "left" if col in ("study", "init", "phase", "note") else "right"
+        table.add_column(col, justify=justify, no_wrap=col != "note")
+    for s in rows:
+        why = sorted(
+            {_DISRUPTION_WORDS.get(p.reason or "", p.reason or "") for p in s.pods if p.disrupted} - {""}
+        )
+        cells = [
+            s.init,
+            f"[{phase_style.get(s.phase, 'white')}]{s.phase}[/]",
+            f"{s.active}/{len(s.pods)}",
+            str(s.retried) + (f" ({','.join(w for w in why if w)})" if any(why) else ""),
+            f"[red]{s.failed}[/]" if s.failed else "0",
+            _cell(s.iteration, ","),
+            _cell(s.ap_box, ".1f"),
+            _cell(s.ap_mask, ".1f"),
+            s.message,
+        ]
+        if len(studies) > 1:
+            cells.insert(0, s.study)
+        table.add_row(*cells)
+    return table
+
+
+def status(
+    study: Annotated[
+        str | None, typer.Option("--study", help="Only this study (default: all studies).")
+    ] = None,
+    namespace: NamespaceOpt = None,
+    context: ContextOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Table of the benchmark Jobs: phase, pods, retries after disruption vs failures, iteration, AP."""
+    from rich.console import Console
+
+    from deploy import k8s
+
+    batch, core, ns = connect(context, namespace)
+    try:
+        rows = k8s.study_status(batch, core, ns, study)
+    except k8s.K8sError as exc:
+        fail(str(exc), code=1)
+    if as_json:
+        print_json([r.as_json() for r in rows])
+        return
+    if not rows:
+        Console(stderr=True).print(
+            f"no benchmark Jobs in namespace {ns}" + (f" for study {study}" if study else "")
+        )
+        return
+    Console().print(status_table(rows, ns))
+
+
+def _resolve_study(batch: BatchApi, ns: str, study: str | None, init: str | None = None) -> str:
+    from deploy import k8s
+
+    if study is not None:
+        return study
+    names = k8s.studies(batch, ns)
+    if init is not None:
+        names = [n for n in names if _has_init(batch, ns, n, init)]
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        fail(f"no benchmark study in namespace {ns}" + (f" has init {init!r}" if init else ""))
+    fail(f"several studies in namespace {ns} ({', '.join(names)}); choose one with --study")
+
+
+def _has_init(batch: BatchApi, ns: str, study: str, init: str) -> bool:
+    from deploy import k8s
+    from deploy.jobs import LABEL_INIT
+
+    return any(
+        (j.metadata.labels or {}).get(LABEL_INIT) == init for j in k8s.list_study_jobs(batch, ns, study)
+    )
+
+
+def logs(
+    init: Annotated[str, typer.Argument(help="Initialization whose run to show (e.g. mae).")],
+    study: StudyOpt = None,
+    index: Annotated[int, typer.Option("--index", min=0, help="Node rank of a multi-node run.")] = 0,
+    tail: Annotated[int | None, typer.Option("--tail", min=1, help="Only the last N lines.")] = None,
+    namespace: NamespaceOpt = None,
+    context: ContextOpt = None,
+) -> None:
+    """Print the trainer log of one init's newest pod (rank 0 unless --index)."""
+    from deploy import k8s
+    from deploy.jobs import job_name
+
+    batch, core, ns = connect(context, namespace)
+    try:
+        name = job_name(_resolve_study(batch, ns, study, init), init)
+        sys.stdout.write(k8s.logs(core, ns, name, index=index, tail_lines=tail))
+    except k8s.K8sError as exc:
+        fail(str(exc), code=1)
+
+
+def cancel(
+    study: StudyOpt = None,
+    inits: Annotated[
+        str | None, typer.Option("--inits", "-i", help="Comma-separated inits to cancel (default: all).")
+    ] = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
+    namespace: NamespaceOpt = None,
+    context: ContextOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Delete a study's Jobs (their pods go too) and headless Services; checkpoints on the PVC stay."""
+    from rich.console import Console
+
+    from deploy import k8s
+
+    batch, core, ns = connect(context, namespace)
+    try:
+        name = _resolve_study(batch, ns, study)
+        selected = [i.strip() for i in inits.split(",") if i.strip()] if inits else None
+        what = f"{', '.join(selected)} of study {name}" if selected else f"every Job of study {name}"
+        if not yes and not typer.confirm(f"Delete {what} in namespace {ns}?"):
+            raise typer.Exit(1)
+        deleted = k8s.cancel(batch, core, ns, name, selected)
+    except k8s.K8sError as exc:
+        fail(str(exc), code=1)
+    if as_json:
+        print_json({"namespace": ns, "study": name, "deleted": deleted})
+        return
+    console = Console()
+    if not deleted:
+        console.print(f"nothing to cancel: no matching Jobs of study {name} in {ns}")
+    for job in deleted:
+        console.print(f"  [red]deleted[/] Job {ns}/{job} (pods are removed in the background)")
 
 
 def register(bench: typer.Typer) -> None:
-    """Add this module's commands to the bench group."""
+    """Add submit, status, logs, cancel and render to the ``bench`` group."""
+    bench.command("submit")(submit)
+    bench.command("status")(status)
+    bench.command("logs")(logs)
+    bench.command("cancel")(cancel)
+    bench.command("render")(render)
