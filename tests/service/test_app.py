@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import image_bytes, settings_for, wait_ready
 from fake_detector import CLASS_NAMES, canvas_boxes
 from fastapi.testclient import TestClient
 from PIL import Image
 from pycocotools import mask as mask_utils
+from service_helpers import image_bytes, settings_for, wait_ready
 
 from service.app import create_app
 from service.model_source import LocalModelSource, ModelArtifact

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import image_bytes, settings_for
 from fastapi.testclient import TestClient
+from service_helpers import image_bytes, settings_for
 
 from service.app import create_app
 from service.backends import RawDetections
@@ -174,7 +174,7 @@ def test_overload_answers_503_with_retry_after(
     make_client: Callable[..., TestClient], fake_model_dir: Path
 ) -> None:
     gate = threading.Event()
-    app, backend = _gated_app(fake_model_dir, gate, max_batch_size=1, queue_size=2, retry_after_s=3)
+    app, _ = _gated_app(fake_model_dir, gate, max_batch_size=1, queue_size=2, retry_after_s=3)
     client = make_client(app)
     data = image_bytes(64, 64)
 
