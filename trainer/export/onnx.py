@@ -1,0 +1,217 @@
+"""Export a vitbench Mask R-CNN to ONNX at its fixed square input size.
+
+The exported graph is :class:`ExportableDetector`: backbone (ViT + neck) → RPN → RoI heads on one
+normalized, padded ``float32[1, 3, S, S]`` image, returning ``boxes [N, 4]`` (canvas pixels),
+``scores [N]``, ``labels [N]`` (int64, 1-based) and ``mask_logits [N, 28, 28]`` (mask
+probabilities in the box, sigmoid applied). Image decoding, resizing, normalization and mask
+pasting stay outside the graph. Uses torch's legacy TorchScript exporter (``dynamo=False``), the
+only one that handles torchvision's NMS in torch 2.14; opset 17 (RoiAlign needs >= 16).
+"""
+
+from __future__ import annotations
+
+import types
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torchvision.models.detection import MaskRCNN
+from torchvision.models.detection.image_list import ImageList
+
+from registry.manifest import ONNX_FILE, InputSpec, ModelManifest
+
+DEFAULT_OPSET = 17
+INPUT_NAME = "images"
+OUTPUT_NAMES = ("boxes", "scores", "labels", "mask_logits")
+
+
+class ExportError(RuntimeError):
+    """The model could not be exported (the message names the step and the cause)."""
+
+
+class ExportableDetector(nn.Module):
+    """Backbone + RPN + RoI heads of a torchvision ``MaskRCNN`` on one pre-processed image.
+
+    Input: ``(1, 3, S, S)`` float32, normalized, padded bottom/right. The whole canvas is the image
+    (boxes are clipped to ``S × S``). Output: boxes ``(N, 4)``, scores ``(N,)``, labels ``(N,)``
+    int64, mask probabilities ``(N, 28, 28)``; no mask pasting.
+    """
+
+    def __init__(self, model: MaskRCNN, image_size: int) -> None:
+        super().__init__()
+        self.backbone = model.backbone
+        self.rpn = model.rpn
+        self.roi_heads = model.roi_heads
+        self.image_size = int(image_size)
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        sizes = [(self.image_size, self.image_size)]
+        image_list = ImageList(images, sizes)
+        features = self.backbone(images)  # OrderedDict of (1, C, S/k, S/k)
+        proposals, _ = self.rpn(image_list, features)
+        detections, _ = self.roi_heads(features, proposals, sizes)
+        det = detections[0]
+        masks = det["masks"][:, 0]  # (N, 1, 28, 28) -> (N, 28, 28)
+        return det["boxes"], det["scores"], det["labels"], masks
+
+
+def _static_layer_norm_2d(mod: nn.Module) -> None:
+    """Give a channel-LayerNorm a forward whose normalized shape is a Python int (traceable)."""
+    weight: Tensor = mod.weight  # type: ignore[assignment]
+    bias: Tensor = mod.bias  # type: ignore[assignment]
+    eps = float(mod.eps)  # type: ignore[arg-type]
+    channels = int(weight.shape[0])
+
+    def forward(self: nn.Module, x: Tensor) -> Tensor:
+        # (B, C, H, W) -> (B, H, W, C) -> normalize C -> (B, C, H, W)
+        y = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (channels,), weight, bias, eps)
+        return y.permute(0, 3, 1, 2)
+
+    mod.forward = types.MethodType(forward, mod)  # type: ignore[method-assign]
+
+
+@contextmanager
+def traceable(model: nn.Module) -> Iterator[nn.Module]:
+    """Temporarily patch modules whose eager code reads shapes the tracer would make dynamic.
+
+    ``LayerNorm2d`` (ViTDet's neck) passes ``(x.shape[1],)`` to ``layer_norm``; under tracing that is
+    a tensor and the ONNX exporter refuses it. The patch uses the channel count as a constant; the
+    computation is unchanged. Instance attributes are removed again on exit.
+    """
+    patched = [m for m in model.modules() if type(m).__name__ == "LayerNorm2d" and hasattr(m, "weight")]
+    for mod in patched:
+        _static_layer_norm_2d(mod)
+    try:
+        yield model
+    finally:
+        for mod in patched:
+            del mod.forward
+
+
+def preprocess(image: np.ndarray, model: MaskRCNN) -> tuple[Tensor, float]:
+    """``(H, W, 3)`` uint8 RGB → ``(1, 3, S, S)`` canvas through the model's own transform, and the scale.
+
+    ``scale`` maps original pixel coordinates to canvas coordinates (canvas = original × scale).
+    """
+    if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+        raise ValueError(
+            f"expected an (H, W, 3) uint8 RGB image, got shape {image.shape} dtype {image.dtype}"
+        )
+    tensor = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() / 255.0  # (3, H, W)
+    transform = model.transform
+    was_training = transform.training
+    transform.eval()
+    with torch.no_grad():
+        batch, _ = transform([tensor])
+    transform.train(was_training)
+    h, w = batch.image_sizes[0]
+    scale = max(h, w) / max(image.shape[0], image.shape[1])
+    return batch.tensors, float(scale)
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the ONNX file went and the exporter used."""
+
+    path: Path
+    opset: int
+    exporter: str
+
+
+def export_onnx(
+    model: MaskRCNN,
+    image_size: int,
+    path: Path,
+    sample: Tensor | None = None,
+    opset: int = DEFAULT_OPSET,
+) -> ExportResult:
+    """Trace ``model`` wrapped in :class:`ExportableDetector` and write ONNX to ``path`` (atomically).
+
+    ``sample`` is a ``(1, 3, S, S)`` pre-processed image used for tracing (default: zeros = the mean
+    colour). The number of detections ``N`` is a dynamic axis.
+    """
+    if opset < 16:
+        raise ExportError(f"opset {opset} is too old: RoiAlign needs opset >= 16")
+    wrapper = ExportableDetector(model, image_size).eval()
+    if sample is None:
+        sample = torch.zeros(1, 3, image_size, image_size)
+    if tuple(sample.shape) != (1, 3, image_size, image_size):
+        raise ExportError(
+            f"sample must have shape (1, 3, {image_size}, {image_size}), got {tuple(sample.shape)}"
+        )
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    dynamic = {"boxes": {0: "N"}, "scores": {0: "N"}, "labels": {0: "N"}, "mask_logits": {0: "N"}}
+    try:
+        with warnings.catch_warnings(), torch.no_grad(), traceable(wrapper):
+            warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer warnings
+            torch.onnx.export(
+                wrapper,
+                (sample,),
+                str(tmp),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT_NAME],
+                output_names=list(OUTPUT_NAMES),
+                dynamic_axes=dynamic,
+                do_constant_folding=True,
+            )
+        import onnx
+
+        onnx.checker.check_model(str(tmp))
+        tmp.replace(path)
+    except Exception as exc:
+        tmp.unlink(missing_ok=True)
+        if isinstance(exc, ExportError):
+            raise
+        raise ExportError(f"ONNX export failed: {type(exc).__name__}: {exc}") from exc
+    return ExportResult(
+        path=path, opset=opset, exporter=f"torch {torch.__version__} torch.onnx.export(dynamo=False)"
+    )
+
+
+def build_manifest(
+    recipe: object,
+    meta: dict[str, object],
+    *,
+    opset: int,
+    exporter: str,
+    files: dict[str, str],
+    source_sha256: str | None = None,
+    model_name: str | None = None,
+    model_version: str | None = None,
+) -> ModelManifest:
+    """The :class:`ModelManifest` for an export of ``recipe`` (a :class:`trainer.recipes.Recipe`)."""
+    from trainer.recipes import Recipe
+
+    if not isinstance(recipe, Recipe):
+        raise TypeError(f"expected a Recipe, got {type(recipe).__name__}")
+    class_names = tuple(str(c) for c in meta.get("class_names") or ())  # type: ignore[attr-defined]
+    num_classes = int(meta.get("num_classes", len(class_names)))  # type: ignore[call-overload]
+    if len(class_names) != num_classes:
+        class_names = tuple(f"class_{i}" for i in range(1, num_classes + 1))
+    if ONNX_FILE not in files:
+        raise ValueError(f"files must include {ONNX_FILE}")
+    return ModelManifest(
+        model_name=model_name,
+        model_version=model_version,
+        recipe=recipe.name,
+        init=str(meta.get("init")) if meta.get("init") is not None else None,
+        neck=recipe.neck.kind,
+        input=InputSpec(
+            size=recipe.input.image_size, pixel_mean=recipe.input.pixel_mean, pixel_std=recipe.input.pixel_std
+        ),
+        class_names=class_names,
+        opset=opset,
+        score_threshold=recipe.heads.score_thresh,
+        detections_per_image=recipe.heads.detections_per_img,
+        exporter=exporter,
+        source_sha256=source_sha256,
+        files=files,
+    )

@@ -1,0 +1,143 @@
+"""Checkpoint → exported files + manifest with a parity report (the work behind ``vitbench export``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+from torchvision.models.detection import MaskRCNN
+
+from registry.hashing import sha256_file
+from registry.manifest import ONNX_FILE, ModelManifest, ParityReport
+from trainer.export.onnx import ExportableDetector, build_manifest, export_onnx, preprocess
+from trainer.export.parity import Runner, onnx_runner, run_parity, torch_runner
+
+Format = Literal["onnx", "tensorrt"]
+
+
+@dataclass(frozen=True)
+class ExportOutcome:
+    """Files written (all listed with their SHA-256 in ``manifest.files``) and the manifest."""
+
+    files: tuple[Path, ...]
+    manifest: ModelManifest
+
+    @property
+    def parity(self) -> ParityReport:
+        """The parity report (always present after :func:`export_checkpoint`)."""
+        assert self.manifest.parity is not None
+        return self.manifest.parity
+
+
+def parity_images(model: MaskRCNN, count: int = 4, seed: int = 0) -> list[tuple[str, np.ndarray]]:
+    """Pre-processed ``(1, 3, S, S)`` float32 canvases for the parity check.
+
+    ``count`` synthetic scenes (shapes on textured backgrounds, random sizes so the padding varies),
+    one wide image (large bottom padding) and one flat mean-colour image (typically no detections).
+    """
+    from trainer.data.synth import SynthConfig, render_image
+
+    rng = np.random.default_rng(seed)
+    images: list[tuple[str, np.ndarray]] = []
+    for i in range(count):
+        img, _ = render_image(rng, SynthConfig(min_image_size=64, max_image_size=160))
+        images.append((f"synthetic-{i}", img))
+    wide, _ = render_image(
+        rng, SynthConfig(min_image_size=48, max_image_size=48, min_object_size=8, max_object_size=40)
+    )
+    images.append(("wide", np.concatenate([wide, wide, wide], axis=1)))  # (48, 144, 3)
+    images.append(("flat", np.full((96, 96, 3), 124, dtype=np.uint8)))
+    return [(name, preprocess(img, model)[0].numpy()) for name, img in images]
+
+
+def export_checkpoint(
+    checkpoint: Path,
+    out_dir: Path,
+    fmt: Format = "onnx",
+    *,
+    parity_count: int = 4,
+    model_name: str | None = None,
+    model_version: str | None = None,
+    cache_root: Path | None = None,
+) -> ExportOutcome:
+    """Export the detector in ``checkpoint`` into ``out_dir`` and check parity against eager PyTorch.
+
+    ``onnx``: ``model.onnx`` checked on ONNX Runtime's CPU provider. ``tensorrt``: additionally
+    ``backbone.onnx`` + ``tail.onnx`` checked through the TensorRT (fp16) / CUDA providers; raises
+    :class:`~trainer.export.tensorrt.TensorRTUnavailableError` up front without a GPU.
+    """
+    import onnxruntime as ort
+
+    from trainer.engine.checkpoint import load_inference_model
+
+    if fmt == "tensorrt":
+        from trainer.export.tensorrt import require_tensorrt
+
+        require_tensorrt()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    source_sha = sha256_file(Path(checkpoint))
+    model, recipe, meta = load_inference_model(checkpoint)
+    size = int(recipe.input.image_size)
+    images = parity_images(model, parity_count)
+    import torch
+
+    result = export_onnx(model, size, out_dir / ONNX_FILE, sample=torch.from_numpy(images[0][1]))
+    eager = torch_runner(ExportableDetector(model, size).eval())
+    threshold = float(recipe.heads.score_thresh)
+    files = [result.path]
+    tensorrt_info: dict[str, str] | None = None
+    if fmt == "onnx":
+        session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+        report = run_parity(
+            eager,
+            onnx_runner(session),
+            images,
+            f"onnxruntime {ort.__version__} CPUExecutionProvider",
+            threshold,
+        )
+    else:
+        from trainer.export.tensorrt import TensorRTDetector, export_split
+
+        split = export_split(model, size, out_dir)
+        files += [split.backbone, split.tail]
+        detector = TensorRTDetector(
+            split, size, cache_root or out_dir / "trt-cache", sha256_file(split.backbone)
+        )
+        model = model.cuda()
+        eager = torch_runner_cuda(ExportableDetector(model, size).eval())
+        report = run_parity(
+            eager,
+            detector,
+            images,
+            f"onnxruntime {ort.__version__} TensorRT fp16 (backbone) + CUDA (tail)",
+            threshold,
+        )
+        tensorrt_info = detector.info()
+    manifest = build_manifest(
+        recipe,
+        meta,
+        opset=result.opset,
+        exporter=result.exporter,
+        files={p.name: sha256_file(p) for p in files},
+        source_sha256=source_sha,
+        model_name=model_name,
+        model_version=model_version,
+    ).model_copy(update={"parity": report, "tensorrt": tensorrt_info})
+    manifest = ModelManifest.model_validate(manifest.model_dump())  # re-validate the updated copy
+    return ExportOutcome(files=tuple(files), manifest=manifest)
+
+
+def torch_runner_cuda(module: ExportableDetector) -> Runner:
+    """Eager runner on the GPU (inputs and outputs numpy on the host)."""
+    import torch
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        with torch.no_grad():
+            out = module(torch.from_numpy(x).cuda())
+        boxes, scores, labels, masks = (t.cpu().numpy() for t in out)
+        return boxes, scores, labels, masks
+
+    return run
