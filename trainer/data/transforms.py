@@ -78,6 +78,6 @@ def _labels_getter(inputs: Any) -> tuple[torch.Tensor, ...]:
     return tuple(target[k] for k in keys if k in target)
 
 
-def build_eval_transform() -> v2.Compose:
-    """Identity on the pixels (the detector resizes); kept as a Compose so callers treat both alike."""
-    return v2.Compose([])
+def build_eval_transform() -> v2.Transform:
+    """Identity on the pixels: the detector resizes the longest side and maps predictions back."""
+    return v2.Identity()

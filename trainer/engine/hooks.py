@@ -83,3 +83,63 @@ class JsonlMetricsHook(Hook):
 
     def after_eval(self, loop: LoopState, results: Mapping[str, float]) -> None:
         self._write(loop, {"type": "eval", **results})
+
+
+class RichProgressHook(Hook):
+    """A rich progress bar on stderr (main process only): iterations, loss, lr, AP after each eval."""
+
+    def __init__(self, description: str = "train", transient: bool = False) -> None:
+        self.description = description
+        self.transient = transient
+        self._progress: Any = None
+        self._task: Any = None
+        self._last_ap = ""
+
+    def before_train(self, loop: LoopState) -> None:
+        if not loop.is_main:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self._progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            TimeRemainingColumn(),
+            TextColumn("{task.fields[info]}"),
+            console=Console(stderr=True),
+            transient=self.transient,
+        )
+        self._progress.start()
+        self._task = self._progress.add_task(
+            self.description, total=loop.max_iters, completed=loop.iteration, info=""
+        )
+
+    def after_step(self, loop: LoopState, metrics: Mapping[str, float]) -> None:
+        if self._progress is None:
+            return
+        loss, lr = metrics.get("total_loss", float("nan")), metrics.get("lr", 0.0)
+        info = f"loss {loss:.3f} lr {lr:.2e}{self._last_ap}"
+        self._progress.update(self._task, completed=loop.iteration, info=info)
+
+    def after_eval(self, loop: LoopState, results: Mapping[str, float]) -> None:
+        if self._progress is None:
+            return
+        self._last_ap = f" | box AP50 {results.get('bbox/AP50', 0.0):.1f}"
+
+    def after_train(self, loop: LoopState) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the bar (also call this when training ends by an exception)."""
+        if self._progress is not None:
+            self._progress.stop()
+            self._progress = None

@@ -1,0 +1,1 @@
+"""COCO box and mask evaluation with pycocotools."""
