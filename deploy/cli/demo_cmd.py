@@ -1,9 +1,88 @@
-"""CLI commands: demo (being written)."""
+"""``vitbench demo``: the study end to end on a CPU in a few minutes.
+
+Synthesizes a small COCO-format dataset, trains the tiny preset from random init (plus every init
+whose weights are given with ``--weights INIT=URI`` or ``VITBENCH_WEIGHTS_<INIT>``), evaluates box
+and mask AP on the synthetic val split, and prints the study's table and the plot's path.
+"""
 
 from __future__ import annotations
 
+import shutil
+import time
+from pathlib import Path
+
 import typer
+
+from deploy.cli.common import HOME_HELP, fail
+
+DEMO_MARKER = ".vitbench-demo"
+
+# Demo schedule for the 128-px tiny preset on 2 CPU cores (see docs/benchmarks.md, "Training").
+DEMO_OVERRIDES: tuple[str, ...] = (
+    "solver.max_iters=400",
+    "solver.lr=4e-4",
+    "solver.warmup_iters=25",
+    "solver.batch_size=4",
+    "solver.checkpoint_period=100",
+    "solver.eval_period=100",
+    "heads.roi_batch_size_per_image=32",
+    "data.num_workers=1",
+)
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the root app."""
+    """Add ``demo`` to the root app."""
+
+    @app.command("demo")
+    def demo(
+        out: Path = typer.Option(Path(".vitbench/demo"), "--out", help="Demo folder (data/ and study/)."),
+        recipe: str = typer.Option("bench-tiny", "--recipe", help="Recipe to train (a CPU preset)."),
+        images: int = typer.Option(400, "--images", min=10, help="Synthetic images in total (80% train)."),
+        seed: int = typer.Option(0, "--seed", help="Seed of the synthetic data."),
+        inits: str = typer.Option(
+            "random,supervised,mocov3,beit,mae",
+            "--inits",
+            help="Inits to try; those without weights are skipped (random needs none).",
+        ),
+        weights: list[str] = typer.Option([], "--weights", help="INIT=URI weights (repeatable)."),
+        overrides: list[str] = typer.Option(
+            [], "--set", help="Extra recipe overrides key=value, applied after the demo's schedule."
+        ),
+        do_register: bool = typer.Option(
+            False, "--register/--no-register", help="Also log the runs and register the models."
+        ),
+        home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    ) -> None:
+        """Synthesize data, train the tiny preset per init, evaluate, print the table and the plot path."""
+        from rich.console import Console
+
+        from deploy.cli.bench_local import parse_weights, print_report, run_study
+        from trainer.data.synth import generate_dataset
+
+        console = Console(stderr=True, highlight=False)
+        if out.exists():
+            if not (out / DEMO_MARKER).exists():
+                fail(f"{out} exists and was not made by `vitbench demo`; choose another --out")
+            shutil.rmtree(out)
+        out.mkdir(parents=True)
+        (out / DEMO_MARKER).write_text("made by vitbench demo; removed by the next demo run\n")
+        t0 = time.perf_counter()
+        data = out / "data"
+        with console.status(f"synthesizing {images} images"):
+            counts = generate_dataset(data, images, seed)
+        console.print(f"data: {counts['train']} train / {counts['val']} val images in {data}")
+        names = [s.strip() for s in inits.split(",") if s.strip()]
+        study = out / "study"
+        run_study(
+            inits=names,
+            recipe=recipe,
+            data=data,
+            out=study,
+            weights=parse_weights(weights),
+            overrides=[*DEMO_OVERRIDES, *overrides],
+            register=do_register,
+            home=home,
+            device="cpu",
+        )
+        print_report(study)
+        console.print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min")

@@ -1,0 +1,222 @@
+"""The study's table and convergence plot from a folder of runs (``<out>/<init>/``).
+
+Each run folder is what ``vitbench train`` writes: ``eval.json`` (final metrics, wall time),
+``metrics.jsonl`` (train and eval lines with ``epoch``) and ``recipe.json``. :func:`write_report`
+writes ``study.md`` (Markdown table), ``study.csv`` and ``study_ap_vs_epoch.png`` into the folder.
+Columns: init, APbox, APmask, AP50 and AP75 (box), epochs, iterations, wall time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+# The paper's order of initializations; others follow alphabetically.
+INIT_ORDER: tuple[str, ...] = (
+    "random",
+    "supervised",
+    "mocov3",
+    "beit",
+    "mae",
+    "mimdet",
+    "moby",
+    "detectron2",
+)
+
+COLUMNS: tuple[str, ...] = (
+    "init",
+    "recipe",
+    "APbox",
+    "APmask",
+    "AP50",
+    "AP75",
+    "epochs",
+    "iterations",
+    "wall_time_min",
+)
+
+
+@dataclass(frozen=True)
+class RunSummary:
+    """One finished run. AP values in percent; ``curve`` is ``[(epoch, bbox/AP, segm/AP), ...]``."""
+
+    init: str
+    recipe: str
+    run_dir: Path
+    metrics: dict[str, float]
+    epochs: float
+    iterations: int
+    wall_time_s: float
+    curve: list[tuple[float, float, float]] = field(default_factory=list)
+
+    def row(self) -> dict[str, Any]:
+        m = self.metrics
+        return {
+            "init": self.init,
+            "recipe": self.recipe,
+            "APbox": m.get("bbox/AP"),
+            "APmask": m.get("segm/AP"),
+            "AP50": m.get("bbox/AP50"),
+            "AP75": m.get("bbox/AP75"),
+            "epochs": round(self.epochs, 2),
+            "iterations": self.iterations,
+            "wall_time_min": round(self.wall_time_s / 60.0, 2),
+        }
+
+
+def read_curve(metrics_file: Path) -> list[tuple[float, float, float]]:
+    """``(epoch, bbox/AP, segm/AP)`` of every eval line in a ``metrics.jsonl`` (bad lines skipped)."""
+    curve: list[tuple[float, float, float]] = []
+    if not metrics_file.is_file():
+        return curve
+    for line in metrics_file.read_text(encoding="utf-8").splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if rec.get("type") == "eval" and "bbox/AP" in rec:
+            curve.append(
+                (float(rec["epoch"]), float(rec["bbox/AP"]), float(rec.get("segm/AP", float("nan"))))
+            )
+    return curve
+
+
+def read_run(run_dir: Path) -> RunSummary | None:
+    """Summary of a finished run folder, or None when it has no readable ``eval.json``."""
+    try:
+        ev = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    curve = read_curve(run_dir / "metrics.jsonl")
+    return RunSummary(
+        init=str(ev.get("init", run_dir.name)),
+        recipe=str(ev.get("recipe", "?")),
+        run_dir=run_dir,
+        metrics={k: float(v) for k, v in ev.get("metrics", {}).items()},
+        epochs=float(ev.get("epoch", curve[-1][0] if curve else 0.0)),
+        iterations=int(ev.get("iteration", 0)),
+        wall_time_s=float(ev.get("wall_time_s", 0.0)),
+        curve=curve,
+    )
+
+
+def _order(init: str) -> tuple[int, str]:
+    return (INIT_ORDER.index(init) if init in INIT_ORDER else len(INIT_ORDER), init)
+
+
+def collect_runs(out_dir: Path) -> tuple[list[RunSummary], list[Path]]:
+    """Finished runs under ``out_dir`` (one sub-folder per init, paper order) and unfinished folders."""
+    runs: list[RunSummary] = []
+    unfinished: list[Path] = []
+    if not out_dir.is_dir():
+        return runs, unfinished
+    for sub in sorted(p for p in out_dir.iterdir() if p.is_dir()):
+        if not ((sub / "eval.json").exists() or (sub / "recipe.json").exists()):
+            continue
+        summary = read_run(sub)
+        if summary is None:
+            unfinished.append(sub)
+        else:
+            runs.append(summary)
+    runs.sort(key=lambda r: _order(r.init))
+    return runs, unfinished
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.1f}"
+    return str(v)
+
+
+def markdown_table(runs: list[RunSummary]) -> str:
+    """The study's table as GitHub Markdown (AP in percent, one decimal)."""
+    header = (
+        "| init | recipe | AP<sup>box</sup> | AP<sup>mask</sup> | AP50 | AP75 | epochs | iterations "
+        "| wall time (min) |"
+    )
+    lines = [header, "|" + "---|" * 2 + "---:|" * 7]
+    for r in runs:
+        row = r.row()
+        cells = [row["init"], row["recipe"]] + [_fmt(row[c]) for c in ("APbox", "APmask", "AP50", "AP75")]
+        cells += [f"{row['epochs']:.2f}", str(row["iterations"]), f"{row['wall_time_min']:.2f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(runs: list[RunSummary]) -> str:
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(COLUMNS), lineterminator="\n")
+    writer.writeheader()
+    for r in runs:
+        writer.writerow({k: ("" if v is None else v) for k, v in r.row().items()})
+    return buf.getvalue()
+
+
+def plot_curves(runs: list[RunSummary], path: Path) -> Path:
+    """PNG with box AP and mask AP against epoch, one line per init (matplotlib, Agg backend)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4), constrained_layout=True)
+    for r in runs:
+        curve = r.curve or [
+            (r.epochs, r.metrics.get("bbox/AP", float("nan")), r.metrics.get("segm/AP", float("nan")))
+        ]
+        epochs = [c[0] for c in curve]
+        axes[0].plot(epochs, [c[1] for c in curve], marker="o", label=r.init)
+        axes[1].plot(epochs, [c[2] for c in curve], marker="o", label=r.init)
+    for ax, title in zip(axes, ("box AP", "mask AP"), strict=True):
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(title)
+        ax.set_title(f"{title} vs epoch")
+        ax.grid(alpha=0.3)
+        if runs:
+            ax.legend()
+    tmp = path.with_name(f".{path.stem}.tmp.png")
+    fig.savefig(tmp, dpi=110)
+    plt.close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    markdown: Path
+    csv: Path
+    plot: Path
+    runs: list[RunSummary]
+    unfinished: list[Path]
+
+
+def write_report(out_dir: Path) -> ReportFiles:
+    """Write ``study.md``, ``study.csv`` and ``study_ap_vs_epoch.png`` into ``out_dir``.
+
+    Raises ``FileNotFoundError`` when ``out_dir`` holds no finished run.
+    """
+    runs, unfinished = collect_runs(out_dir)
+    if not runs:
+        raise FileNotFoundError(
+            f"no finished run under {out_dir}: expected sub-folders <init>/ with eval.json "
+            "(written by `vitbench train` / `vitbench bench run`)"
+        )
+    md = out_dir / "study.md"
+    _write_text(md, "# Study: detection transfer by initialization\n\n" + markdown_table(runs))
+    csv_path = out_dir / "study.csv"
+    _write_text(csv_path, csv_text(runs))
+    png = plot_curves(runs, out_dir / "study_ap_vs_epoch.png")
+    return ReportFiles(md, csv_path, png, runs, unfinished)
