@@ -236,7 +236,7 @@ CATALOG: Mapping[str, InitSpec] = MappingProxyType(
             pixel_std=IMAGENET_STD,
             converter="detectron2",
             applies_to=("vit",),
-            drop=(r"^__author__$",),
+            drop=(r"^pixel_(mean|std)$",),
             paper="Li, Mao, Girshick, He, ViTDet (arXiv 2203.16527)",
         ),
     }

@@ -12,6 +12,7 @@ import hashlib
 import io
 import os
 import pickle
+import re
 import shutil
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -40,6 +41,10 @@ _PKL_ALLOWED: frozenset[tuple[str, str]] = frozenset(
 )
 
 
+class RefusedGlobal(pickle.UnpicklingError):
+    """The pickle names a global outside the allow-list (it would run or build arbitrary objects)."""
+
+
 class NumpyOnlyUnpickler(pickle.Unpickler):
     """Unpickler that only resolves numpy array/dtype/scalar globals and ``OrderedDict``."""
 
@@ -47,7 +52,7 @@ class NumpyOnlyUnpickler(pickle.Unpickler):
         """Resolve an allowed global; refuse everything else with the offending name."""
         if (module, name) in _PKL_ALLOWED:
             return super().find_class(module, name)
-        raise pickle.UnpicklingError(
+        raise RefusedGlobal(
             f"refused global {module}.{name}: a detectron2 checkpoint holds only numpy arrays and containers"
         )
 
@@ -120,10 +125,14 @@ def _torch_load(path: Path, label: str) -> Any:
         with torch.serialization.safe_globals([(collections.OrderedDict, "yacs.config.CfgNode")]):
             return torch.load(path, map_location="cpu", weights_only=True, mmap=False)
     except pickle.UnpicklingError as e:
-        first = str(e).split("\n\n")[-2] if "\n\n" in str(e) else str(e)
+        found = re.search(
+            r"(Unsupported global: GLOBAL \S+|Unsupported operand \S+|WeightsUnpickler error: [^\n.]*)",
+            str(e),
+        )
+        reason = found.group(1) if found else str(e).splitlines()[0]
         raise InitError(
             f"refused to load {label}: it contains objects other than tensors and plain containers "
-            f"({first.strip()[:300]}); only weights-only checkpoints are accepted"
+            f"({reason}); only weights-only checkpoints are accepted"
         ) from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise InitError(
@@ -135,9 +144,17 @@ def _pkl_load(path: Path, label: str) -> Any:
     try:
         with path.open("rb") as f:
             return NumpyOnlyUnpickler(io.BufferedReader(f), encoding="latin1").load()
-    except pickle.UnpicklingError as e:
+    except RefusedGlobal as e:
         raise InitError(f"refused to load {label}: {e}") from e
-    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as e:
+    except (
+        pickle.UnpicklingError,
+        EOFError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        KeyError,
+    ) as e:
         raise InitError(f"cannot read {label}: the file is truncated or not a pickle ({e!r})") from e
 
 
