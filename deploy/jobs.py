@@ -407,7 +407,8 @@ def render_job(job: JobSpec, managed_by: str = "vitbench-cli") -> dict[str, Any]
         "volumeMounts": mounts,
     }
     if s.registry_secret is not None:
-        container["envFrom"] = [{"secretRef": {"name": s.registry_secret}}]
+        # optional: a cluster whose registry needs no credentials runs without creating the Secret.
+        container["envFrom"] = [{"secretRef": {"name": s.registry_secret, "optional": True}}]
     if s.nodes > 1:
         container["ports"] = [{"name": "rendezvous", "containerPort": s.master_port, "protocol": "TCP"}]
     tolerations = s.tolerations if s.tolerations is not None else ((GPU_TOLERATION,) if s.gpus > 0 else ())

@@ -118,7 +118,7 @@ def test_registry_address_from_configmap_and_credentials_from_secret() -> None:
     assert env["MLFLOW_TRACKING_URI"]["valueFrom"] == {
         "configMapKeyRef": {"name": "vitbench-registry", "key": "MLFLOW_TRACKING_URI"}
     }
-    assert c["envFrom"] == [{"secretRef": {"name": "vitbench-registry-credentials"}}]
+    assert c["envFrom"] == [{"secretRef": {"name": "vitbench-registry-credentials", "optional": True}}]
     assert not any("value" in e and "SECRET" in e["name"] for e in c["env"])
 
 

@@ -1,0 +1,104 @@
+{{/* Chart name, truncated to a DNS label. */}}
+{{- define "vitbench.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Fully qualified app name: the release name, prefixed by the chart name unless it already has it. */}}
+{{- define "vitbench.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "vitbench.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* Selector labels: name + instance only (immutable on Deployments). Needs a dict with ctx and component. */}}
+{{- define "vitbench.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "vitbench.name" .ctx }}
+app.kubernetes.io/instance: {{ .ctx.Release.Name }}
+app.kubernetes.io/component: {{ .component }}
+{{- end }}
+
+{{/* Standard labels. Needs a dict with ctx and component. */}}
+{{- define "vitbench.labels" -}}
+helm.sh/chart: {{ include "vitbench.chart" .ctx }}
+{{ include "vitbench.selectorLabels" . }}
+app.kubernetes.io/part-of: vitbench
+app.kubernetes.io/version: {{ .ctx.Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
+{{- with .ctx.Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "vitbench.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (printf "%s-submitter" (include "vitbench.fullname" .)) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "vitbench.image" -}}
+{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) }}
+{{- end }}
+
+{{- define "vitbench.mlflowName" -}}
+{{- printf "%s-mlflow" (include "vitbench.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "vitbench.postgresName" -}}
+{{- printf "%s-postgresql" (include "vitbench.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "vitbench.apiName" -}}
+{{- printf "%s-api" (include "vitbench.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/* The tracking URI every client uses. */}}
+{{- define "vitbench.trackingUri" -}}
+{{- if .Values.mlflow.enabled }}
+{{- printf "http://%s.%s.svc.cluster.local:%d" (include "vitbench.mlflowName" .) .Release.Namespace (int .Values.mlflow.port) }}
+{{- else }}
+{{- required "registry.externalTrackingUri is required when mlflow.enabled is false" .Values.registry.externalTrackingUri }}
+{{- end }}
+{{- end }}
+
+{{/* Database env for MLflow: DB_PASSWORD from the Secret, then MLFLOW_BACKEND_STORE_URI built from it. */}}
+{{- define "vitbench.databaseEnv" -}}
+{{- $db := .Values.database -}}
+{{- if $db.bundled.enabled }}
+- name: DB_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ $db.bundled.existingSecret }}
+      key: {{ $db.bundled.passwordKey }}
+- name: MLFLOW_BACKEND_STORE_URI
+  value: {{ printf "postgresql+psycopg2://%s:$(DB_PASSWORD)@%s:5432/%s" $db.bundled.user (include "vitbench.postgresName" .) $db.bundled.database | quote }}
+{{- else }}
+- name: DB_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ required "database.external.existingSecret is required with an external database" $db.external.existingSecret }}
+      key: {{ $db.external.passwordKey }}
+- name: MLFLOW_BACKEND_STORE_URI
+  value: {{ printf "postgresql+psycopg2://%s:$(DB_PASSWORD)@%s:%d/%s?sslmode=%s" $db.external.user (required "database.external.host is required with an external database" $db.external.host) (int $db.external.port) $db.external.database $db.external.sslmode | quote }}
+{{- end }}
+{{- end }}
+
+{{/* Pod-level and container-level security contexts (restricted profile). */}}
+{{- define "vitbench.podSecurityContext" -}}
+{{- toYaml .Values.podSecurityContext }}
+{{- end }}
+{{- define "vitbench.securityContext" -}}
+{{- toYaml .Values.securityContext }}
+{{- end }}
