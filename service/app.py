@@ -61,8 +61,14 @@ def create_app(
     settings: ServiceSettings,
     source: ModelSource | None = None,
     backend_factory: BackendFactory = onnx_backend_factory,
+    *,
+    background_load: bool = True,
 ) -> FastAPI:
-    """A new app serving the model from ``source`` (default: the one ``settings`` names)."""
+    """A new app serving the model from ``source`` (default: the one ``settings`` names).
+
+    With ``background_load`` (the default) the server answers at once and ``/readyz`` turns 200 after
+    the warm-up; without it, start-up waits for the model (and fails loudly if it cannot load).
+    """
     model_source = source if source is not None else source_from_settings(settings)
     metrics = ServiceMetrics()
     state = ServiceState(settings, model_source, backend_factory)
@@ -89,7 +95,12 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state.reset()
         loader = asyncio.create_task(state.load(make_batcher), name="model-loader")
+        if not background_load:
+            await loader
+            if state.status == "failed":
+                raise RuntimeError(f"model failed to load: {state.error}")
         try:
             yield
         finally:

@@ -58,6 +58,11 @@ class ServiceState:
         self.failure_callbacks: list[Callable[[str], None]] = []
         self.status_callbacks: list[Callable[[Status], None]] = []
 
+    def reset(self) -> None:
+        """Back to ``loading`` with nothing loaded (each lifespan starts from here)."""
+        self.pipeline, self.batcher, self.in_flight, self.warmup_s = None, None, 0, None
+        self.set_status("loading")
+
     @property
     def ready(self) -> bool:
         return self.status == "ready"

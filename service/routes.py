@@ -69,11 +69,14 @@ def build_router(state: ServiceState, metrics: ServiceMetrics, index_html: str) 
 
     def require_api_key(key: str | None = Depends(api_key_header)) -> None:
         expected = settings.api_key
-        if expected is None:
-            return
+        assert expected is not None
         if key is None or not secrets.compare_digest(key.encode(), expected.get_secret_value().encode()):
             metrics.rejected.labels(reason="unauthorized").inc()
             raise ServiceError(401, "missing or wrong X-API-Key header", {"WWW-Authenticate": "ApiKey"})
+
+    # The security scheme is documented (and enforced) only when a key is configured.
+    protected = [Depends(require_api_key)] if settings.api_key is not None else []
+    auth_errors = (401,) if settings.api_key is not None else ()
 
     def retry_after() -> dict[str, str]:
         return {"Retry-After": str(settings.retry_after_s)}
@@ -129,8 +132,8 @@ def build_router(state: ServiceState, metrics: ServiceMetrics, index_html: str) 
     @router.get(
         "/v1/models",
         response_model=ModelsResponse,
-        responses=_errors(401, 503),
-        dependencies=[Depends(require_api_key)],
+        responses=_errors(*auth_errors, 503),
+        dependencies=protected,
         summary="The loaded model and its manifest",
     )
     def models() -> ModelsResponse:
@@ -153,8 +156,8 @@ def build_router(state: ServiceState, metrics: ServiceMetrics, index_html: str) 
     @router.post(
         "/detect",
         response_model=DetectResponse,
-        responses=_errors(401, 413, 415, 422, 503),
-        dependencies=[Depends(require_api_key)],
+        responses=_errors(*auth_errors, 413, 415, 422, 503),
+        dependencies=protected,
         openapi_extra={"requestBody": _DETECT_BODY},
         summary="Detect instances in one image",
     )
