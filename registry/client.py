@@ -20,7 +20,7 @@ import tempfile
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -462,12 +462,20 @@ class RegistryClient:
             )
         return model
 
-    def _versions(self, name: str) -> list[ModelVersionInfo]:
+    def _versions(self, name: str, aliases: Mapping[str, str] | None = None) -> list[ModelVersionInfo]:
+        """Versions newest first; aliases filled from ``aliases`` (alias -> version), since version
+        searches do not return them on every store."""
         mvs = self._call(
             f"list versions of {name!r}",
             lambda: self.mlflow.search_model_versions(f"name='{name}'", max_results=10000),
         )
-        return sorted((_version_info(mv) for mv in mvs), key=lambda v: -int(v.version))
+        infos = [_version_info(mv) for mv in mvs]
+        if aliases is not None:
+            by_version: dict[str, list[str]] = {}
+            for alias, version in sorted(aliases.items()):
+                by_version.setdefault(str(version), []).append(alias)
+            infos = [replace(v, aliases=tuple(by_version.get(v.version, ()))) for v in infos]
+        return sorted(infos, key=lambda v: -int(v.version))
 
     def resolve(self, ref: str | ModelRef) -> ModelVersionInfo:
         """The version ``ref`` names; :class:`ModelNotFoundError` says what exists instead."""
@@ -503,13 +511,14 @@ class RegistryClient:
         out = []
         for m in sorted(models, key=lambda m: m.name):
             aliases = {str(k): str(v) for k, v in (m.aliases or {}).items()}
-            out.append(RegisteredModelInfo(m.name, m.description, aliases, tuple(self._versions(m.name))))
+            versions = tuple(self._versions(m.name, aliases))
+            out.append(RegisteredModelInfo(m.name, m.description, aliases, versions))
         return out
 
     def list_versions(self, name: str) -> list[ModelVersionInfo]:
         """Versions of ``name``, newest first (:class:`ModelNotFoundError` for an unknown model)."""
-        self._get_model(name)
-        return self._versions(name)
+        model = self._get_model(name)
+        return self._versions(name, {str(k): str(v) for k, v in (model.aliases or {}).items()})
 
     def show(self, ref: str | ModelRef) -> Lineage:
         """The version ``ref`` names with its run: params (resolved recipe), latest metrics, artifacts."""

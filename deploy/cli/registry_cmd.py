@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
 from deploy.cli.common import HOME_HELP, open_registry, print_json, registry_errors
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 registry_app = typer.Typer(
     name="registry",
@@ -15,13 +19,24 @@ registry_app = typer.Typer(
     no_args_is_help=True,
 )
 
-_SUMMARY_TAGS = ("init", "recipe", "dataset", "ap_box", "ap_mask")
+_SUMMARY_TAGS = ("init", "recipe", "ap_box", "ap_mask")
 
 
 def _when(ms: int | None) -> str:
     if not ms:
         return "-"
-    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    return dt.datetime.fromtimestamp(ms / 1000, tz=dt.UTC).strftime("%Y-%m-%d %H:%M")
+
+
+def _column(table: Table, name: str) -> None:
+    """Add a column that folds long values instead of truncating them (aliases must stay readable)."""
+    numeric = name in {"version", "versions", "ap_box", "ap_mask"}
+    table.add_column(
+        name,
+        justify="right" if numeric else "left",
+        overflow="fold",
+        min_width={"aliases": 8, "model": 8, "recipe": 8}.get(name),
+    )
 
 
 @registry_app.command("list")
@@ -30,7 +45,9 @@ def list_cmd(
     home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
-    """List registered models (or the versions of one model) with their aliases and tags."""
+    """List registered models (or the versions of one model) with their aliases and tags.
+
+    The model table shows the newest version's tags; ``show`` prints everything about one version."""
     from rich.console import Console
     from rich.table import Table
 
@@ -42,8 +59,8 @@ def list_cmd(
                 print_json([m.to_dict() for m in models])
                 return
             table = Table(title=f"Registered models — {client.tracking_uri}")
-            for col in ("model", "versions", "latest", "aliases", *_SUMMARY_TAGS):
-                table.add_column(col, justify="right" if col in {"versions", "ap_box", "ap_mask"} else "left")
+            for col in ("model", "versions", "aliases", *_SUMMARY_TAGS):
+                _column(table, col)
             for m in models:
                 latest = m.latest
                 tags = latest.tags if latest else {}
@@ -51,7 +68,6 @@ def list_cmd(
                 table.add_row(
                     m.name,
                     str(len(m.versions)),
-                    latest.version if latest else "-",
                     aliases,
                     *(tags.get(t, "-") for t in _SUMMARY_TAGS),
                 )
@@ -62,15 +78,14 @@ def list_cmd(
             print_json([v.to_dict() for v in versions])
             return
         table = Table(title=f"Versions of {name}")
-        for col in ("version", "aliases", *_SUMMARY_TAGS, "sha256", "created"):
-            table.add_column(col, justify="right" if col in {"version", "ap_box", "ap_mask"} else "left")
+        for col in ("version", "aliases", *_SUMMARY_TAGS, "sha256"):
+            _column(table, col)
         for v in versions:
             table.add_row(
                 v.version,
                 ", ".join(v.aliases) or "-",
                 *(v.tags.get(t, "-") for t in _SUMMARY_TAGS),
-                v.tags.get("sha256", "-")[:12],
-                _when(v.created_ms),
+                v.tags.get("sha256", "-")[:8],
             )
         Console().print(table)
 
