@@ -220,10 +220,11 @@ def connect(context: str | None, namespace: str | None) -> tuple[BatchApi, CoreA
                 _IN_CLUSTER_NAMESPACE.read_text().strip() if _IN_CLUSTER_NAMESPACE.exists() else "default"
             )
         else:
-            config.load_kube_config(context=context)
-            _, active = config.list_kube_config_contexts()
+            # Read KUBECONFIG now (the library reads it once, at import time); it may list several files.
+            config_file = os.environ.get("KUBECONFIG") or None
+            config.load_kube_config(config_file=config_file, context=context)
+            contexts, active = config.list_kube_config_contexts(config_file=config_file)
             if context is not None:
-                contexts, _ = config.list_kube_config_contexts()
                 active = next(c for c in contexts if c["name"] == context)
             ns = namespace or active.get("context", {}).get("namespace") or "default"
     except (config.ConfigException, FileNotFoundError, StopIteration) as exc:

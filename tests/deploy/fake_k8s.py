@@ -8,7 +8,9 @@ Tests drive the cluster side (pods, Job status) with :meth:`FakeCluster.add_pod`
 
 from __future__ import annotations
 
+import inspect
 import json
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,11 +18,21 @@ from kubernetes.client import ApiClient, V1Job, V1JobList, V1Pod, V1PodList, V1S
 from kubernetes.client.exceptions import ApiException
 
 _API = ApiClient()
+# kubernetes >= 37 deserializes the response text (with a content type); older clients take a response object.
+_TEXT_DESERIALIZE = "content_type" in inspect.signature(ApiClient.deserialize).parameters
+
+
+@dataclass
+class _Response:
+    data: str
 
 
 def _model(body: dict[str, Any], cls: str) -> Any:
     """Turn a manifest dict into a ``kubernetes.client`` model, as the real client does with responses."""
-    return _API.deserialize(json.dumps(_API.sanitize_for_serialization(body)), cls, "application/json")
+    text = json.dumps(_API.sanitize_for_serialization(body))
+    if _TEXT_DESERIALIZE:
+        return _API.deserialize(text, cls, "application/json")
+    return _API.deserialize(_Response(text), cls)  # type: ignore[call-arg]
 
 
 def _matches(labels: dict[str, str] | None, selector: str | None) -> bool:

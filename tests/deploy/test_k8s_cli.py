@@ -151,3 +151,43 @@ def test_logs_and_cancel(app: typer.Typer, cluster: FakeCluster) -> None:
     assert list(cluster.jobs) == [(NS, "bench-b-random")]
     assert "deleted" in _run(app, "bench", "cancel", "-y").output
     assert cluster.jobs == {}
+
+
+def test_connect_reads_the_kubeconfig_context_namespace(
+    tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from kubernetes import client
+
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [{"name": "c", "cluster": {"server": "https://127.0.0.1:6443"}}],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [
+                    {"name": "gpu", "context": {"cluster": "c", "user": "u", "namespace": "team-a"}},
+                    {"name": "plain", "context": {"cluster": "c", "user": "u"}},
+                ],
+                "current-context": "gpu",
+            }
+        )
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    batch, core, ns = bench_k8s.connect(None, None)
+    assert isinstance(batch, client.BatchV1Api) and isinstance(core, client.CoreV1Api)
+    assert ns == "team-a"
+    assert bench_k8s.connect("plain", None)[2] == "default"
+    assert bench_k8s.connect(None, "other")[2] == "other"
+
+
+def test_commands_without_a_cluster_config_exit_2_with_a_hint(
+    app: typer.Typer, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("KUBECONFIG", str(tmp_path / "missing"))
+    monkeypatch.delenv("KUBERNETES_SERVICE_HOST", raising=False)
+    result = CliRunner().invoke(app, ["bench", "status"])
+    assert result.exit_code == 2
+    assert "no Kubernetes configuration" in result.output and "bench render" in result.output
