@@ -198,6 +198,7 @@ class RegistryHook(Hook):
         out_dir = Path(loop.out_dir)
         final = out_dir / FINAL_CHECKPOINT
         if not final.is_file():
+            self.client.end_run(self.run_id, "FAILED")
             raise RegistryError(f"cannot register: the final checkpoint {final} does not exist")
         for name in ("metrics.jsonl", "recipe.json"):
             if (out_dir / name).is_file():
