@@ -74,7 +74,7 @@ def map_detectron2(state: Mapping[str, Tensor], target: Shapes) -> Converted:
                 [torch.zeros_like(value[:per_class]), value]
             )  # zero background row(s)
             continue
-        dst = _rename(key, target)
-        out.tensors[dst if dst is not None else key] = value
+        renamed = _rename(key, target)
+        out.tensors[renamed if renamed is not None else key] = value
     out.notes.append("detectron2 class k -> label k + 1; background moved to index 0 (zero box/mask rows)")
     return out

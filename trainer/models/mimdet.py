@@ -1,4 +1,4 @@
-"""MIMDet backbone (Fang et al., arXiv 2204.02964; reference §3.1): conv stem + sampled-token ViT + MAE decoder.
+"""MIMDet backbone (Fang et al., arXiv 2204.02964; reference §3.1): conv stem, sampled-token ViT, MAE decoder.
 
 - ``stem``: four 3x3 stride-2 convs (no bias) each followed by GroupNorm(1 group) and GELU, widths
   C/8, C/4, C/2, C, then a 1x1 conv to C. Its stride-4 (C/4) and stride-8 (C/2) maps feed the FPN; the
@@ -93,14 +93,18 @@ class _Encoder(nn.Module):
         super().__init__()
         dpr = torch.linspace(0, drop_path, depth).tolist()
         self.blocks = nn.ModuleList(
-            Block(dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=dpr[i], norm_layer=_ln)
+            Block(dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=dpr[i], norm_layer=_LayerNorm)
             for i in range(depth)
         )
-        self.norm = _ln(dim)
+        self.norm = _LayerNorm(dim)
 
 
-def _ln(dim: int, **kwargs: Any) -> nn.LayerNorm:
-    return nn.LayerNorm(dim, eps=1e-6, **kwargs)
+class _LayerNorm(nn.LayerNorm):
+    """LayerNorm with MAE's eps 1e-6 (timm passes ``device``/``dtype`` keywords)."""
+
+    def __init__(self, dim: int, **kwargs: Any) -> None:
+        kwargs.pop("eps", None)
+        super().__init__(dim, eps=1e-6, **kwargs)
 
 
 class MIMDetBackbone(nn.Module):
@@ -137,10 +141,10 @@ class MIMDetBackbone(nn.Module):
         self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
         self.conv_feat_proj = nn.Linear(embed_dim, decoder_dim)
         self.decoder_blocks = nn.ModuleList(
-            Block(decoder_dim, decoder_heads, mlp_ratio, qkv_bias=True, norm_layer=_ln)
+            Block(decoder_dim, decoder_heads, mlp_ratio, qkv_bias=True, norm_layer=_LayerNorm)
             for _ in range(decoder_depth)
         )
-        self.decoder_norm = _ln(decoder_dim)
+        self.decoder_norm = _LayerNorm(decoder_dim)
         self.fpn = FPN([embed_dim // 4, embed_dim // 2, decoder_dim, decoder_dim], out_channels, norm)
         self.out_channels = out_channels
         self._init_weights()

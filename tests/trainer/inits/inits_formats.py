@@ -1,7 +1,7 @@
 """Writers of checkpoints with the exact key names, nesting and shapes of the published files.
 
 Reference: ``shared/reference/architecture.md`` §5.1–§5.2. Widths are parameters so tests stay fast; a
-ViT-B call (``C=768, depth=12, heads=12``) reproduces the published shapes.
+ViT-B call (``width=768, depth=12, heads=12``) reproduces the published shapes.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ def _t(*shape: int, gen: torch.Generator) -> Tensor:
     return torch.randn(*shape, generator=gen) * 0.05
 
 
-def _ln(prefix: str, C: int, gen: torch.Generator) -> dict[str, Tensor]:
-    return {f"{prefix}.weight": 1 + _t(C, gen=gen), f"{prefix}.bias": _t(C, gen=gen)}
+def _ln(prefix: str, width: int, gen: torch.Generator) -> dict[str, Tensor]:
+    return {f"{prefix}.weight": 1 + _t(width, gen=gen), f"{prefix}.bias": _t(width, gen=gen)}
 
 
 def _linear(prefix: str, out: int, inp: int, gen: torch.Generator, bias: bool = True) -> dict[str, Tensor]:
@@ -33,57 +33,57 @@ def _linear(prefix: str, out: int, inp: int, gen: torch.Generator, bias: bool = 
 
 
 def vit_block(
-    prefix: str, C: int, gen: torch.Generator, *, mlp: int | None = None, beit: bool = False
+    prefix: str, width: int, gen: torch.Generator, *, mlp: int | None = None, beit: bool = False
 ) -> dict[str, Tensor]:
     """One timm-0.3/0.4 ViT block (MAE/DeiT/MoCo v3), or BEiT's (q/v biases, gamma_1/2)."""
-    H = mlp or 4 * C
+    H = mlp or 4 * width
     d: dict[str, Tensor] = {}
-    d |= _ln(f"{prefix}.norm1", C, gen)
+    d |= _ln(f"{prefix}.norm1", width, gen)
     if beit:
-        d[f"{prefix}.attn.q_bias"] = _t(C, gen=gen)
-        d[f"{prefix}.attn.v_bias"] = _t(C, gen=gen)
-        d |= _linear(f"{prefix}.attn.qkv", 3 * C, C, gen, bias=False)
+        d[f"{prefix}.attn.q_bias"] = _t(width, gen=gen)
+        d[f"{prefix}.attn.v_bias"] = _t(width, gen=gen)
+        d |= _linear(f"{prefix}.attn.qkv", 3 * width, width, gen, bias=False)
     else:
-        d |= _linear(f"{prefix}.attn.qkv", 3 * C, C, gen)
-    d |= _linear(f"{prefix}.attn.proj", C, C, gen)
-    d |= _ln(f"{prefix}.norm2", C, gen)
-    d |= _linear(f"{prefix}.mlp.fc1", H, C, gen)
-    d |= _linear(f"{prefix}.mlp.fc2", C, H, gen)
+        d |= _linear(f"{prefix}.attn.qkv", 3 * width, width, gen)
+    d |= _linear(f"{prefix}.attn.proj", width, width, gen)
+    d |= _ln(f"{prefix}.norm2", width, gen)
+    d |= _linear(f"{prefix}.mlp.fc1", H, width, gen)
+    d |= _linear(f"{prefix}.mlp.fc2", width, H, gen)
     if beit:
-        d[f"{prefix}.gamma_1"] = 0.1 + _t(C, gen=gen)
-        d[f"{prefix}.gamma_2"] = 0.1 + _t(C, gen=gen)
+        d[f"{prefix}.gamma_1"] = 0.1 + _t(width, gen=gen)
+        d[f"{prefix}.gamma_2"] = 0.1 + _t(width, gen=gen)
     return d
 
 
-def vit_encoder(C: int, depth: int, grid: int = 14, seed: int = 0) -> dict[str, Tensor]:
-    """§5.2 ViT encoder keys: patch_embed, cls_token, pos_embed (1, 1 + grid², C), blocks, norm."""
+def vit_encoder(width: int, depth: int, grid: int = 14, seed: int = 0) -> dict[str, Tensor]:
+    """§5.2 ViT encoder keys: patch_embed, cls_token, pos_embed (1, 1 + grid², width), blocks, norm."""
     gen = torch.Generator().manual_seed(seed)
     d: dict[str, Tensor] = {
-        "cls_token": _t(1, 1, C, gen=gen),
-        "pos_embed": _t(1, 1 + grid * grid, C, gen=gen),
-        "patch_embed.proj.weight": _t(C, 3, PATCH, PATCH, gen=gen),
-        "patch_embed.proj.bias": _t(C, gen=gen),
+        "cls_token": _t(1, 1, width, gen=gen),
+        "pos_embed": _t(1, 1 + grid * grid, width, gen=gen),
+        "patch_embed.proj.weight": _t(width, 3, PATCH, PATCH, gen=gen),
+        "patch_embed.proj.bias": _t(width, gen=gen),
     }
     for i in range(depth):
-        d |= vit_block(f"blocks.{i}", C, gen)
-    d |= _ln("norm", C, gen)
+        d |= vit_block(f"blocks.{i}", width, gen)
+    d |= _ln("norm", width, gen)
     return d
 
 
-def deit_file(C: int, depth: int, num_classes: int = 1000, seed: int = 0) -> dict[str, Any]:
-    """``deit_base_patch16_224-b5f2ef4d.pth``: {"model": encoder + head (num_classes, C)}."""
+def deit_file(width: int, depth: int, num_classes: int = 1000, seed: int = 0) -> dict[str, Any]:
+    """``deit_base_patch16_224-b5f2ef4d.pth``: {"model": encoder + head (num_classes, width)}."""
     gen = torch.Generator().manual_seed(seed + 1)
-    model = vit_encoder(C, depth, seed=seed) | _linear("head", num_classes, C, gen)
+    model = vit_encoder(width, depth, seed=seed) | _linear("head", num_classes, width, gen)
     return {"model": model}
 
 
-def mae_file(C: int, depth: int, seed: int = 0) -> dict[str, Any]:
+def mae_file(width: int, depth: int, seed: int = 0) -> dict[str, Any]:
     """``mae_pretrain_vit_base.pth``: {"model": encoder only}."""
-    return {"model": vit_encoder(C, depth, seed=seed)}
+    return {"model": vit_encoder(width, depth, seed=seed)}
 
 
 def mae_full_file(
-    C: int,
+    width: int,
     depth: int,
     dec_dim: int = 512,
     dec_depth: int = 8,
@@ -94,9 +94,9 @@ def mae_full_file(
     """``mae_pretrain_vit_base_full.pth``: encoder + mask_token, decoder_embed, decoder_pos_embed,
     decoder_blocks.0-7 (512-d), decoder_norm, decoder_pred (16*16*3, 512)."""
     gen = torch.Generator().manual_seed(seed + 2)
-    model = vit_encoder(C, depth, grid=grid, seed=seed)
+    model = vit_encoder(width, depth, grid=grid, seed=seed)
     model["mask_token"] = _t(1, 1, dec_dim, gen=gen)
-    model |= _linear("decoder_embed", dec_dim, C, gen)
+    model |= _linear("decoder_embed", dec_dim, width, gen)
     model["decoder_pos_embed"] = _t(1, 1 + grid * grid, dec_dim, gen=gen)
     for i in range(dec_depth):
         model |= vit_block(f"decoder_blocks.{i}", dec_dim, gen, mlp=dec_mlp)
@@ -105,34 +105,34 @@ def mae_full_file(
     return {"model": model}
 
 
-def _bn(prefix: str, C: int, gen: torch.Generator, affine: bool = True) -> dict[str, Tensor]:
+def _bn(prefix: str, width: int, gen: torch.Generator, affine: bool = True) -> dict[str, Tensor]:
     d = {
-        f"{prefix}.running_mean": _t(C, gen=gen),
-        f"{prefix}.running_var": 1 + _t(C, gen=gen).abs(),
+        f"{prefix}.running_mean": _t(width, gen=gen),
+        f"{prefix}.running_var": 1 + _t(width, gen=gen).abs(),
         f"{prefix}.num_batches_tracked": torch.tensor(1000),
     }
     if affine:
-        d |= _ln(prefix, C, gen)
+        d |= _ln(prefix, width, gen)
     return d
 
 
 def _moco_mlp(prefix: str, inp: int, hidden: int, out: int, gen: torch.Generator) -> dict[str, Tensor]:
-    """MoCo v3 ``_build_mlp(3, ...)``: Linear(no bias), BN, ReLU, Linear, BN, ReLU, Linear, BN(affine=False)."""
+    """MoCo v3 ``_build_mlp(3, ...)``: Linear (no bias), BN, ReLU, Linear, BN, ReLU, Linear, BN."""
     d = _linear(f"{prefix}.0", hidden, inp, gen, bias=False) | _bn(f"{prefix}.1", hidden, gen)
     d |= _linear(f"{prefix}.3", hidden, hidden, gen, bias=False) | _bn(f"{prefix}.4", hidden, gen)
     d |= _linear(f"{prefix}.6", out, hidden, gen, bias=False) | _bn(f"{prefix}.7", out, gen, affine=False)
     return d
 
 
-def mocov3_file(C: int, depth: int, seed: int = 0) -> dict[str, Any]:
+def mocov3_file(width: int, depth: int, seed: int = 0) -> dict[str, Any]:
     """``vit-b-300ep.pth.tar``: {epoch, arch, state_dict, optimizer, scaler}; weights under
     ``module.base_encoder.`` (+ projector ``head``), ``module.momentum_encoder.``, ``module.predictor.``."""
     gen = torch.Generator().manual_seed(seed + 3)
     hidden, dim = 64, 32  # published: 4096, 256
     state: dict[str, Tensor] = OrderedDict()
     for branch in ("base_encoder", "momentum_encoder"):
-        enc = vit_encoder(C, depth, seed=seed if branch == "base_encoder" else seed + 100)
-        enc |= _moco_mlp("head", C, hidden, dim, gen)
+        enc = vit_encoder(width, depth, seed=seed if branch == "base_encoder" else seed + 100)
+        enc |= _moco_mlp("head", width, hidden, dim, gen)
         state.update({f"module.{branch}.{k}": v for k, v in enc.items()})
     pred = _moco_mlp("predictor", dim, hidden, dim, gen)
     state.update({f"module.{k}": v for k, v in pred.items()})
@@ -158,23 +158,23 @@ def beit_relative_position_index(window: int) -> Tensor:
 
 
 def beit_file(
-    C: int, depth: int, heads: int, window: int = 14, vocab: int = 8192, seed: int = 0
+    width: int, depth: int, heads: int, window: int = 14, vocab: int = 8192, seed: int = 0
 ) -> dict[str, Any]:
     """``beit_base_patch16_224_pt22k.pth``: {"model": cls_token, mask_token, patch_embed, blocks with
     q_bias/v_bias + gamma_1/2, shared rel_pos_bias table ((2w-1)²+3, nH) + index, norm, lm_head}."""
     gen = torch.Generator().manual_seed(seed + 4)
     model: dict[str, Tensor] = {
-        "cls_token": _t(1, 1, C, gen=gen),
-        "mask_token": _t(1, 1, C, gen=gen),
-        "patch_embed.proj.weight": _t(C, 3, PATCH, PATCH, gen=gen),
-        "patch_embed.proj.bias": _t(C, gen=gen),
+        "cls_token": _t(1, 1, width, gen=gen),
+        "mask_token": _t(1, 1, width, gen=gen),
+        "patch_embed.proj.weight": _t(width, 3, PATCH, PATCH, gen=gen),
+        "patch_embed.proj.bias": _t(width, gen=gen),
         "rel_pos_bias.relative_position_bias_table": _t((2 * window - 1) ** 2 + 3, heads, gen=gen) * 10,
         "rel_pos_bias.relative_position_index": beit_relative_position_index(window),
     }
     for i in range(depth):
-        model |= vit_block(f"blocks.{i}", C, gen, beit=True)
-    model |= _ln("norm", C, gen)
-    model |= _linear("lm_head", vocab, C, gen)
+        model |= vit_block(f"blocks.{i}", width, gen, beit=True)
+    model |= _ln("norm", width, gen)
+    model |= _linear("lm_head", vocab, width, gen)
     return {"model": model}
 
 
@@ -186,20 +186,25 @@ def swin_relative_position_index(window: int) -> Tensor:
 
 
 def swin_encoder(
-    C: int, depths: tuple[int, ...], heads: tuple[int, ...], window: int = 7, img: int = 224, seed: int = 0
+    width: int,
+    depths: tuple[int, ...],
+    heads: tuple[int, ...],
+    window: int = 7,
+    img: int = 224,
+    seed: int = 0,
 ) -> dict[str, Tensor]:
     """Official Swin (Transformer-SSL ``models/swin_transformer.py``) state dict, ``ape=False``,
     ``patch_norm=True``, ``num_classes=0``: patch_embed.{proj,norm}, layers.s.blocks.b.* with per-block
     bias tables + index buffers (+ ``attn_mask`` for shifted blocks), layers.s.downsample, norm."""
     gen = torch.Generator().manual_seed(seed)
     d: dict[str, Tensor] = {
-        "patch_embed.proj.weight": _t(C, 3, 4, 4, gen=gen),
-        "patch_embed.proj.bias": _t(C, gen=gen),
+        "patch_embed.proj.weight": _t(width, 3, 4, 4, gen=gen),
+        "patch_embed.proj.bias": _t(width, gen=gen),
     }
-    d |= _ln("patch_embed.norm", C, gen)
+    d |= _ln("patch_embed.norm", width, gen)
     res = img // 4
     for s, (depth, nH) in enumerate(zip(depths, heads, strict=True)):
-        dim = C * 2**s
+        dim = width * 2**s
         for b in range(depth):
             p = f"layers.{s}.blocks.{b}"
             d |= _ln(f"{p}.norm1", dim, gen)
@@ -216,7 +221,7 @@ def swin_encoder(
             d |= _linear(f"layers.{s}.downsample.reduction", 2 * dim, 4 * dim, gen, bias=False)
             d |= _ln(f"layers.{s}.downsample.norm", 4 * dim, gen)
             res //= 2
-    d |= _ln("norm", C * 2 ** (len(depths) - 1), gen)
+    d |= _ln("norm", width * 2 ** (len(depths) - 1), gen)
     return d
 
 
@@ -224,15 +229,15 @@ class _CfgNode(dict):  # stands in for yacs.config.CfgNode while the file is wri
     pass
 
 
-def moby_file(C: int, depths: tuple[int, ...], heads: tuple[int, ...], seed: int = 0) -> dict[str, Any]:
+def moby_file(width: int, depths: tuple[int, ...], heads: tuple[int, ...], seed: int = 0) -> dict[str, Any]:
     """``moby_swin_t_300ep_pretrained.pth``: {model, optimizer, lr_scheduler, max_accuracy, epoch, config};
     ``model`` holds ``encoder.*`` (online), ``encoder_k.*`` (momentum), ``projector.*``, ``projector_k.*``,
     ``predictor.*``, ``queue1``/``queue2`` (256, 4096), ``queue_ptr``. ``config`` is a yacs CfgNode."""
     gen = torch.Generator().manual_seed(seed + 5)
-    out_dim = C * 2 ** (len(depths) - 1)
+    out_dim = width * 2 ** (len(depths) - 1)
     model: dict[str, Tensor] = OrderedDict()
     for branch, s in (("encoder", seed), ("encoder_k", seed + 100)):
-        model.update({f"{branch}.{k}": v for k, v in swin_encoder(C, depths, heads, seed=s).items()})
+        model.update({f"{branch}.{k}": v for k, v in swin_encoder(width, depths, heads, seed=s).items()})
     for proj in ("projector", "projector_k"):
         model |= _linear(f"{proj}.linear_hidden.0", 64, out_dim, gen) | _bn(
             f"{proj}.linear_hidden.1", 64, gen
@@ -245,7 +250,7 @@ def moby_file(C: int, depths: tuple[int, ...], heads: tuple[int, ...], seed: int
     model["queue_ptr"] = torch.zeros(1, dtype=torch.long)
     _CfgNode.__module__ = "yacs.config"
     _CfgNode.__qualname__ = "CfgNode"
-    cfg = _CfgNode(MODEL=_CfgNode(TYPE="swin", SWIN=_CfgNode(EMBED_DIM=C)), TRAIN=_CfgNode(EPOCHS=300))
+    cfg = _CfgNode(MODEL=_CfgNode(TYPE="swin", SWIN=_CfgNode(EMBED_DIM=width)), TRAIN=_CfgNode(EPOCHS=300))
     return {
         "model": model,
         "optimizer": {"state": {}, "param_groups": [{"lr": 1e-3, "params": [0]}]},

@@ -94,7 +94,9 @@ def test_moby_swin_equals_timm_swin(tmp_path: Path) -> None:
             x, indices=4, norm=False, output_fmt="NCHW", intermediates_only=True
         )
     assert [t.shape[-1] for t in ours] == [56, 28, 14, 7]
+    assert isinstance(theirs, list)
     for a, b in zip(ours, theirs, strict=True):
+        assert isinstance(b, torch.Tensor)
         # our stage outputs pass through a fresh LayerNorm; apply the same to timm's
         b_norm = torch.nn.functional.layer_norm(b.permute(0, 2, 3, 1), (b.shape[1],)).permute(0, 3, 1, 2)
         assert (a - b_norm).abs().max().item() <= 1e-4

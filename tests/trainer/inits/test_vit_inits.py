@@ -153,8 +153,9 @@ def test_mae_and_deit_equal_timm_vision_transformer(tmp_path: Path, init: str, f
         theirs = ref.forward_intermediates(
             x, indices=[0, 1, 2, 3], output_fmt="NCHW", intermediates_only=True
         )
-    assert len(ours) == len(theirs) == 4
+    assert isinstance(theirs, list) and len(ours) == len(theirs) == 4
     for a, b in zip(ours, theirs, strict=True):
+        assert isinstance(b, torch.Tensor)
         assert a.shape == b.shape == (2, C, 14, 14)
         assert (a - b).abs().max().item() <= 1e-4
 
