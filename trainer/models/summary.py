@@ -24,12 +24,14 @@ def _count(module: nn.Module | None) -> int:
 def component_params(model: nn.Module) -> dict[str, int]:
     """Parameters of ``backbone`` (without its neck), ``neck``, ``rpn``, ``roi_heads`` and ``total``.
 
-    ``model`` is a torchvision ``MaskRCNN`` whose backbone may own a ``neck`` submodule; a backbone
-    without one counts entirely as ``backbone``.
+    ``model`` is a torchvision ``MaskRCNN`` whose backbone owns its pyramid as ``neck`` (plain ViT) or
+    ``fpn`` (MIMDet, Swin); a backbone with neither counts entirely as ``backbone``.
     """
     backbone = model.get_submodule("backbone")
-    neck = getattr(backbone, "neck", None)
-    neck = neck if isinstance(neck, nn.Module) else None
+    neck = next(
+        (m for m in (getattr(backbone, name, None) for name in ("neck", "fpn")) if isinstance(m, nn.Module)),
+        None,
+    )
     counts = {
         "backbone": _count(backbone) - _count(neck),
         "neck": _count(neck),
@@ -63,9 +65,15 @@ def summarize_model(model: nn.Module, recipe: Recipe, num_classes: int) -> dict[
 
 
 def summarize_recipe(recipe: Recipe, num_classes: int = 80) -> dict[str, Any]:
-    """Build ``recipe``'s detector on the meta device and summarize it (see :func:`summarize_model`)."""
+    """Build ``recipe``'s detector on the meta device and summarize it (see :func:`summarize_model`).
+
+    Falls back to a CPU build when a backbone cannot be constructed on the meta device.
+    """
     from trainer.models.detector import build_detector
 
-    with torch.device("meta"):
+    try:
+        with torch.device("meta"):
+            model = build_detector(recipe, num_classes)
+    except NotImplementedError:  # a backbone whose constructor reads tensor data: build it for real
         model = build_detector(recipe, num_classes)
     return summarize_model(model, recipe, num_classes)
