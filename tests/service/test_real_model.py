@@ -1,0 +1,108 @@
+"""The tiny detector exported by ``trainer.export``, served end to end and checked against eager PyTorch.
+
+The eager torchvision ``MaskRCNN`` (its own transform, RoI heads and ``paste_masks_in_image``) is the
+reference for what ``POST /detect`` must answer: same boxes in original pixels, scores, labels, masks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from pycocotools import mask as mask_utils
+from service_helpers import image_bytes, settings_for
+
+from service.app import create_app
+
+CLASSES = ("circle", "square", "triangle")
+
+
+@pytest.fixture(scope="module")
+def exported_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    """``bench-tiny`` with seeded random weights, exported to ONNX with its manifest; and the eager model."""
+    torch = pytest.importorskip("torch")
+    from registry.hashing import sha256_file
+    from trainer.export.onnx import build_manifest, export_onnx
+    from trainer.models.detector import build_detector
+    from trainer.recipes import get_recipe
+
+    torch.manual_seed(0)
+    recipe = get_recipe("bench-tiny")
+    model = build_detector(recipe, len(CLASSES)).eval()
+    out = tmp_path_factory.mktemp("tiny-export")
+    result = export_onnx(model, recipe.input.image_size, out / "model.onnx")
+    manifest = build_manifest(
+        recipe,
+        {"class_names": list(CLASSES), "num_classes": len(CLASSES)},
+        opset=result.opset,
+        exporter=result.exporter,
+        files={"model.onnx": sha256_file(result.path)},
+        model_name="tiny",
+        model_version="1",
+    )
+    manifest.save(out / "manifest.json")
+    return out, model
+
+
+def _eager(model: Any, pixels: np.ndarray) -> dict[str, np.ndarray]:
+    import torch
+
+    with torch.no_grad():
+        (out,) = model([torch.from_numpy(pixels).permute(2, 0, 1).float() / 255.0])
+    return {k: v.numpy() for k, v in out.items()}
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return float(inter / union) if union > 0 else 0.0
+
+
+def test_exported_tiny_model_matches_eager_pytorch(
+    exported_tiny: tuple[Path, Any], make_client: Callable[..., TestClient]
+) -> None:
+    import io
+
+    from PIL import Image
+
+    model_dir, model = exported_tiny
+    client = make_client(create_app(settings_for(model_dir, score_threshold=0.05)))
+    assert client.get("/v1/models").json()["models"][0]["input_size"] == 128
+    data = image_bytes(180, 120, "PNG")
+    pixels = np.array(Image.open(io.BytesIO(data)).convert("RGB"))
+    resp = client.post(
+        "/detect", params={"max_detections": 100}, content=data, headers={"content-type": "image/png"}
+    )
+    assert resp.status_code == 200, resp.text
+    body = resp.json()
+    assert body["image"] == {"width": 180, "height": 120} and body["model"] == {
+        "name": "tiny",
+        "version": "1",
+    }
+    ref = _eager(model, pixels)
+    dets = body["detections"]
+    assert len(ref["scores"]) > 0, "the random-weight model should detect something at 0.05"
+    assert abs(len(dets) - len(ref["scores"])) <= max(2, len(ref["scores"]) // 10)
+    matched = 0
+    for det in dets:
+        box = np.asarray(det["box"])
+        cands = [i for i in range(len(ref["scores"])) if ref["labels"][i] == det["label"]]
+        best = max(cands, key=lambda i: _iou(box, ref["boxes"][i]), default=None)
+        if best is None or _iou(box, ref["boxes"][best]) < 0.98:
+            continue
+        matched += 1
+        assert abs(det["score"] - float(ref["scores"][best])) < 2e-3
+        assert det["label_name"] == CLASSES[det["label"] - 1]
+        ours = mask_utils.decode(
+            {"size": det["mask"]["size"], "counts": det["mask"]["counts"].encode()}
+        ).astype(bool)
+        theirs = ref["masks"][best, 0] > 0.5
+        union = (ours | theirs).sum()
+        assert union == 0 or (ours & theirs).sum() / union > 0.9
+    assert matched >= 0.9 * len(dets)
