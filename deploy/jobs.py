@@ -268,7 +268,8 @@ def trainer_args(job: JobSpec) -> list[str]:
     weights = job.study.weights.get(job.init)
     if weights is not None:
         args += ["--weights", weights]
-    args += ["--out", job.out_dir, "--resume"]
+    # --json ends the log with the final iteration and metrics, which `bench status` reads.
+    args += ["--out", job.out_dir, "--resume", "--json"]
     for override in job.study.overrides:
         args += ["--set", override]
     return args

@@ -292,16 +292,24 @@ def _job_phase(job: Any) -> tuple[Phase, str]:
     return "Pending", ""
 
 
-def parse_progress(log_text: str) -> tuple[int | None, float | None, float | None]:
-    """(iteration, box AP, mask AP) from the newest JSON lines of a trainer log.
-
-    Scans from the end: the iteration comes from the last JSON object with ``iteration``; APs from the last
-    one carrying ``bbox/AP`` / ``segm/AP``. Non-JSON lines (progress bars, warnings) are skipped.
-    """
-    iteration: int | None = None
-    ap_box: float | None = None
-    ap_mask: float | None = None
-    for line in reversed(log_text.splitlines()):
+def _json_records(log_text: str) -> list[dict[str, Any]]:
+    """JSON objects in a log, newest first: one-line objects, and a final indented object (``--json``)."""
+    lines = log_text.splitlines()
+    records: list[dict[str, Any]] = []
+    # `vitbench train --json` ends the log with an indented object: "{" ... "}" each at column 0.
+    while lines and not lines[-1].strip():
+        lines = lines[:-1]
+    if lines and lines[-1] == "}":
+        opening = max((i for i, ln in enumerate(lines) if ln == "{"), default=None)
+        if opening is not None:
+            try:
+                block = json.loads("\n".join(lines[opening:]))
+            except ValueError:
+                block = None
+            if isinstance(block, dict):
+                records.append(block)
+                lines = lines[:opening]
+    for line in reversed(lines):
         line = line.strip()
         if not line.startswith("{"):
             continue
@@ -309,13 +317,30 @@ def parse_progress(log_text: str) -> tuple[int | None, float | None, float | Non
             record = json.loads(line)
         except ValueError:
             continue
-        if not isinstance(record, dict):
-            continue
-        if iteration is None and isinstance(record.get("iteration"), int):
-            iteration = record["iteration"]
-        if ap_box is None and isinstance(record.get("bbox/AP"), int | float):
-            ap_box = float(record["bbox/AP"])
-            mask = record.get("segm/AP")
+        if isinstance(record, dict):
+            records.append(record)
+    return records
+
+
+def parse_progress(log_text: str) -> tuple[int | None, float | None, float | None]:
+    """(iteration, box AP, mask AP) from the newest JSON records of a trainer log.
+
+    Records are the metrics lines (``{"iteration": ..., "bbox/AP": ...}``) and the final summary of
+    ``vitbench train --json`` (``{"iteration": ..., "metrics": {"bbox/AP": ...}}``). Scanning from the end,
+    the iteration comes from the newest record with ``iteration``, the APs from the newest one carrying
+    ``bbox/AP`` (``segm/AP`` from the same record). Non-JSON lines (progress bars, warnings) are skipped.
+    """
+    iteration: int | None = None
+    ap_box: float | None = None
+    ap_mask: float | None = None
+    for record in _json_records(log_text):
+        metrics = record.get("metrics")
+        values = {**record, **metrics} if isinstance(metrics, dict) else record
+        if iteration is None and isinstance(values.get("iteration"), int):
+            iteration = values["iteration"]
+        if ap_box is None and isinstance(values.get("bbox/AP"), int | float):
+            ap_box = float(values["bbox/AP"])
+            mask = values.get("segm/AP")
             ap_mask = float(mask) if isinstance(mask, int | float) else None
         if iteration is not None and ap_box is not None:
             break

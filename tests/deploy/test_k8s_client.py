@@ -188,6 +188,21 @@ def test_parse_progress_skips_noise_and_takes_newest() -> None:
     assert k8s.parse_progress("") == (None, None, None)
 
 
+def test_parse_progress_reads_the_final_train_json_summary() -> None:
+    # What `vitbench train --json` prints last (indented), after the progress bar and metrics lines.
+    summary = {"iteration": 90000, "metrics": {"bbox/AP": 50.25, "segm/AP": 44.5}, "wall_time_s": 1.0}
+    text = "\n".join(
+        [
+            json.dumps({"iteration": 89990, "loss": 0.3}),
+            "train ━━━━ 90000/90000",
+            json.dumps(summary, indent=2),
+        ]
+    )
+    assert k8s.parse_progress(text + "\n") == (90000, 50.25, 44.5)
+    # A truncated final block (log still being written) falls back to the one-line records.
+    assert k8s.parse_progress(text[:-5]) == (89990, None, None)
+
+
 def test_logs_read_the_newest_rank0_pod(cluster: FakeCluster, apis: tuple[FakeBatchApi, FakeCoreApi]) -> None:
     batch, core = apis
     k8s.submit(render_study(_study(nodes=2)), batch, core, NS)

@@ -105,6 +105,7 @@ def test_single_node_study_has_one_job_per_init_with_gpu_shm_and_failure_policy(
             "--out",
             f"/outputs/bench-b/{init}",
             "--resume",
+            "--json",
         ]
         labels = job["metadata"]["labels"]
         assert labels["vitbench.io/study"] == "bench-b" and labels["vitbench.io/init"] == init
