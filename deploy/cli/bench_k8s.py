@@ -387,6 +387,15 @@ def status(
     study: Annotated[
         str | None, typer.Option("--study", help="Only this study (default: all studies).")
     ] = None,
+    watch: Annotated[
+        float | None,
+        typer.Option(
+            "--watch",
+            "-w",
+            min=1.0,
+            help="Refresh every N seconds until every Job has finished (Ctrl-C stops).",
+        ),
+    ] = None,
     namespace: NamespaceOpt = None,
     context: ContextOpt = None,
     as_json: JsonOpt = False,
@@ -397,10 +406,14 @@ def status(
     from deploy import k8s
 
     batch, core, ns = connect(context, namespace)
-    try:
-        rows = k8s.study_status(batch, core, ns, study)
-    except k8s.K8sError as exc:
-        fail(str(exc), code=1)
+
+    def fetch() -> list[JobStatus]:
+        try:
+            return k8s.study_status(batch, core, ns, study)
+        except k8s.K8sError as exc:
+            fail(str(exc), code=1)
+
+    rows = fetch()
     if as_json:
         print_json([r.as_json() for r in rows])
         return
@@ -409,7 +422,21 @@ def status(
             f"no benchmark Jobs in namespace {ns}" + (f" for study {study}" if study else "")
         )
         return
-    Console().print(status_table(rows, ns))
+    if watch is None or all(r.phase in ("Succeeded", "Failed") for r in rows):
+        Console().print(status_table(rows, ns))
+        return
+    import time
+
+    from rich.live import Live
+
+    with Live(status_table(rows, ns), refresh_per_second=1) as live:
+        try:
+            while any(r.phase not in ("Succeeded", "Failed") for r in rows):
+                time.sleep(watch)
+                rows = fetch()
+                live.update(status_table(rows, ns))
+        except KeyboardInterrupt:
+            pass
 
 
 def _resolve_study(batch: BatchApi, ns: str, study: str | None, init: str | None = None) -> str:

@@ -136,6 +136,28 @@ def test_status_shows_preempted_job_as_retried_not_failed(app: typer.Typer, clus
     assert "Failed" not in mae_line
 
 
+def test_status_watch_refreshes_until_every_job_finished(
+    app: typer.Typer, cluster: FakeCluster, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import time
+
+    _run(app, "bench", "submit", "--inits", "mae", "--recipe", "bench-b")
+    cluster.set_job_status(NS, "bench-b-mae", active=1)
+    sleeps: list[float] = []
+
+    def finish_during_sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        cluster.set_job_status(
+            NS, "bench-b-mae", succeeded=1, conditions=[{"type": "Complete", "status": "True"}]
+        )
+
+    monkeypatch.setattr(time, "sleep", finish_during_sleep)
+    result = CliRunner().invoke(app, ["bench", "status", "--watch", "5"], env={"COLUMNS": "120"})
+    assert result.exit_code == 0, result.output
+    assert sleeps == [5.0]
+    assert "Succeeded" in result.output
+
+
 def test_logs_and_cancel(app: typer.Typer, cluster: FakeCluster) -> None:
     _run(app, "bench", "submit", "--inits", "random,mae", "--recipe", "bench-b")
     cluster.add_pod(NS, "bench-b-mae", "m", "Running", log="step 1\nstep 2\n")
