@@ -64,6 +64,10 @@ def test_tiny_preset_trains_and_predicts_on_cpu(recipe: str, overrides: list[str
     assert vit.patch_embed.proj.weight.grad is not None and vit.patch_embed.proj.weight.grad.abs().sum() > 0
     assert vit.pos_embed.grad is not None and vit.blocks[0].attn.qkv.weight.grad is not None
     assert model.roi_heads.mask_predictor.mask_fcn_logits.weight.grad is not None
+    rel_pos = {n: p for n, p in vit.named_parameters() if "rel_pos" in n}
+    assert rel_pos  # both tiny presets use relative position (shared tables or decomposed)
+    for name, param in rel_pos.items():  # zero-initialized, yet they learn through the attention mask
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
 
     model.eval()
     with torch.no_grad():
