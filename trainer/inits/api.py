@@ -141,6 +141,7 @@ def prepare_initialization(
         unexpected_missing=tuple(k for k in missing if not _matches(k, exp_missing)),
         unexpected_extra=tuple(k for k in unexpected if not _matches(k, exp_unexpected)),
         notes=tuple(converted.notes),
+        hint="" if mismatched else spec.hints.get(kind, ""),
     )
     tensors = {k: converted.tensors[k] for k in loaded} if report.ok else {}
     return PreparedInit(report, tensors)

@@ -66,6 +66,8 @@ class InitSpec:
     expected_missing: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     expected_unexpected: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     paper: str = ""
+    # Advice printed when a load fails with missing/unexpected keys (not shape mismatches), by backbone kind.
+    hints: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def needs_weights(self) -> bool:
@@ -111,6 +113,9 @@ def _mae(name: str, description: str, url: str, applies_to: tuple[BackboneKind, 
             "mimdet": (r"^decoder_blocks\.\d+\.", r"^patch_embed\.", r"^pos_embed$"),
         },
         paper="He et al., Masked Autoencoders Are Scalable Vision Learners (arXiv 2111.06377)",
+        hints={
+            "mimdet": "MIMDet needs the MAE decoder: use init 'mae_full' with mae_pretrain_vit_*_full.pth"
+        },
     )
 
 
@@ -184,6 +189,10 @@ CATALOG: Mapping[str, InitSpec] = MappingProxyType(
             # ViTDet's decomposed rel-pos cannot take BEiT's scalar tables (reference §2.1).
             expected_unexpected={"vit": (r"^rel_pos_bias\.relative_position_bias_table$",)},
             paper="Bao et al., BEiT (arXiv 2106.08254)",
+            hints={
+                "vit": "build the detector from apply_init_overrides(recipe, 'beit'), which turns on the q/v "
+                "biases and layer scale that BEiT weights need"
+            },
         ),
         "mae": _mae(
             "mae",

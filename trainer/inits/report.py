@@ -37,6 +37,7 @@ class LoadReport:
     unexpected_missing: tuple[str, ...] = ()
     unexpected_extra: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
+    hint: str = ""
 
     @property
     def ok(self) -> bool:
@@ -67,7 +68,10 @@ class LoadReport:
                 f"e.g. {', '.join(self.unexpected_extra[:3])}"
             )
         src = f" from {self.source}" if self.source else ""
-        return f"init {self.init!r}{src} does not fit recipe {self.recipe!r}: " + "; ".join(parts)
+        hint = f" Hint: {self.hint}" if self.hint else ""
+        return (
+            f"init {self.init!r}{src} does not fit recipe {self.recipe!r}: " + "; ".join(parts) + "." + hint
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict with ``ok`` included and shapes as lists."""

@@ -14,7 +14,7 @@ from inits_formats import beit_file, deit_file, mae_file, mocov3_file
 from timm.models.beit import Beit
 from timm.models.beit import checkpoint_filter_fn as beit_filter
 
-from trainer.inits import LoadReport, apply_init_overrides, load_initialization
+from trainer.inits import InitError, LoadReport, apply_init_overrides, load_initialization
 from trainer.models.detector import build_detector
 from trainer.recipes import Recipe, apply_overrides, get_recipe
 
@@ -104,6 +104,16 @@ def test_beit_loads_qv_bias_layer_scale_and_shared_tables(tmp_path: Path, bench_
     torch.testing.assert_close(state["backbone.net.blocks.2.attn.q_bias"], m["blocks.2.attn.q_bias"])
     torch.testing.assert_close(state["backbone.net.blocks.2.gamma_2"], m["blocks.2.gamma_2"])
     torch.testing.assert_close(state["backbone.net.pos_embed"], before_pos)
+
+
+def test_beit_without_its_overrides_is_refused_with_a_hint(tmp_path: Path, bench_tiny: Recipe) -> None:
+    path = _save(beit_file(C, DEPTH, HEADS), tmp_path / "beit.pth")
+    model = build_detector(bench_tiny, num_classes=3)
+    with pytest.raises(
+        InitError,
+        match=r"no place in the model, e\.g\. backbone\.net\.blocks\.0\.gamma_1.*apply_init_overrides",
+    ):
+        load_initialization(model, bench_tiny, "beit", path)
 
 
 def test_beit_into_fused_qkv_bias_uses_zero_key_bias(tmp_path: Path) -> None:
