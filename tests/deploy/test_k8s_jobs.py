@@ -158,7 +158,19 @@ def test_multi_node_is_indexed_job_with_headless_service_and_rank_from_completio
     assert cmd[cmd.index("--node-rank") + 1] == "$(NODE_RANK)"
     assert cmd[cmd.index("--master-addr") + 1] == "bench-b-mae-0.bench-b-mae"
     # torchrun hides the worker's exit code: the preflight init container checks the data first.
-    assert pod["initContainers"][0]["command"] == ["vitbench", "data", "check", "--data", "/data"]
+    assert pod["initContainers"][0]["command"] == [
+        "vitbench",
+        "data",
+        "check",
+        "--data",
+        "/data",
+        "--no-decode",
+    ]
+    # ...and a failed check (exit 1 or 2) ends the Job instead of retrying against the same dataset.
+    assert {
+        "action": "FailJob",
+        "onExitCodes": {"containerName": "preflight", "operator": "In", "values": [1, 2]},
+    } in spec["podFailurePolicy"]["rules"]
 
 
 def test_single_gpu_runs_vitbench_directly_so_exit_code_2_reaches_the_policy() -> None:
