@@ -15,7 +15,7 @@ Behaviour the Jobs guarantee (the Helm chart's ``benchmark-jobs.yaml`` renders t
 * Multi-node (``nodes > 1``): an Indexed Job (completions = parallelism = nodes) plus a headless Service;
   each pod reads its node rank from the completion-index annotation and rendezvouses with pod 0 at
   ``<job>-0.<service>``. Under torchrun the worker's exit code is not propagated, so an init container runs
-  ``vitbench data check`` first and its exit code 2 fails the Job.
+  ``vitbench data check`` first and a failed check fails the Job.
 """
 
 from __future__ import annotations
@@ -194,6 +194,11 @@ class StudySpec(BaseModel):
 
     @model_validator(mode="after")
     def _cross(self) -> StudySpec:
+        if quantity_bytes(self.shm_size) >= quantity_bytes(self.memory):
+            raise ValueError(
+                f"shm_size {self.shm_size} must be smaller than memory {self.memory}: /dev/shm pages count "
+                "against the container's memory limit"
+            )
         if self.outputs_pvc is None and self.outputs_s3 is None:
             raise ValueError("outputs need a place: give an outputs PVC or an S3 URI")
         unknown = sorted(set(self.weights) - set(self.inits))
@@ -241,6 +246,18 @@ class JobSpec(BaseModel):
     def distributed(self) -> bool:
         """True when the run needs torchrun (several nodes or several GPUs)."""
         return self.study.nodes > 1 or self.study.gpus > 1
+
+
+_SUFFIX = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "m": 10**-3}
+_SUFFIX.update({"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50})
+
+
+def quantity_bytes(quantity: str) -> float:
+    """A Kubernetes quantity ("16Gi", "500M", "8") as a number (bytes for memory quantities)."""
+    match = re.fullmatch(r"([0-9]+(?:\.[0-9]+)?)([a-zA-Z]*)", quantity)
+    if match is None or match.group(2) not in _SUFFIX:
+        raise ValueError(f"{quantity!r} is not a Kubernetes quantity")
+    return float(match.group(1)) * _SUFFIX[match.group(2)]
 
 
 def job_name(study: str, init: str) -> str:

@@ -224,6 +224,7 @@ def test_rendering_is_deterministic() -> None:
         ({"nodes": 0}, "greater than or equal to 1"),
         ({"shm_size": "lots"}, "not a Kubernetes quantity"),
         ({"outputs_pvc": None}, "outputs need a place"),
+        ({"shm_size": "64Gi", "memory": "32Gi"}, "must be smaller than memory"),
         ({"outputs_s3": "http://bucket"}, "s3://bucket/prefix"),
         ({"weights": {"beit": "x"}, "inits": ("mae",)}, "not in the study"),
         ({"name": "a" * 45, "inits": ("supervised",)}, "longer than 52"),
@@ -234,3 +235,13 @@ def test_bad_specs_are_refused_with_a_message_naming_the_field(kw: dict[str, Any
     with pytest.raises(ValidationError, match=None) as err:
         _study(**kw)
     assert needle in str(err.value)
+
+
+def test_quantity_bytes() -> None:
+    from deploy.jobs import quantity_bytes
+
+    assert quantity_bytes("16Gi") == 16 * 2**30
+    assert quantity_bytes("500M") == 500e6
+    assert quantity_bytes("1.5Ki") == 1536
+    with pytest.raises(ValueError, match="not a Kubernetes quantity"):
+        quantity_bytes("12 GB")
