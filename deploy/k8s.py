@@ -17,7 +17,7 @@ Semantics users rely on:
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, Protocol
@@ -452,6 +452,28 @@ def logs(core: CoreApi, namespace: str, job_name: str, index: int = 0, tail_line
         return str(core.read_namespaced_pod_log(pod, namespace, **kwargs) or "")
     except ApiException as exc:
         raise _api_error(exc, f"reading the log of pod {namespace}/{pod}") from exc
+
+
+def follow_logs(
+    core: CoreApi, namespace: str, job_name: str, index: int = 0, tail_lines: int | None = None
+) -> Iterator[str]:
+    """Stream the trainer log of the newest pod for ``index`` as it is written (text chunks).
+
+    Ends when the container stops; the HTTP connection is released when the caller stops iterating.
+    """
+    pod = pod_for_logs(core, namespace, job_name, index)
+    kwargs: dict[str, Any] = {"container": TRAINER_CONTAINER, "follow": True, "_preload_content": False}
+    if tail_lines is not None:
+        kwargs["tail_lines"] = tail_lines
+    try:
+        response = core.read_namespaced_pod_log(pod, namespace, **kwargs)
+    except ApiException as exc:
+        raise _api_error(exc, f"following the log of pod {namespace}/{pod}") from exc
+    try:
+        for chunk in response.stream(4096):
+            yield chunk.decode("utf-8", errors="replace")
+    finally:
+        response.release_conn()
 
 
 def cancel(

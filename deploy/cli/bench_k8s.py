@@ -468,6 +468,7 @@ def logs(
     study: StudyOpt = None,
     index: Annotated[int, typer.Option("--index", min=0, help="Node rank of a multi-node run.")] = 0,
     tail: Annotated[int | None, typer.Option("--tail", min=1, help="Only the last N lines.")] = None,
+    follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing as the pod writes.")] = False,
     namespace: NamespaceOpt = None,
     context: ContextOpt = None,
 ) -> None:
@@ -478,9 +479,16 @@ def logs(
     batch, core, ns = connect(context, namespace)
     try:
         name = job_name(_resolve_study(batch, ns, study, init), init)
-        sys.stdout.write(k8s.logs(core, ns, name, index=index, tail_lines=tail))
+        if not follow:
+            sys.stdout.write(k8s.logs(core, ns, name, index=index, tail_lines=tail))
+            return
+        for chunk in k8s.follow_logs(core, ns, name, index=index, tail_lines=tail):
+            sys.stdout.write(chunk)
+            sys.stdout.flush()
     except k8s.K8sError as exc:
         fail(str(exc), code=1)
+    except KeyboardInterrupt:
+        pass
 
 
 def cancel(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -204,11 +205,28 @@ class FakeCoreApi:
         ]
         return V1PodList(items=items)
 
-    def read_namespaced_pod_log(self, name: str, namespace: str, **kwargs: Any) -> str:
+    def read_namespaced_pod_log(self, name: str, namespace: str, **kwargs: Any) -> Any:
         if (namespace, name) not in self.cluster.pods:
             raise ApiException(status=404, reason="NotFound")
         text = self.cluster.logs.get((namespace, name), "")
         tail = kwargs.get("tail_lines")
         if tail is not None:
             text = "".join(text.splitlines(keepends=True)[-tail:])
+        if kwargs.get("_preload_content") is False:  # the raw urllib3 response the client hands back
+            return FakeStreamResponse(text.encode())
         return text
+
+
+class FakeStreamResponse:
+    """What ``read_namespaced_pod_log(..., _preload_content=False)`` returns: a streamable HTTP response."""
+
+    def __init__(self, body: bytes) -> None:
+        self.body = body
+        self.released = False
+
+    def stream(self, amt: int = 4096) -> Iterator[bytes]:
+        for i in range(0, len(self.body), amt):
+            yield self.body[i : i + amt]
+
+    def release_conn(self) -> None:
+        self.released = True

@@ -163,6 +163,7 @@ def test_logs_and_cancel(app: typer.Typer, cluster: FakeCluster) -> None:
     cluster.add_pod(NS, "bench-b-mae", "m", "Running", log="step 1\nstep 2\n")
     assert _run(app, "bench", "logs", "mae").output == "step 1\nstep 2\n"
     assert _run(app, "bench", "logs", "mae", "--tail", "1").output == "step 2\n"
+    assert _run(app, "bench", "logs", "mae", "--follow").output == "step 1\nstep 2\n"
     missing = CliRunner().invoke(app, ["bench", "logs", "moby"])
     assert missing.exit_code == 2 and "has init 'moby'" in missing.output
 
