@@ -145,6 +145,14 @@ def _bbox(mask: np.ndarray) -> list[float]:
     return [x0, y0, float(xs.max()) + 1 - x0, float(ys.max()) + 1 - y0]
 
 
+def _polygon_box_area(polygon: list[float], h: int, w: int) -> tuple[list[float], float]:
+    """COCO ``[x, y, w, h]`` and pixel area of a polygon rasterized by pycocotools."""
+    from pycocotools import mask as mask_utils
+
+    rle = mask_utils.merge(mask_utils.frPyObjects([polygon], h, w))
+    return _bbox(mask_utils.decode(rle).astype(bool)), float(mask_utils.area(rle))
+
+
 def _rle(mask: np.ndarray) -> dict[str, Any]:
     """Compressed COCO RLE of a boolean (H, W) mask with ``counts`` as a str (JSON-safe)."""
     from pycocotools import mask as mask_utils
@@ -196,15 +204,14 @@ def render_image(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarray
         if vis_area < 16 or vis_area < cfg.occlusion_keep * full_area:
             continue
         occluded = vis_area < full_area
-        seg: Any = _rle(visible) if occluded or inst.polygon is None else [inst.polygon]
+        if occluded or inst.polygon is None:
+            seg: Any = _rle(visible)
+            bbox, area = _bbox(visible), float(vis_area)
+        else:  # box and area of the polygon as pycocotools rasterizes it (what training sees)
+            seg = [inst.polygon]
+            bbox, area = _polygon_box_area(inst.polygon, h, w)
         anns.append(
-            {
-                "category_index": inst.category,
-                "segmentation": seg,
-                "bbox": _bbox(visible),
-                "area": float(vis_area),
-                "iscrowd": 0,
-            }
+            {"category_index": inst.category, "segmentation": seg, "bbox": bbox, "area": area, "iscrowd": 0}
         )
     if crowd is not None:
         anns.append(

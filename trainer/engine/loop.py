@@ -340,6 +340,8 @@ class Trainer:
             num_workers=r.data.num_workers,
             collate_fn=collate,
             persistent_workers=r.data.num_workers > 0,
+            # a private generator: creating the iterator must not draw from the (restored) global RNG
+            generator=torch.Generator().manual_seed(r.seed),
         )
         batches = iter(loader)
         for h in self.hooks:
