@@ -1,0 +1,60 @@
+"""Settings from the environment, and provider selection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from pydantic import ValidationError
+
+from service.backends import select_providers
+from service.settings import ServiceSettings
+
+
+def test_environment_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VITBENCH_MODEL", "coco-vitdet@champion")
+    monkeypatch.setenv("VITBENCH_PROVIDERS", "CUDAExecutionProvider, CPUExecutionProvider")
+    monkeypatch.setenv("VITBENCH_MAX_BATCH_SIZE", "8")
+    monkeypatch.setenv("VITBENCH_API_KEY", "s3cr3t-key")
+    monkeypatch.setenv("VITBENCH_HOME", "/data/vitbench")
+    settings = ServiceSettings()
+    assert settings.model == "coco-vitdet@champion"
+    assert settings.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert settings.max_batch_size == 8
+    assert settings.api_key is not None and settings.api_key.get_secret_value() == "s3cr3t-key"
+    assert "s3cr3t-key" not in repr(settings)  # the key never shows in logs
+    assert settings.serving_cache == Path("/data/vitbench/serving")
+
+
+def test_defaults_prefer_tensorrt_then_cuda_then_cpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VITBENCH_PROVIDERS", raising=False)
+    assert ServiceSettings().providers == [
+        "TensorrtExecutionProvider",
+        "CUDAExecutionProvider",
+        "CPUExecutionProvider",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [
+        ({"providers": "CudaProvider"}, "unknown execution provider"),
+        ({"providers": ""}, "at least one execution provider"),
+        ({"max_batch_size": 0}, "greater than or equal to 1"),
+        ({"score_threshold": 2}, "less than or equal to 1"),
+        ({"model": "a@b", "model_dir": "/x"}, "either model"),
+        ({"log_level": "LOUD"}, "log_level"),
+    ],
+)
+def test_bad_settings_name_the_field(values: dict, message: str) -> None:
+    with pytest.raises(ValidationError, match=message):
+        ServiceSettings(**values)
+
+
+def test_select_providers_keeps_order_and_falls_back_to_cpu() -> None:
+    available = ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    preferred = ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert select_providers(preferred, available) == ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    assert select_providers(["TensorrtExecutionProvider"], ["CPUExecutionProvider"]) == [
+        "CPUExecutionProvider"
+    ]
