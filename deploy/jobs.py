@@ -120,7 +120,7 @@ class StudySpec(BaseModel):
     node_selector: Mapping[str, str] = Field(default_factory=dict)
     tolerations: tuple[Toleration, ...] | None = None
     queue_name: str | None = None
-    backoff_limit: int = Field(default=3, ge=0, le=100)
+    backoff_limit: int = Field(default=3, ge=0, le=100, description="failures tolerated per node")
     ttl_seconds_after_finished: int = Field(default=7 * 24 * 3600, ge=0)
     active_deadline_seconds: int = Field(default=3 * 24 * 3600, ge=1)
     master_port: int = Field(default=29500, ge=1, le=65535)
@@ -472,7 +472,9 @@ def render_job(job: JobSpec, managed_by: str = "vitbench-cli") -> dict[str, Any]
     if s.nodes > 1:
         pod_spec["subdomain"] = job.name
     spec: dict[str, Any] = {
-        "backoffLimit": s.backoff_limit,
+        # A crash on one node takes the others down with it (the collective fails), so one incident costs
+        # up to `nodes` failed pods: the limit counts incidents, not pods.
+        "backoffLimit": s.backoff_limit * s.nodes,
         "activeDeadlineSeconds": s.active_deadline_seconds,
         "ttlSecondsAfterFinished": s.ttl_seconds_after_finished,
         "podFailurePolicy": pod_failure_policy(preflight=job.distributed),

@@ -75,7 +75,7 @@ NodeSelectorOpt = Annotated[
     list[str] | None, typer.Option("--node-selector", help="KEY=VALUE node label the pods need (repeatable).")
 ]
 BackoffOpt = Annotated[
-    int, typer.Option("--backoff-limit", min=0, help="Failed pods tolerated (disruptions excluded).")
+    int, typer.Option("--backoff-limit", min=0, help="Failures tolerated per node (disruptions excluded).")
 ]
 DeadlineOpt = Annotated[
     float, typer.Option("--deadline-hours", min=0.01, help="Wall-clock cap per Job, hours.")

@@ -144,6 +144,7 @@ def test_multi_node_is_indexed_job_with_headless_service_and_rank_from_completio
     spec = job["spec"]
     assert spec["completionMode"] == "Indexed"
     assert spec["completions"] == spec["parallelism"] == 2
+    assert spec["backoffLimit"] == 3 * 2  # per node: one crash fails every rank
     pod = spec["template"]["spec"]
     assert pod["subdomain"] == "bench-b-mae"
     c = _container(job)
