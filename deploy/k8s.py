@@ -172,36 +172,50 @@ def _get(obj: Any, *path: str) -> Any:
 def submit(
     manifests: Sequence[Mapping[str, Any]], batch: BatchApi, core: CoreApi, namespace: str
 ) -> list[SubmitResult]:
-    """Create the study's Services and Jobs in ``namespace``; existing objects are left untouched.
+    """Create the study's Jobs and Services in ``namespace``; existing objects are left untouched.
 
     A Job that exists is "unchanged" when its ``vitbench.io/spec-hash`` annotation matches the manifest's,
-    otherwise "conflict". Raises :class:`K8sError` for any other API failure (nothing is retried blindly).
+    otherwise "conflict". Jobs are created first so that each headless Service can name its Job as owner:
+    the Service then goes away with the Job (TTL, cancel, kubectl delete). Results keep the manifests'
+    order. Raises :class:`K8sError` for any other API failure (nothing is retried blindly).
     """
-    results: list[SubmitResult] = []
-    for doc in manifests:
+    by_index: dict[int, SubmitResult] = {}
+    job_uids: dict[str, str] = {}
+    order = sorted(range(len(manifests)), key=lambda i: manifests[i]["kind"] != "Job")
+    for i in order:
+        doc = manifests[i]
         kind = doc["kind"]
         name = doc["metadata"]["name"]
-        body = {**doc, "metadata": {**doc["metadata"], "namespace": namespace}}
+        metadata = {**doc["metadata"], "namespace": namespace}
         if kind == "Job":
             read, create = batch.read_namespaced_job, batch.create_namespaced_job
         elif kind == "Service":
             read, create = core.read_namespaced_service, core.create_namespaced_service
+            if name in job_uids:
+                metadata["ownerReferences"] = [
+                    {"apiVersion": "batch/v1", "kind": "Job", "name": name, "uid": job_uids[name]}
+                ]
         else:
             raise K8sError(f"submit handles Jobs and Services, not {kind} ({name})")
+        body = {**doc, "metadata": metadata}
         existing = _read_or_none(read, name, namespace, f"reading {kind} {namespace}/{name}")
         if existing is None:
             try:
-                create(namespace, body)
+                existing = create(namespace, body)
             except ApiException as exc:
                 if _status_code(exc) != 409:
                     raise _api_error(exc, f"creating {kind} {namespace}/{name}") from exc
                 # Created by someone else between our read and create: report what is there now.
                 existing = _read_or_none(read, name, namespace, f"reading {kind} {namespace}/{name}")
+                by_index[i] = _compare(kind, name, namespace, doc, existing)
             else:
-                results.append(SubmitResult(kind, name, namespace, "created"))
-                continue
-        results.append(_compare(kind, name, namespace, doc, existing))
-    return results
+                by_index[i] = SubmitResult(kind, name, namespace, "created")
+        else:
+            by_index[i] = _compare(kind, name, namespace, doc, existing)
+        uid = _get(existing, "metadata", "uid")
+        if kind == "Job" and uid:
+            job_uids[name] = str(uid)
+    return [by_index[i] for i in range(len(manifests))]
 
 
 def _read_or_none(read: Any, name: str, namespace: str, what: str) -> Any:

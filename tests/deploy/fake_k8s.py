@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -135,7 +136,8 @@ class FakeBatchApi:
         if (namespace, name) in self.cluster.jobs:
             raise ApiException(status=409, reason="AlreadyExists")
         self.cluster.calls.append(("create", "Job", name))
-        job = _model({**body, "status": {}}, "V1Job")
+        metadata = {**body["metadata"], "uid": str(uuid.uuid4())}
+        job = _model({**body, "metadata": metadata, "status": {}}, "V1Job")
         job.metadata.creation_timestamp = self.cluster._tick()
         self.cluster.jobs[(namespace, name)] = job
         return job
@@ -160,7 +162,13 @@ class FakeBatchApi:
         if (namespace, name) not in self.cluster.jobs:
             raise ApiException(status=404, reason="NotFound")
         self.cluster.calls.append(("delete", "Job", f"{name}:{kwargs.get('propagation_policy')}"))
-        del self.cluster.jobs[(namespace, name)]
+        uid = self.cluster.jobs.pop((namespace, name)).metadata.uid
+        # The garbage collector removes what the Job owns: Services with an ownerReference to it...
+        for key, svc in list(self.cluster.services.items()):
+            owners = (svc.metadata.owner_references if svc.metadata is not None else None) or []
+            if key[0] == namespace and any(o.uid == uid for o in owners):
+                del self.cluster.services[key]
+        # ...and, unless propagation is Orphan, its pods.
         if kwargs.get("propagation_policy") in ("Background", "Foreground"):
             for key, pod in list(self.cluster.pods.items()):
                 labels = (pod.metadata.labels if pod.metadata is not None else None) or {}

@@ -50,6 +50,11 @@ def test_submit_twice_creates_nothing_the_second_time(
     # The created objects live in the requested namespace even though the manifests had none.
     meta = cluster.jobs[(NS, "s1-mae")].metadata
     assert meta is not None and meta.namespace == NS
+    # Each headless Service is owned by its Job, so it is garbage-collected with it.
+    svc_meta = cluster.services[(NS, "s1-mae")].metadata
+    assert svc_meta is not None and svc_meta.owner_references is not None
+    (owner,) = svc_meta.owner_references
+    assert (owner.kind, owner.name, owner.uid) == ("Job", "s1-mae", meta.uid)
 
 
 def test_submit_with_a_changed_spec_reports_conflict_and_leaves_the_job(
