@@ -1,7 +1,7 @@
 """Peak memory and time of the ViT-B backbone forward at 1024x1024: window vs global attention, ours vs timm.
 
-Each configuration runs in its own subprocess (batch 1, inference mode) so peak memory is not
-polluted by the others:
+Each configuration runs in its own subprocess (batch 1; ``--mode infer``: no-grad forward,
+``--mode train``: forward + backward) so peak memory is not polluted by the others:
 
 - CPU: peak resident memory of the forward = ``ru_maxrss`` after it minus the resident size just
   before it (model and input already allocated); time = wall clock of each forward.
@@ -21,7 +21,9 @@ Usage::
 
     python benchmarks/backbone.py                      # CPU, all configs, 1 timed forward each
     python benchmarks/backbone.py --device cuda --dtype bf16 --repeats 20
+    python benchmarks/backbone.py --mode train --image-size 512   # activation memory, forward + backward
     python benchmarks/backbone.py --configs ours-window,ours-global --json out.json
+    python benchmarks/backbone.py --interleave --configs ours-global,timm-global --repeats 3
 """
 
 from __future__ import annotations
@@ -101,28 +103,45 @@ def _sdpa_backend(config: str) -> Iterator[None]:
 
 
 def worker(
-    config: str, device: str, dtype: str, image_size: int, repeats: int, warmup: int
+    config: str, device: str, dtype: str, image_size: int, repeats: int, warmup: int, mode: str = "infer"
 ) -> dict[str, Any]:
-    """Run one configuration in this process and return its measurements."""
+    """Run one configuration in this process and return its measurements.
+
+    ``mode="infer"``: forward under ``inference_mode``. ``mode="train"``: forward with autograd and
+    backward of the output mean (the activations kept for backward are what the study's memory
+    comparison is about); parameters' gradients are freed after every step.
+    """
     import torch
 
     torch.manual_seed(0)
     fn, module = _build(config, image_size)
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    module.to(device=device, dtype=torch_dtype).eval()
+    module.to(device=device, dtype=torch_dtype)
+    module.train(mode == "train")
     x = torch.randn(1, 3, image_size, image_size, device=device, dtype=torch_dtype)
     params = sum(p.numel() for p in module.parameters())
+
+    def step() -> None:
+        if mode == "train":
+            out = fn(x)
+            out = out[-1] if isinstance(out, list) else out
+            out.float().mean().backward()
+            module.zero_grad(set_to_none=True)
+        else:
+            with torch.inference_mode():
+                fn(x)
+
     times: list[float] = []
-    with torch.inference_mode(), _sdpa_backend(config):
+    with _sdpa_backend(config):
         if device == "cuda":
             for _ in range(warmup):
-                fn(x)
+                step()
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             before = torch.cuda.memory_allocated()
             for _ in range(repeats):
                 t0 = time.perf_counter()
-                fn(x)
+                step()
                 torch.cuda.synchronize()
                 times.append(time.perf_counter() - t0)
             peak = torch.cuda.max_memory_allocated() - before
@@ -130,12 +149,13 @@ def worker(
             before = _rss_bytes()
             for _ in range(warmup + repeats):
                 t0 = time.perf_counter()
-                fn(x)
+                step()
                 times.append(time.perf_counter() - t0)
             peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
             times = times[warmup:]
     return {
         "config": config,
+        "mode": mode,
         "device": device,
         "dtype": dtype,
         "image_size": image_size,
@@ -148,6 +168,40 @@ def worker(
     }
 
 
+def interleaved_times(
+    configs: list[str], device: str, dtype: str, image_size: int, rounds: int, warmup: int
+) -> dict[str, list[float]]:
+    """Time several configs in one process, alternating them round by round.
+
+    On a shared or throttled machine the load drifts over minutes; alternating A, B, A, B exposes
+    every config to the same conditions, so their ratio is fair even when absolute times are noisy.
+    """
+    import torch
+
+    torch.manual_seed(0)
+    torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    runners = {}
+    for config in configs:
+        fn, module = _build(config, image_size)
+        module.to(device=device, dtype=torch_dtype).eval()
+        runners[config] = fn
+    x = torch.randn(1, 3, image_size, image_size, device=device, dtype=torch_dtype)
+    times: dict[str, list[float]] = {c: [] for c in configs}
+    with torch.inference_mode():
+        for round_ in range(warmup + rounds):
+            for config, fn in runners.items():
+                with _sdpa_backend(config):
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    fn(x)
+                    if device == "cuda":
+                        torch.cuda.synchronize()
+                    if round_ >= warmup:
+                        times[config].append(time.perf_counter() - t0)
+    return times
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -158,17 +212,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--image-size", type=int, default=1024)
+    parser.add_argument(
+        "--mode",
+        default="infer",
+        choices=["infer", "train"],
+        help="infer: no-grad forward; train: forward + backward (activation memory, the study's comparison)",
+    )
     parser.add_argument("--repeats", type=int, default=1, help="timed forwards per config (min is reported)")
     parser.add_argument(
         "--warmup", type=int, default=None, help="untimed forwards first (default: 0 CPU, 3 CUDA)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results here")
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="only time the configs, alternating them in one process (fair ratios on a loaded machine)",
+    )
     parser.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     warmup = args.warmup if args.warmup is not None else (3 if args.device == "cuda" else 0)
 
     if args.worker:
-        result = worker(args.worker, args.device, args.dtype, args.image_size, args.repeats, warmup)
+        result = worker(
+            args.worker, args.device, args.dtype, args.image_size, args.repeats, warmup, args.mode
+        )
         print(json.dumps(result))
         return 0
 
@@ -176,6 +243,18 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(configs) - set(CONFIGS))
     if unknown:
         parser.error(f"unknown config(s) {unknown}; expected some of {', '.join(CONFIGS)}")
+    if args.interleave:
+        timed = interleaved_times(configs, args.device, args.dtype, args.image_size, args.repeats, warmup)
+        first = configs[0]
+        print(f"| config | min time (s) | median (s) | vs {first} |")
+        print("|---|---:|---:|---:|")
+        for config, ts in timed.items():
+            ratio = min(ts) / min(timed[first])
+            median = sorted(ts)[len(ts) // 2]
+            print(f"| {config} | {min(ts):.2f} | {median:.2f} | {ratio:.3f}x |")
+        if args.json:
+            args.json.write_text(json.dumps(timed, indent=2) + "\n")
+        return 0
     results = []
     for config in configs:
         cmd = [
@@ -193,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             str(args.repeats),
             "--warmup",
             str(warmup),
+            "--mode",
+            args.mode,
         ]
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
