@@ -69,7 +69,10 @@ def default_outputs(mask_size: int = 28) -> tuple[OutputSpec, ...]:
     """The output layout of every vitbench ONNX export (see docs/architecture.md)."""
     return (
         OutputSpec(
-            name="boxes", dtype="float32", shape=("N", 4), description="x1, y1, x2, y2 in the S×S canvas"
+            name="boxes",
+            dtype="float32",
+            shape=("N", 4),
+            description="x1, y1, x2, y2 in the S×S canvas, clipped to the canvas (not to the resized image)",
         ),
         OutputSpec(
             name="scores", dtype="float32", shape=("N",), description="detection confidence in [0, 1]"
