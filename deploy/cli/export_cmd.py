@@ -85,7 +85,9 @@ def export(
             "min mask IoU",
             "ok",
         ):
-            table.add_column(col, justify="left" if col == "image" else "right")
+            table.add_column(
+                col, justify="left" if col == "image" else "right", min_width=12 if col == "image" else None
+            )
         for im in report.images:
             table.add_row(
                 im.image,
