@@ -35,7 +35,7 @@ def _column(table: Table, name: str) -> None:
         name,
         justify="right" if numeric else "left",
         overflow="fold",
-        min_width={"aliases": 8, "model": 20, "recipe": 10}.get(name),
+        min_width={"aliases": 8, "model": 12, "recipe": 10}.get(name),
     )
 
 
