@@ -155,7 +155,9 @@ def convert_beit(state: Mapping[str, Tensor], target: Shapes, kind: str) -> Conv
                 out.tensors[fused] = torch.cat([q, torch.zeros_like(q), v])
                 out.notes.append("q_bias/v_bias fused into qkv.bias with a zero key bias")
         elif key.endswith(".attn.v_bias"):
-            continue
+            if key.replace(".v_bias", ".q_bias") not in state:
+                raise InitError(f"BEiT checkpoint has {key} but no matching q_bias")
+            continue  # consumed together with its q_bias
         elif key == _SHARED_TABLE:
             placed = False
             for table in ("rel_pos_window", "rel_pos_global"):

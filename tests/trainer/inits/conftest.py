@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 
-from trainer.recipes import Recipe, apply_overrides, get_recipe
+from trainer.recipes import Recipe, get_recipe
 
 
 @pytest.fixture(autouse=True)
-def _one_thread() -> None:
+def _one_thread() -> Iterator[None]:
+    """Tiny models run fastest single-threaded on the shared CI cores; the setting is restored after."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture
 def bench_tiny() -> Recipe:
     return get_recipe("bench-tiny")
-
-
-def equivalence_recipe(name: str = "bench-tiny", *extra: str) -> Recipe:
-    """bench-tiny at 224 px with pos_embed stored at the 14x14 pre-training grid."""
-    return apply_overrides(
-        get_recipe(name), ["input.image_size=224", "backbone.pretrain_img_size=224", *extra]
-    )

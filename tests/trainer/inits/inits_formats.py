@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from trainer.recipes import Recipe, apply_overrides, get_recipe
+
 PATCH = 16
 
 
@@ -275,3 +277,10 @@ def save_with_fake_yacs(obj: Any, path: Any) -> None:
                 sys.modules.pop(k, None)
             else:
                 sys.modules[k] = v
+
+
+def equivalence_recipe(name: str = "bench-tiny", *extra: str) -> Recipe:
+    """``name`` at 224 px with pos_embed stored at the 14x14 pre-training grid (no resize anywhere)."""
+    return apply_overrides(
+        get_recipe(name), ["input.image_size=224", "backbone.pretrain_img_size=224", *extra]
+    )

@@ -9,8 +9,7 @@ from typing import Any
 import pytest
 import timm
 import torch
-from conftest import equivalence_recipe
-from inits_formats import beit_file, deit_file, mae_file, mocov3_file
+from inits_formats import beit_file, deit_file, equivalence_recipe, mae_file, mocov3_file
 from timm.models.beit import Beit
 from timm.models.beit import checkpoint_filter_fn as beit_filter
 
