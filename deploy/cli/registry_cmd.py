@@ -32,7 +32,7 @@ def _column(table: Table, name: str) -> None:
     """Add a column that folds long values instead of truncating them (aliases must stay readable)."""
     numeric = name in {"version", "versions", "ap_box", "ap_mask"}
     table.add_column(
-        name,
+        {"versions": "#ver"}.get(name, name),
         justify="right" if numeric else "left",
         overflow="fold",
         min_width={"aliases": 8, "model": 12, "recipe": 10}.get(name),
