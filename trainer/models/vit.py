@@ -220,6 +220,11 @@ class ViT(nn.Module):
             self.rel_pos_window((self.window_size, self.window_size)) if self.rel_pos_window else None
         )
         bias_global = self.rel_pos_global(hw) if self.rel_pos_global else None
+        if torch.is_autocast_enabled(x.device.type):
+            # Cast the shared (1, nH, N, N) tables once, not in every block that reads them.
+            dtype = torch.get_autocast_dtype(x.device.type)
+            bias_window = bias_window.to(dtype) if bias_window is not None else None
+            bias_global = bias_global.to(dtype) if bias_global is not None else None
         outs: dict[int, Tensor] = {}
         last = max(self.out_indices)
         for i, blk in enumerate(self.blocks):

@@ -186,3 +186,28 @@ def test_random_init(style: str) -> None:
         for i, blk in enumerate(blocks):
             assert isinstance(blk, Block)
             assert float(blk.mlp.fc2.weight.detach().abs().max()) <= 0.02 / math.sqrt(2 * (i + 1)) + 1e-7
+
+
+@pytest.mark.parametrize("rel_pos", ["shared_bias", "decomposed"])
+def test_bf16_autocast_matches_fp32(rel_pos: str) -> None:
+    torch.manual_seed(0)
+    vit = ViT(
+        img_size=128,
+        embed_dim=96,
+        depth=2,
+        num_heads=3,
+        window_size=3,
+        global_blocks=(1,),
+        rel_pos="shared_bias" if rel_pos == "shared_bias" else "decomposed",
+        pretrain_img_size=64,
+        out_indices=(1,),
+    )
+    for name, p in vit.named_parameters():
+        if "rel_pos" in name:
+            torch.nn.init.normal_(p, std=0.3)
+    x = torch.randn(1, 3, 128, 128)
+    with torch.no_grad():
+        ref = vit(x)[0]
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = vit(x)[0]
+    torch.testing.assert_close(low.float(), ref, atol=0.1, rtol=0.05)
