@@ -568,7 +568,7 @@ def _describe(exc: ValidationError, touched: Mapping[str, str]) -> str:
             lines.append(f"invalid recipe at {key!r}: {msg}{cause}")
         else:
             lines.append(f"invalid recipe: {msg}")
-    return "; ".join(lines)
+    return "; ".join(dict.fromkeys(lines))  # one line per key, even when several list items fail
 
 
 # ----------------------------------------------------------------------------------------------
