@@ -91,7 +91,7 @@ class _Encoder(nn.Module):
 
     def __init__(self, dim: int, depth: int, num_heads: int, mlp_ratio: float, drop_path: float) -> None:
         super().__init__()
-        dpr = torch.linspace(0, drop_path, depth).tolist()
+        dpr = [drop_path * i / max(depth - 1, 1) for i in range(depth)]  # linear in depth (meta-safe)
         self.blocks = nn.ModuleList(
             Block(dim, num_heads, mlp_ratio, qkv_bias=True, drop_path=dpr[i], norm_layer=_LayerNorm)
             for i in range(depth)
