@@ -78,9 +78,12 @@ def paste_mask(probs: np.ndarray, box: np.ndarray, height: int, width: int, padd
 def encode_rle(mask: PastedMask) -> dict[str, Any]:
     """COCO compressed RLE of the full mask (column-major, as pycocotools).
 
-    Returns ``{"size": [H, W], "counts": str}``; ``pycocotools.mask.decode`` reads it back.
+    Returns ``{"size": [H, W], "counts": str}``; ``pycocotools.mask.decode`` reads it back. The crop
+    is written straight into a Fortran-ordered uint8 [H, W, 1] buffer (one allocation, no copies).
     """
-    full = np.asfortranarray(mask.full().astype(np.uint8)[:, :, None])  # [H, W, 1], Fortran order
+    full = np.zeros((mask.height, mask.width, 1), dtype=np.uint8, order="F")  # [H, W, 1]
+    h, w = mask.crop.shape
+    full[mask.y0 : mask.y0 + h, mask.x0 : mask.x0 + w, 0] = mask.crop
     rle = mask_utils.encode(full)[0]
     return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
 

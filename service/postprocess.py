@@ -85,18 +85,25 @@ def postprocess(
     """Detections as response dicts; masks are pasted only for the ones returned."""
     chosen = select(raw, len(class_names), options)
     boxes = scale_boxes(raw.boxes[chosen], box)  # [K, 4] original pixels
-    encoder = _ENCODERS.get(options.mask_format)
     detections: list[dict[str, Any]] = []
     for k, i in enumerate(chosen):
         label = int(raw.labels[i])
-        item: dict[str, Any] = {
-            "box": [round(float(v), 2) for v in boxes[k]],
-            "score": round(float(raw.scores[i]), 5),
-            "label": label,
-            "label_name": class_names[label - 1],
-        }
-        if encoder is not None:
-            pasted = paste_mask(raw.masks[i], boxes[k], box.original_height, box.original_width)
-            item["mask"] = {"format": options.mask_format.value, **encoder(pasted)}
-        detections.append(item)
+        detections.append(
+            {
+                "box": [round(float(v), 2) for v in boxes[k]],
+                "score": round(float(raw.scores[i]), 5),
+                "label": label,
+                "label_name": class_names[label - 1],
+            }
+        )
+    if options.mask_format is MaskFormat.none:
+        return detections
+    pasted = [
+        paste_mask(raw.masks[i], boxes[k], box.original_height, box.original_width)
+        for k, i in enumerate(chosen)
+    ]
+    encoder = _ENCODERS[options.mask_format]
+    encoded = [encoder(mask) for mask in pasted]
+    for item, payload in zip(detections, encoded, strict=True):
+        item["mask"] = {"format": options.mask_format.value, **payload}
     return detections
