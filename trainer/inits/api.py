@@ -109,7 +109,9 @@ def prepare_initialization(
             f"init {init!r} needs a weights file{where}; pass a local path, http(s):// or s3:// URI"
         )
 
-    raw = read_checkpoint(weights, sha256 or spec.sha256)
+    base = weights.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
+    prefix = spec.sha256_prefix if base == spec.published_name else None
+    raw = read_checkpoint(weights, sha256 or spec.sha256, sha256_prefix=prefix)
     state, dropped, stray = _filter(_unwrap(raw, spec, weights), spec)
     target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     converted = CONVERTERS[spec.converter](state, target, kind)

@@ -66,8 +66,16 @@ class InitSpec:
     expected_missing: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     expected_unexpected: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     paper: str = ""
+    # torch.hub-published files carry the first hex digits of their sha256 in the file name; when a file
+    # with exactly the published name is loaded without a full digest, that prefix is verified.
+    sha256_prefix: str | None = None
     # Advice printed when a load fails with missing/unexpected keys (not shape mismatches), by backbone kind.
     hints: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def published_name(self) -> str | None:
+        """File name of the published checkpoint (from ``url``), if any."""
+        return self.url.rsplit("/", 1)[-1] if self.url else None
 
     @property
     def needs_weights(self) -> bool:
@@ -81,6 +89,7 @@ class InitSpec:
             "description": self.description,
             "url": self.url,
             "sha256": self.sha256,
+            "sha256_prefix": self.sha256_prefix,
             "pretrain_img_size": self.pretrain_img_size,
             "pixel_mean": list(self.pixel_mean),
             "pixel_std": list(self.pixel_std),
@@ -138,6 +147,7 @@ CATALOG: Mapping[str, InitSpec] = MappingProxyType(
             description="Supervised ImageNet-1k ViT (DeiT release / timm ViT format).",
             url="https://dl.fbaipublicfiles.com/deit/deit_base_patch16_224-b5f2ef4d.pth",
             sha256=None,
+            sha256_prefix="b5f2ef4d",  # DeiT loads it with torch.hub check_hash=True
             pretrain_img_size=224,
             pixel_mean=IMAGENET_MEAN,
             pixel_std=IMAGENET_STD,

@@ -158,8 +158,23 @@ def _pkl_load(path: Path, label: str) -> Any:
         raise InitError(f"cannot read {label}: the file is truncated or not a pickle ({e!r})") from e
 
 
-def read_checkpoint(uri: str, sha256: str | None = None) -> Mapping[str, Any]:
+def verify_sha256_prefix(path: Path, prefix: str, label: str) -> None:
+    """Raise InitError unless the file's sha256 starts with ``prefix`` (torch.hub's file-name convention)."""
+    got = sha256_of(path)
+    if not got.startswith(prefix.lower()):
+        raise InitError(
+            f"sha256 of {label} is {got}, but its published file name promises a digest starting with "
+            f"{prefix} (torch.hub convention): it is corrupt or not the published file; refusing to load it"
+        )
+
+
+def read_checkpoint(
+    uri: str, sha256: str | None = None, sha256_prefix: str | None = None
+) -> Mapping[str, Any]:
     """Fetch ``uri``, verify its sha256 when given, and deserialize it safely.
+
+    ``sha256_prefix`` (checked only when no full ``sha256`` is given) is the digest prefix that
+    torch.hub-published files carry in their name (``deit_base_patch16_224-b5f2ef4d.pth``).
 
     Returns the top-level mapping of the file (e.g. ``{"model": {...}}``). ``.pkl`` files are read
     with the numpy-only unpickler, everything else with ``torch.load(weights_only=True)``.
@@ -169,6 +184,8 @@ def read_checkpoint(uri: str, sha256: str | None = None) -> Mapping[str, Any]:
     with local_copy(uri) as path:
         if sha256:
             verify_sha256(path, sha256, label)
+        elif sha256_prefix:
+            verify_sha256_prefix(path, sha256_prefix, label)
         loader = _pkl_load if path.name.endswith(".pkl") else _torch_load
         obj = loader(path, label)
     if not isinstance(obj, Mapping):

@@ -96,6 +96,22 @@ def test_sha256_mismatch_is_refused(tmp_path: Path, model: torch.nn.Module, benc
     assert load_initialization(model, bench_tiny, "mae", str(path), sha256=good.upper()).ok
 
 
+def test_published_name_digest_prefix_is_checked(
+    tmp_path: Path, model: torch.nn.Module, bench_tiny: Recipe
+) -> None:
+    """DeiT's file name carries its sha256 prefix (torch.hub); a file so named must match it."""
+    from inits_formats import deit_file
+
+    named = tmp_path / "deit_base_patch16_224-b5f2ef4d.pth"
+    torch.save(deit_file(96, 4), named)
+    before = _snapshot(model)
+    with pytest.raises(InitError, match=r"promises a digest starting with b5f2ef4d"):
+        load_initialization(model, bench_tiny, "supervised", str(named))
+    _assert_unchanged(model, before)
+    renamed = named.rename(tmp_path / "my_deit.pth")  # not claiming to be the published file
+    assert load_initialization(model, bench_tiny, "supervised", str(renamed)).ok
+
+
 def test_truncated_file_is_refused(tmp_path: Path, model: torch.nn.Module, bench_tiny: Recipe) -> None:
     path = tmp_path / "mae.pth"
     torch.save(mae_file(96, 4), path)
