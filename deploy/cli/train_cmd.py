@@ -117,6 +117,8 @@ def run_training(
             bar.close()
         fail(str(exc))
     finally:
+        if bar:
+            bar.close()
         du.destroy_process_group()
 
 

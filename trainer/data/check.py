@@ -39,7 +39,7 @@ class Problem:
             where.append(f"annotation_id={self.annotation_id}")
         if self.file is not None:
             where.append(f"file={self.file}")
-        return f"[{' '.join(where)}] {self.message}"
+        return f"{' '.join(where)}: {self.message}"
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
