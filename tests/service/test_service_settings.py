@@ -58,3 +58,22 @@ def test_select_providers_keeps_order_and_falls_back_to_cpu() -> None:
     assert select_providers(["TensorrtExecutionProvider"], ["CPUExecutionProvider"]) == [
         "CPUExecutionProvider"
     ]
+
+
+def test_service_is_torch_free() -> None:
+    """The service image has no torch: building the app and serving must not import it (or mlflow)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from service.app import create_app\n"
+        "from service.settings import ServiceSettings\n"
+        "import deploy.cli.serve_cmd\n"
+        "create_app(ServiceSettings(model='m@champion'))\n"
+        "heavy = {'torch', 'torchvision', 'trainer', 'mlflow'}\n"
+        "bad = sorted({m.split('.')[0] for m in sys.modules} & heavy)\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
