@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import secrets
 import time
 from typing import Annotated, Any
@@ -24,6 +25,7 @@ from service.schemas import (
     DetectResponse,
     ErrorResponse,
     HealthResponse,
+    MaskFormat,
     ModelInfo,
     ModelsResponse,
 )
@@ -65,6 +67,7 @@ def build_router(state: ServiceState, metrics: ServiceMetrics, index_html: str) 
     """All routes of one app, closed over its state (no globals)."""
     settings = state.settings
     router = APIRouter()
+    polygons_available = importlib.util.find_spec("contourpy") is not None
     api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when configured")
 
     def require_api_key(key: str | None = Depends(api_key_header)) -> None:
@@ -175,6 +178,10 @@ def build_router(state: ServiceState, metrics: ServiceMetrics, index_html: str) 
                 label_ids = resolve_classes(query.classes, pipeline.class_names)
             except ValueError as exc:
                 raise ServiceError(422, f"classes: {exc}") from exc
+            if query.mask_format is MaskFormat.polygon and not polygons_available:
+                raise ServiceError(
+                    422, "mask_format=polygon needs the contourpy package on the server; use rle or png"
+                )
             options = FilterOptions(
                 score_threshold=settings.score_threshold
                 if query.score_threshold is None
