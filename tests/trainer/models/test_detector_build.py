@@ -81,6 +81,15 @@ def test_tiny_preset_trains_and_predicts_on_cpu(recipe: str, overrides: list[str
             assert out["labels"].min() >= 1 and out["labels"].max() <= NUM_CLASSES
             assert out["boxes"][:, 2].max() <= img.shape[-1] and out["boxes"][:, 3].max() <= img.shape[-2]
 
+    # Eval mode is differentiable too (frozen-BN fine-tuning, saliency): scores reach the backbone.
+    model.zero_grad(set_to_none=True)
+    model.roi_heads.score_thresh = 0.0
+    outputs = model(images)
+    assert outputs[0]["scores"].numel() > 0
+    sum(o["scores"].sum() + o["masks"].sum() for o in outputs).backward()
+    assert vit.blocks[-1].mlp.fc2.weight.grad is not None
+    assert vit.blocks[-1].mlp.fc2.weight.grad.abs().sum() > 0
+
 
 def test_image_without_objects_still_trains() -> None:
     model = build_detector(get_recipe("bench-tiny"), NUM_CLASSES).train()
