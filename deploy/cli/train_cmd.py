@@ -229,8 +229,8 @@ def register(app: typer.Typer) -> None:
                 f"the dataset's categories {ds.class_names} differ from the checkpoint's "
                 f"{list(meta['class_names'])}"
             )
-        torch.set_grad_enabled(False)
-        metrics = evaluate(model, ds, dev, batch_size=2)
+        with torch.no_grad():
+            metrics = evaluate(model, ds, dev, batch_size=2)
         out_file = checkpoint.parent / f"eval_{split}.json"
         payload = {"checkpoint": str(checkpoint), "data": str(data), "split": split, "metrics": metrics}
         tmp = out_file.with_name(f".{out_file.name}.tmp")
