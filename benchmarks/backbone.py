@@ -1,4 +1,4 @@
-"""Peak memory and time of the ViT-B backbone forward at 1024x1024: window vs global attention, ours vs timm.
+"""Peak memory and time of the ViT backbone at 1024x1024: window vs global attention, ours vs timm.
 
 Each configuration runs in its own subprocess (batch 1; ``--mode infer``: no-grad forward,
 ``--mode train``: forward + backward) so peak memory is not polluted by the others:
@@ -8,9 +8,10 @@ Each configuration runs in its own subprocess (batch 1; ``--mode infer``: no-gra
 - CUDA: ``torch.cuda.max_memory_allocated`` during the forward minus the memory allocated before it;
   time = CUDA-synchronized wall clock after warm-up.
 
-Configurations (all ViT-B/16, 12 blocks, 768-d, 12 heads, 64x64 tokens, no rel-pos unless named):
+Configurations (ViT-B/16 by default, ``--arch vit-l`` for ViT-L/16; 64x64 tokens at 1024 px; no rel-pos
+unless named):
 
-- ``ours-window``: window 14 (64 -> 70 padded) + global blocks 2, 5, 8, 11 (the study / ViTDet layout)
+- ``ours-window``: window 14 (64 -> 70 padded) + 4 global blocks (ViT-B 2, 5, 8, 11; ViT-L 5, 11, 17, 23)
 - ``ours-global``: global attention in every block
 - ``ours-window-relpos``: ``ours-window`` with ViTDet's decomposed rel-pos (the vitdet-b backbone)
 - ``timm-global``: timm's ``VisionTransformer`` (no class token) at 1024 px, equal settings to ``ours-global``
@@ -24,6 +25,7 @@ Usage::
     python benchmarks/backbone.py --mode train --image-size 512   # activation memory, forward + backward
     python benchmarks/backbone.py --configs ours-window,ours-global --json out.json
     python benchmarks/backbone.py --interleave --configs ours-global,timm-global --repeats 3
+    python benchmarks/backbone.py --device cuda --mode train --arch vit-l --configs ours-window-math,ours-global-math
 """
 
 from __future__ import annotations
@@ -58,17 +60,24 @@ def _rss_bytes() -> int:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
-def _build(config: str, image_size: int) -> Any:
+ARCHS = {  # embed_dim, depth, num_heads, global blocks of the windowed layout
+    "vit-b": (768, 12, 12, (2, 5, 8, 11)),
+    "vit-l": (1024, 24, 16, (5, 11, 17, 23)),
+}
+
+
+def _build(config: str, image_size: int, arch: str = "vit-b") -> Any:
     """(callable run on the input, module holding the parameters) for ``config``."""
+    dim, depth, heads, globals_ = ARCHS[arch]
     if config.startswith("timm"):
         from timm.models.vision_transformer import VisionTransformer
 
         model = VisionTransformer(
             img_size=image_size,
             patch_size=16,
-            embed_dim=768,
-            depth=12,
-            num_heads=12,
+            embed_dim=dim,
+            depth=depth,
+            num_heads=heads,
             class_token=False,
             global_pool="",
             num_classes=0,
@@ -80,13 +89,13 @@ def _build(config: str, image_size: int) -> Any:
     windowed = config.startswith("ours-window")
     vit = ViT(
         img_size=image_size,
-        embed_dim=768,
-        depth=12,
-        num_heads=12,
+        embed_dim=dim,
+        depth=depth,
+        num_heads=heads,
         window_size=14 if windowed else 0,
-        global_blocks=(2, 5, 8, 11) if windowed else tuple(range(12)),
+        global_blocks=globals_ if windowed else tuple(range(depth)),
         rel_pos="decomposed" if config.endswith("relpos") else "none",
-        out_indices=(11,),
+        out_indices=(depth - 1,),
     )
     return vit, vit
 
@@ -103,7 +112,14 @@ def _sdpa_backend(config: str) -> Iterator[None]:
 
 
 def worker(
-    config: str, device: str, dtype: str, image_size: int, repeats: int, warmup: int, mode: str = "infer"
+    config: str,
+    device: str,
+    dtype: str,
+    image_size: int,
+    repeats: int,
+    warmup: int,
+    mode: str = "infer",
+    arch: str = "vit-b",
 ) -> dict[str, Any]:
     """Run one configuration in this process and return its measurements.
 
@@ -114,7 +130,7 @@ def worker(
     import torch
 
     torch.manual_seed(0)
-    fn, module = _build(config, image_size)
+    fn, module = _build(config, image_size, arch)
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     module.to(device=device, dtype=torch_dtype)
     module.train(mode == "train")
@@ -155,6 +171,7 @@ def worker(
             times = times[warmup:]
     return {
         "config": config,
+        "arch": arch,
         "mode": mode,
         "device": device,
         "dtype": dtype,
@@ -169,7 +186,13 @@ def worker(
 
 
 def interleaved_times(
-    configs: list[str], device: str, dtype: str, image_size: int, rounds: int, warmup: int
+    configs: list[str],
+    device: str,
+    dtype: str,
+    image_size: int,
+    rounds: int,
+    warmup: int,
+    arch: str = "vit-b",
 ) -> dict[str, list[float]]:
     """Time several configs in one process, alternating them round by round.
 
@@ -182,7 +205,7 @@ def interleaved_times(
     torch_dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
     runners = {}
     for config in configs:
-        fn, module = _build(config, image_size)
+        fn, module = _build(config, image_size, arch)
         module.to(device=device, dtype=torch_dtype).eval()
         runners[config] = fn
     x = torch.randn(1, 3, image_size, image_size, device=device, dtype=torch_dtype)
@@ -213,6 +236,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="fp32", choices=["fp32", "bf16", "fp16"])
     parser.add_argument("--image-size", type=int, default=1024)
     parser.add_argument(
+        "--arch", default="vit-b", choices=sorted(ARCHS), help="backbone size (default vit-b)"
+    )
+    parser.add_argument(
         "--mode",
         default="infer",
         choices=["infer", "train"],
@@ -234,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
 
     if args.worker:
         result = worker(
-            args.worker, args.device, args.dtype, args.image_size, args.repeats, warmup, args.mode
+            args.worker, args.device, args.dtype, args.image_size, args.repeats, warmup, args.mode, args.arch
         )
         print(json.dumps(result))
         return 0
@@ -244,7 +270,9 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"unknown config(s) {unknown}; expected some of {', '.join(CONFIGS)}")
     if args.interleave:
-        timed = interleaved_times(configs, args.device, args.dtype, args.image_size, args.repeats, warmup)
+        timed = interleaved_times(
+            configs, args.device, args.dtype, args.image_size, args.repeats, warmup, args.arch
+        )
         first = configs[0]
         print(f"| config | min time (s) | median (s) | vs {first} |")
         print("|---|---:|---:|---:|")
@@ -274,6 +302,8 @@ def main(argv: list[str] | None = None) -> int:
             str(warmup),
             "--mode",
             args.mode,
+            "--arch",
+            args.arch,
         ]
         env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=False)
@@ -286,7 +316,9 @@ def main(argv: list[str] | None = None) -> int:
 
     by_name = {r["config"]: r for r in results}
     print()
-    print("| config | peak forward memory (MiB) | time (s) | vs ours-window memory | vs ours-window time |")
+    print(
+        f"| config | peak {args.mode} memory (MiB) | time (s) | vs ours-window memory | vs ours-window time |"
+    )
     print("|---|---:|---:|---:|---:|")
     base = by_name.get("ours-window")
     for r in results:
