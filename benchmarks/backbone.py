@@ -25,8 +25,7 @@ Usage::
     python benchmarks/backbone.py --mode train --image-size 512   # activation memory, forward + backward
     python benchmarks/backbone.py --configs ours-window,ours-global --json out.json
     python benchmarks/backbone.py --interleave --configs ours-global,timm-global --repeats 3
-    python benchmarks/backbone.py --device cuda --mode train --arch vit-l \
-        --configs ours-window-math,ours-global-math
+    python benchmarks/backbone.py --device cuda --mode train --arch vit-l    # ViT-L training memory
 """
 
 from __future__ import annotations
