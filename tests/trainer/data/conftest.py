@@ -3,12 +3,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from data_small import SMALL
 
-from trainer.data.synth import SynthConfig, generate_dataset
-
-SMALL = SynthConfig(
-    min_image_size=48, max_image_size=64, min_object_size=12, max_object_size=32, crowd_probability=0.3
-)
+from trainer.data.synth import generate_dataset
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 import numpy as np
-from conftest import SMALL
+from data_small import SMALL
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 

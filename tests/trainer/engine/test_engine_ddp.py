@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import TINY_OVERRIDES
+from engine_tiny import TINY_OVERRIDES
 
 from trainer.engine.checkpoint import FINAL_NAME, list_checkpoints, load_checkpoint
 

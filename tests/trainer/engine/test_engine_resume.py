@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_OVERRIDES
+from engine_tiny import TINY_OVERRIDES
 
 from trainer.engine.checkpoint import FINAL_NAME, list_checkpoints, load_checkpoint, load_inference_model
 from trainer.engine.hooks import Hook, JsonlMetricsHook, LoopState
@@ -150,3 +151,16 @@ def test_sigterm_saves_and_exits_143(tiny_data: Path, tmp_path: Path) -> None:
     assert b"--resume" in err
     saved = list_checkpoints(tmp_path / "checkpoints")
     assert saved and saved[0][0] >= 2 and not (tmp_path / FINAL_NAME).exists()
+
+
+def test_grad_accumulation_and_bf16_autocast_train(tiny_data: Path, tmp_path: Path) -> None:
+    recipe = apply_overrides(RECIPE, ["solver.max_iters=2", "solver.grad_accum=2", "solver.amp=bf16"])
+    cfg = TrainConfig(
+        recipe=recipe, init="random", data_root=tiny_data, out_dir=tmp_path, device="cpu", log_period=1
+    )
+    result = Trainer(cfg, [JsonlMetricsHook()]).run()
+    assert result.iteration == 2
+    lines = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    train = [x for x in lines if x["type"] == "train"]
+    assert [x["iteration"] for x in train] == [1, 2] and all(math.isfinite(x["total_loss"]) for x in train)
+    assert train[0]["epoch"] == pytest.approx(2 / 9)  # batch_size counts all micro-batches of a step
