@@ -83,11 +83,15 @@ def run_study(
     model_name: str | None = None,
     home: Path | None = None,
     progress: bool = True,
-) -> list[PlannedRun]:
-    """Train each runnable init into ``out/<init>``; finished runs (``eval.json``) are kept, not redone."""
+) -> tuple[list[PlannedRun], list[str]]:
+    """Train each runnable init into ``out/<init>``; finished runs (``eval.json``) are kept, not redone.
+
+    Returns the plan and the inits whose run failed with a user-facing error (e.g. weights that do not
+    fit the recipe); those are reported and the study goes on with the next init.
+    """
     from rich.console import Console
 
-    from deploy.cli.train_cmd import build_recipe, run_training
+    from deploy.cli.train_cmd import build_recipe
     from trainer.recipes import RecipeError, get_recipe
 
     err = Console(stderr=True, highlight=False)
@@ -96,6 +100,7 @@ def run_study(
     except RecipeError as exc:
         raise typer.BadParameter(str(exc)) from None
     plan = plan_runs(inits, base, weights, os.environ)
+    failed: list[str] = []
     is_main = int(os.environ.get("RANK", "0")) == 0
     for p in plan:
         if p.skip_reason:
@@ -108,22 +113,49 @@ def run_study(
                 err.print(f"[green]{p.init}[/]: already finished in {run_dir}, keeping it")
             continue
         build_recipe(recipe, p.init, list(overrides))  # fail fast on bad overrides before training
-        run_training(
-            recipe=recipe,
-            init=p.init,
-            data=data,
-            out=run_dir,
-            weights=p.weights,
-            resume=resume or run_dir.joinpath("checkpoints").is_dir(),
-            overrides=list(overrides),
-            device=device,
-            register=register,
-            model_name=model_name,
-            home=home,
-            progress=progress,
-            description=f"{p.init:>10} · {recipe}",
-        )
-    return plan
+        try:
+            _train_one(
+                p, recipe, data, run_dir, overrides, resume, device, register, model_name, home, progress
+            )
+        except typer.Exit as exc:
+            if exc.exit_code != 2:  # an interruption (143) stops the whole study
+                raise
+            failed.append(p.init)  # the reason was printed; go on with the next init
+    if failed:
+        err.print(f"[red]failed[/]: {', '.join(failed)} (see the errors above)")
+    return plan, failed
+
+
+def _train_one(
+    p: PlannedRun,
+    recipe: str,
+    data: Path,
+    run_dir: Path,
+    overrides: Sequence[str],
+    resume: bool,
+    device: str,
+    register: bool,
+    model_name: str | None,
+    home: Path | None,
+    progress: bool,
+) -> None:
+    from deploy.cli.train_cmd import run_training
+
+    run_training(
+        recipe=recipe,
+        init=p.init,
+        data=data,
+        out=run_dir,
+        weights=p.weights,
+        resume=resume or run_dir.joinpath("checkpoints").is_dir(),
+        overrides=list(overrides),
+        device=device,
+        register=register,
+        model_name=model_name,
+        home=home,
+        progress=progress,
+        description=f"{p.init:>10} · {recipe}",
+    )
 
 
 def print_report(out: Path, as_json: bool = False) -> None:
@@ -209,7 +241,7 @@ def register(bench: typer.Typer) -> None:
         names = [s.strip() for s in inits.split(",") if s.strip()]
         if not names:
             raise typer.BadParameter("--inits is empty; expected e.g. random,mae")
-        plan = run_study(
+        plan, failed = run_study(
             inits=names,
             recipe=recipe,
             data=data,
@@ -227,7 +259,11 @@ def register(bench: typer.Typer) -> None:
             return
         if all(p.skip_reason for p in plan):
             fail("every init was skipped; nothing was trained")
+        if failed and not any((out / p.init / "eval.json").exists() for p in plan):
+            raise typer.Exit(1)
         print_report(out, as_json)
+        if failed:
+            raise typer.Exit(1)
 
     @bench.command("report")
     def report(

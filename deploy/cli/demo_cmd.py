@@ -89,7 +89,7 @@ def register(app: typer.Typer) -> None:
         console.print(f"data: {counts['train']} train / {counts['val']} val images in {data}")
         names = [s.strip() for s in inits.split(",") if s.strip()]
         study = out / "study"
-        run_study(
+        _, failed = run_study(
             inits=names,
             recipe=recipe,
             data=data,
@@ -102,3 +102,5 @@ def register(app: typer.Typer) -> None:
         )
         print_report(study)
         console.print(f"demo finished in {(time.perf_counter() - t0) / 60:.1f} min")
+        if failed:
+            raise typer.Exit(1)

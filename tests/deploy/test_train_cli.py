@@ -158,3 +158,32 @@ def test_bench_run_report_and_eval(data: Path, tmp_path: Path, monkeypatch: pyte
 
     res = runner.invoke(app, ["bench", "report", "--out", str(tmp_path / "nothing")])
     assert res.exit_code == 2 and "no finished run" in res.output
+
+
+def test_bench_run_goes_on_after_an_init_fails(data: Path, tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    res = runner.invoke(
+        app,
+        [
+            "bench",
+            "run",
+            "--inits",
+            "mae,random",
+            "--recipe",
+            "bench-tiny",
+            "--data",
+            str(data),
+            "--out",
+            str(study),
+            "--weights",
+            f"mae={tmp_path / 'missing.pth'}",
+            "--no-register",
+            "--no-progress",
+            *SETS,
+        ],
+    )
+    assert res.exit_code == 1, res.output
+    text = " ".join(res.output.split())
+    assert "missing.pth" in text and "failed: mae" in text
+    assert (study / "random" / "eval.json").is_file() and (study / "study.md").is_file()
+    assert not (study / "mae" / "eval.json").exists()
