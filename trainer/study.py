@@ -1,9 +1,10 @@
-"""The study's table and convergence plot from a folder of runs (``<out>/<init>/``).
+"""The study's table and convergence plot from a folder of runs (``<out>/<init>/``) or the registry.
 
 Each run folder is what ``vitbench train`` writes: ``eval.json`` (final metrics, wall time),
 ``metrics.jsonl`` (train and eval lines with ``epoch``) and ``recipe.json``. :func:`write_report`
 writes ``study.md`` (Markdown table), ``study.csv`` and ``study_ap_vs_epoch.png`` into the folder.
 Columns: init, APbox, APmask, AP50 and AP75 (box), epochs, iterations, wall time.
+:func:`runs_from_registry` builds the same rows from registered model versions and their runs.
 """
 
 from __future__ import annotations
@@ -12,9 +13,13 @@ import csv
 import io
 import json
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from registry.client import ModelVersionInfo, RegistryClient
 
 # The paper's order of initializations; others follow alphabetically.
 INIT_ORDER: tuple[str, ...] = (
@@ -47,12 +52,13 @@ class RunSummary:
 
     init: str
     recipe: str
-    run_dir: Path
+    run_dir: Path | None
     metrics: dict[str, float]
     epochs: float
     iterations: int
     wall_time_s: float
     curve: list[tuple[float, float, float]] = field(default_factory=list)
+    source: str = ""
 
     def row(self) -> dict[str, Any]:
         m = self.metrics
@@ -203,20 +209,77 @@ class ReportFiles:
     unfinished: list[Path]
 
 
-def write_report(out_dir: Path) -> ReportFiles:
+def write_report(out_dir: Path, runs: list[RunSummary] | None = None) -> ReportFiles:
     """Write ``study.md``, ``study.csv`` and ``study_ap_vs_epoch.png`` into ``out_dir``.
 
-    Raises ``FileNotFoundError`` when ``out_dir`` holds no finished run.
+    ``runs`` defaults to the finished run folders under ``out_dir``; pass the rows of
+    :func:`runs_from_registry` to report a study that ran elsewhere (e.g. as Kubernetes Jobs).
+    Raises ``FileNotFoundError`` when there is no finished run.
     """
-    runs, unfinished = collect_runs(out_dir)
-    if not runs:
-        raise FileNotFoundError(
-            f"no finished run under {out_dir}: expected sub-folders <init>/ with eval.json "
-            "(written by `vitbench train` / `vitbench bench run`)"
-        )
+    unfinished: list[Path] = []
+    if runs is None:
+        runs, unfinished = collect_runs(out_dir)
+        if not runs:
+            raise FileNotFoundError(
+                f"no finished run under {out_dir}: expected sub-folders <init>/ with eval.json "
+                "(written by `vitbench train` / `vitbench bench run`)"
+            )
+    elif not runs:
+        raise FileNotFoundError("no registered run matches: nothing to report")
+    out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "study.md"
     _write_text(md, "# Study: detection transfer by initialization\n\n" + markdown_table(runs))
     csv_path = out_dir / "study.csv"
     _write_text(csv_path, csv_text(runs))
     png = plot_curves(runs, out_dir / "study_ap_vs_epoch.png")
     return ReportFiles(md, csv_path, png, runs, unfinished)
+
+
+def _zip_history(aps: list[tuple[int, float]], other: dict[int, float]) -> dict[int, float]:
+    return {step: other.get(step, float("nan")) for step, _ in aps}
+
+
+def runs_from_registry(
+    client: RegistryClient, models: Sequence[str] | None = None, recipe: str | None = None
+) -> list[RunSummary]:
+    """One row per init from the model registry: the newest version of each init, paper order.
+
+    ``models`` limits the search to those registered model names (default: every model);
+    ``recipe`` keeps only versions tagged with that recipe. AP values come from the version's
+    training run (metrics logged by the registry hook, in percent), the AP-vs-epoch curve from
+    the run's metric history, the wall time from the run's start and end.
+    """
+    names = list(models) if models else [m.name for m in client.list_models()]
+    newest: dict[str, ModelVersionInfo] = {}
+    for name in names:
+        for info in client.list_versions(name):
+            init = info.tags.get("init")
+            if not init or not info.run_id or (recipe and info.tags.get("recipe") != recipe):
+                continue
+            best = newest.get(init)
+            if best is None or info.created_ms > best.created_ms:
+                newest[init] = info
+    runs: list[RunSummary] = []
+    for init, info in newest.items():
+        lineage = client.show(info.ref)
+        run_id = str(info.run_id)
+        box = client.metric_history(run_id, "bbox/AP")
+        mask = dict(client.metric_history(run_id, "segm/AP"))
+        epoch = dict(client.metric_history(run_id, "epoch"))
+        curve = [(epoch.get(step, float("nan")), ap, mask.get(step, float("nan"))) for step, ap in box]
+        start, end = lineage.start_ms, lineage.end_ms
+        runs.append(
+            RunSummary(
+                init=init,
+                recipe=info.tags.get("recipe", "?"),
+                run_dir=None,
+                metrics=dict(lineage.metrics or {}),
+                epochs=curve[-1][0] if curve else float("nan"),
+                iterations=box[-1][0] if box else 0,
+                wall_time_s=(end - start) / 1000.0 if start and end else 0.0,
+                curve=curve,
+                source=info.ref,
+            )
+        )
+    runs.sort(key=lambda r: _order(r.init))
+    return runs

@@ -158,15 +158,18 @@ def _train_one(
     )
 
 
-def print_report(out: Path, as_json: bool = False) -> None:
-    """Write the study's files under ``out`` and print the table (or JSON) and the file paths."""
+def print_report(out: Path, as_json: bool = False, runs: list[Any] | None = None) -> None:
+    """Write the study's files under ``out`` and print the table (or JSON) and the file paths.
+
+    ``runs`` (rows from :func:`trainer.study.runs_from_registry`) replaces the run folders under ``out``.
+    """
     from rich.console import Console
     from rich.table import Table
 
     from trainer.study import write_report
 
     try:
-        files = write_report(out)
+        files = write_report(out, runs)
     except FileNotFoundError as exc:
         fail(str(exc))
     if as_json:
@@ -267,8 +270,36 @@ def register(bench: typer.Typer) -> None:
 
     @bench.command("report")
     def report(
-        out: Path = typer.Option(..., "--out", help="Study folder written by `bench run`."),
+        out: Path = typer.Option(
+            ..., "--out", help="Study folder written by `bench run`; with --registry, where to write."
+        ),
+        from_registry: bool = typer.Option(
+            False,
+            "--registry",
+            help=(
+                "Read the results from the model registry instead of run folders (the newest registered "
+                "version of each init): how a study that ran as Kubernetes Jobs is reported."
+            ),
+        ),
+        models: list[str] = typer.Option(
+            [], "--model", help="With --registry: registered model names to read (repeatable; default all)."
+        ),
+        recipe: str | None = typer.Option(
+            None, "--recipe", help="With --registry: keep only versions trained with this recipe."
+        ),
+        home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
         as_json: bool = typer.Option(False, "--json", help="Print rows and file paths as JSON."),
     ) -> None:
-        """Write study.md, study.csv and study_ap_vs_epoch.png from the runs under OUT and print the table."""
-        print_report(out, as_json)
+        """Write study.md, study.csv and study_ap_vs_epoch.png into OUT and print the table.
+
+        The rows come from the finished runs under OUT, or with --registry from the registry
+        (MLFLOW_TRACKING_URI, or the embedded one under --home).
+        """
+        runs = None
+        if from_registry:
+            from deploy.cli.common import open_registry, registry_errors
+            from trainer.study import runs_from_registry
+
+            with registry_errors():
+                runs = runs_from_registry(open_registry(home), models or None, recipe)
+        print_report(out, as_json, runs)

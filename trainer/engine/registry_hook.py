@@ -181,10 +181,10 @@ class RegistryHook(Hook):
             self._warn("logging step metrics", exc)
 
     def after_eval(self, loop: LoopState, results: Mapping[str, float]) -> None:
-        """Log COCO metrics (``bbox/AP``, ``segm/AP``, ...) and remember the latest for the version tags."""
+        """Log COCO metrics (``bbox/AP``, ``segm/AP``, ...) with the epoch; keep the latest for the tags."""
         if not loop.is_main or self.run_id is None:
             return
-        clean = self._record(results, loop.iteration)
+        clean = self._record({**results, "epoch": float(loop.epoch)}, loop.iteration)
         self.last_eval.update(clean)
         try:
             self.client.log_metrics(self.run_id, clean, step=loop.iteration)
