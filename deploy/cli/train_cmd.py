@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -47,11 +48,13 @@ def run_training(
     progress: bool = True,
     log_period: int = 10,
     description: str | None = None,
+    echo_metrics: bool = False,
 ) -> Any:
     """Run one training run from CLI-level arguments; returns the :class:`TrainResult`.
 
     Reads torchrun's environment (RANK/WORLD_SIZE/LOCAL_RANK), installs the SIGTERM handler and turns
     user mistakes into ``fail(...)`` (exit 2). Raises ``typer.Exit(143)`` when interrupted.
+    ``echo_metrics`` also writes every metrics record as a JSON line to stderr.
     """
     from trainer.data.check import DatasetError
     from trainer.engine import distributed as du
@@ -80,7 +83,7 @@ def run_training(
         stop_grace_s=grace_period,
         log_period=log_period,
     )
-    hooks: list[Hook] = [JsonlMetricsHook()]
+    hooks: list[Hook] = [JsonlMetricsHook(echo=sys.stderr if echo_metrics else None)]
     bar: RichProgressHook | None = None
     if progress and info.is_main:
         bar = RichProgressHook(description or f"{init} · {final_recipe.name}")
@@ -161,7 +164,14 @@ def register(app: typer.Typer) -> None:
         ),
         log_period: int = typer.Option(10, "--log-period", min=1, help="Log metrics every N iterations."),
         progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-        as_json: bool = typer.Option(False, "--json", help="Print the final metrics as JSON."),
+        as_json: bool = typer.Option(
+            False,
+            "--json",
+            help=(
+                "Print the final metrics as JSON on stdout and every metrics record as a JSON line on "
+                "stderr (a pod's log then shows live progress to `vitbench bench status`)."
+            ),
+        ),
     ) -> None:
         """Train one Mask R-CNN run (recipe × init) and evaluate it on the val split."""
         result = run_training(
@@ -181,6 +191,7 @@ def register(app: typer.Typer) -> None:
             grace_period=grace_period,
             progress=progress,
             log_period=log_period,
+            echo_metrics=as_json,
         )
         if int(os.environ.get("RANK", "0")) != 0:
             return

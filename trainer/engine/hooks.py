@@ -13,7 +13,7 @@ import json
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TextIO, runtime_checkable
 
 
 @runtime_checkable
@@ -63,10 +63,13 @@ class JsonlMetricsHook(Hook):
 
     Only the main process writes. Each line carries ``iteration`` and ``epoch``; eval lines carry the
     COCO keys. Lines are flushed and fsynced so a kill -9 loses at most the line being written.
+    With ``echo`` (e.g. ``sys.stderr``) every line is also written there, so a pod's log carries the
+    live progress that ``vitbench bench status`` reads.
     """
 
-    def __init__(self, filename: str = "metrics.jsonl") -> None:
+    def __init__(self, filename: str = "metrics.jsonl", echo: TextIO | None = None) -> None:
         self.filename = filename
+        self.echo = echo
 
     def _write(self, loop: LoopState, record: Mapping[str, Any]) -> None:
         if not loop.is_main:
@@ -77,6 +80,9 @@ class JsonlMetricsHook(Hook):
             fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        if self.echo is not None:
+            self.echo.write(line + "\n")
+            self.echo.flush()
 
     def after_step(self, loop: LoopState, metrics: Mapping[str, float]) -> None:
         self._write(loop, {"type": "train", **metrics})
