@@ -1,0 +1,95 @@
+"""`vitbench demo` end to end on a tiny schedule: train, register, champion, ONNX + parity, POST /detect."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from deploy.cli.main import app
+
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+TINY = [
+    "input.image_size=64",
+    "backbone.pretrain_img_size=64",
+    "solver.batch_size=2",
+    "solver.max_iters=3",
+    "solver.warmup_iters=1",
+    "solver.checkpoint_period=3",
+    "solver.eval_period=0",
+    "heads.rpn_batch_size_per_image=32",
+    "heads.roi_batch_size_per_image=16",
+    "data.num_workers=0",
+]
+SETS = [arg for o in TINY for arg in ("--set", o)]
+runner = CliRunner()
+
+
+@pytest.fixture(autouse=True)
+def _keep_torch_threads() -> Iterator[None]:
+    """The demo sets torch's thread count for the process; give the rest of the session its own back."""
+    import torch
+
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+def _demo(tmp_path: Path, *extra: str) -> tuple[int, str]:
+    args = ["demo", "--out", str(tmp_path / "demo"), "--home", str(tmp_path / "home")]
+    res = runner.invoke(app, [*args, "--images", "10", "--inits", "random", *SETS, *extra])
+    return res.exit_code, res.output
+
+
+def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
+    from registry.client import RegistryClient
+
+    code, output = _demo(tmp_path)
+    assert code == 0, output
+    for n in range(1, 5):
+        assert f"✓ pipeline {n}/4" in output
+    home = tmp_path / "home"
+    info = RegistryClient.embedded(home).resolve("vitbench-demo@champion")
+    assert info.version == "1" and info.tags["init"] == "random"
+    assert info.tags["export.onnx.path"] == "export/onnx" and info.tags["export.onnx.manifest_sha256"]
+    flat = " ".join(output.split())
+    assert "vitbench-demo/1 = vitbench-demo@champion" in flat
+    assert "parity: passed on 6/6 images" in flat
+    assert "detection(s) with score ≥ 0.5" in flat
+    assert f"vitbench serve --model vitbench-demo@champion --home {home}" in flat
+    assert "curl -s -X POST -H 'content-type: image/jpeg' --data-binary @" in flat
+    assert "http://127.0.0.1:8000/detect" in flat
+    assert not list((tmp_path / "demo").rglob("*.tmp*")), "half-written files were left behind"
+
+
+def test_pipeline_needs_the_registered_random_run(tmp_path: Path) -> None:
+    code, output = _demo(tmp_path, "--no-register")
+    assert code == 2 and "--no-pipeline" in output
+    code, output = _demo(tmp_path, "--inits", "mae")
+    assert code == 2 and "'random' run" in output
+    assert not (tmp_path / "demo").exists(), "nothing is trained when the flags cannot work"
+
+
+def test_a_failed_step_names_the_step_and_exits_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import typer
+    from rich.console import Console
+
+    from deploy.cli.demo_cmd import run_pipeline
+
+    (tmp_path / "run").mkdir()
+    with pytest.raises(typer.Exit) as exc:
+        run_pipeline(
+            run_dir=tmp_path / "run",
+            data=tmp_path / "data",
+            home=tmp_path / "home",
+            model_name="vitbench-demo",
+            console=Console(stderr=True),
+        )
+    assert exc.value.exit_code == 1
+    err = " ".join(capsys.readouterr().err.split())
+    assert "demo pipeline step 1/4 (find the registered version of run/model_final.pth) failed" in err
+    assert "did not finish" in err
