@@ -27,7 +27,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 venv: $(STAMP)  ## create .venv and install vitbench with every extra
 
-demo: $(STAMP)  ## the main job: synthesize data, train the tiny preset, evaluate, print the table
+demo: $(STAMP)  ## the main job on a CPU: data, train, evaluate, table, register, export, one /detect
 	$(BIN)/vitbench demo
 
 test: lint typecheck unit  ## the suite: ruff, mypy and the default pytest tier
