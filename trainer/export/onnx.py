@@ -10,10 +10,7 @@ only one that handles torchvision's NMS in torch 2.14; opset 17 (RoiAlign needs 
 
 from __future__ import annotations
 
-import types
 import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,39 +55,6 @@ class ExportableDetector(nn.Module):
         det = detections[0]
         masks = det["masks"][:, 0]  # (N, 1, 28, 28) -> (N, 28, 28)
         return det["boxes"], det["scores"], det["labels"], masks
-
-
-def _static_layer_norm_2d(mod: nn.Module) -> None:
-    """Give a channel-LayerNorm a forward whose normalized shape is a Python int (traceable)."""
-    weight: Tensor = mod.weight  # type: ignore[assignment]
-    bias: Tensor = mod.bias  # type: ignore[assignment]
-    eps = float(mod.eps)  # type: ignore[arg-type]
-    channels = int(weight.shape[0])
-
-    def forward(self: nn.Module, x: Tensor) -> Tensor:
-        # (B, C, H, W) -> (B, H, W, C) -> normalize C -> (B, C, H, W)
-        y = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (channels,), weight, bias, eps)
-        return y.permute(0, 3, 1, 2)
-
-    mod.forward = types.MethodType(forward, mod)  # type: ignore[method-assign]
-
-
-@contextmanager
-def traceable(model: nn.Module) -> Iterator[nn.Module]:
-    """Temporarily patch modules whose eager code reads shapes the tracer would make dynamic.
-
-    ``LayerNorm2d`` (ViTDet's neck) passes ``(x.shape[1],)`` to ``layer_norm``; under tracing that is
-    a tensor and the ONNX exporter refuses it. The patch uses the channel count as a constant; the
-    computation is unchanged. Instance attributes are removed again on exit.
-    """
-    patched = [m for m in model.modules() if type(m).__name__ == "LayerNorm2d" and hasattr(m, "weight")]
-    for mod in patched:
-        _static_layer_norm_2d(mod)
-    try:
-        yield model
-    finally:
-        for mod in patched:
-            del mod.forward
 
 
 def preprocess(image: np.ndarray, model: MaskRCNN) -> tuple[Tensor, float]:
@@ -149,7 +113,7 @@ def export_onnx(
     tmp = path.with_name(f".{path.name}.tmp")
     dynamic = {"boxes": {0: "N"}, "scores": {0: "N"}, "labels": {0: "N"}, "mask_logits": {0: "N"}}
     try:
-        with warnings.catch_warnings(), torch.no_grad(), traceable(wrapper):
+        with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer warnings
             torch.onnx.export(
                 wrapper,

@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.image_list import ImageList
 
-from trainer.export.onnx import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, ExportError, traceable
+from trainer.export.onnx import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, ExportError
 from trainer.export.parity import Runner
 
 TRT_PROVIDER = "TensorrtExecutionProvider"
@@ -134,7 +134,7 @@ def export_split(model: MaskRCNN, image_size: int, out_dir: Path, opset: int = D
     for module, args, inputs, outs, path, dynamic in outputs:
         tmp = path.with_name(f".{path.name}.tmp")
         try:
-            with warnings.catch_warnings(), torch.no_grad(), traceable(module):
+            with warnings.catch_warnings(), torch.no_grad():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
                     module,
