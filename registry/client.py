@@ -189,6 +189,18 @@ def flatten_params(params: Mapping[str, Any], prefix: str = "") -> dict[str, str
     return out
 
 
+def _none_if_missing(fetch: Callable[[], T]) -> T | None:
+    """``fetch()``, or None when MLflow answers that the model or version does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return fetch()
+    except MlflowException as exc:
+        if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
+            return None
+        raise
+
+
 class RegistryClient:
     """MLflow-backed registry: log runs, register versions, resolve, promote, download verified artifacts.
 
@@ -441,15 +453,8 @@ class RegistryClient:
         return sorted(m.name for m in models)
 
     def _get_model(self, name: str) -> Any:
-        from mlflow.exceptions import MlflowException
-
         def get() -> Any:
-            try:
-                return self.mlflow.get_registered_model(name)
-            except MlflowException as exc:
-                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                    return None
-                raise
+            return _none_if_missing(lambda: self.mlflow.get_registered_model(name))
 
         model = self._call(f"look up model {name!r}", get)
         if model is None:
@@ -489,17 +494,9 @@ class RegistryClient:
                 raise ModelNotFoundError(f"model {r.name!r} has no alias {r.alias!r}; its aliases: {have}")
             version = aliases[r.alias]
         assert version is not None
-        from mlflow.exceptions import MlflowException
-
-        def get() -> Any:
-            try:
-                return self.mlflow.get_model_version(r.name, version)
-            except MlflowException as exc:
-                if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
-                    return None
-                raise
-
-        mv = self._call(f"look up {r}", get)
+        mv = self._call(
+            f"look up {r}", lambda: _none_if_missing(lambda: self.mlflow.get_model_version(r.name, version))
+        )
         if mv is None:
             have = ", ".join(v.version for v in reversed(self._versions(r.name))) or "(none)"
             raise ModelNotFoundError(f"model {r.name!r} has no version {version}; its versions: {have}")

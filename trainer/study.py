@@ -235,10 +235,6 @@ def write_report(out_dir: Path, runs: list[RunSummary] | None = None) -> ReportF
     return ReportFiles(md, csv_path, png, runs, unfinished)
 
 
-def _zip_history(aps: list[tuple[int, float]], other: dict[int, float]) -> dict[int, float]:
-    return {step: other.get(step, float("nan")) for step, _ in aps}
-
-
 def runs_from_registry(
     client: RegistryClient, models: Sequence[str] | None = None, recipe: str | None = None
 ) -> list[RunSummary]:
