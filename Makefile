@@ -33,10 +33,10 @@ demo: $(STAMP)  ## the main job on a CPU: data, train, evaluate, table, register
 test: lint typecheck unit  ## the suite: ruff, mypy and the default pytest tier
 
 lint: $(STAMP)  ## ruff
-	$(BIN)/ruff check trainer registry service deploy tests benchmarks
-	$(BIN)/ruff format --check trainer registry service deploy tests benchmarks
+	$(BIN)/ruff check vitbench trainer registry service deploy tests benchmarks
+	$(BIN)/ruff format --check vitbench trainer registry service deploy tests benchmarks
 
-typecheck: $(STAMP)  ## mypy on the four packages
+typecheck: $(STAMP)  ## mypy on the vitbench package
 	$(BIN)/mypy
 
 unit: $(STAMP)  ## default pytest tier (no slow, gpu or integration tests)

@@ -84,7 +84,7 @@ def _build(config: str, image_size: int, arch: str = "vit-b") -> Any:
             qkv_bias=True,
         )
         return model.forward_features, model
-    from trainer.models.vit import ViT
+    from vitbench.trainer.models.vit import ViT
 
     windowed = config.startswith("ours-window")
     vit = ViT(

@@ -31,9 +31,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from trainer.export.onnx import ExportableDetector, export_onnx, preprocess
-from trainer.models.detector import build_detector
-from trainer.recipes import apply_overrides, get_recipe
+from vitbench.trainer.export.onnx import ExportableDetector, export_onnx, preprocess
+from vitbench.trainer.models.detector import build_detector
+from vitbench.trainer.recipes import apply_overrides, get_recipe
 
 
 def _time(fn: Callable[[], Any], warmup: int, repeats: int, sync: Callable[[], None] = lambda: None) -> float:
@@ -115,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
             lat["onnxruntime_cpu"] = _time(lambda: sess.run(None, feed), args.warmup, args.repeats)
             results["ratio_ort_cpu_over_eager"] = lat["onnxruntime_cpu"] / lat["pytorch_eager_cpu"]
         else:
-            from trainer.export.tensorrt import TensorRTDetector, export_split, require_tensorrt
+            from vitbench.trainer.export.tensorrt import TensorRTDetector, export_split, require_tensorrt
 
             require_tensorrt()
             results["gpu"] = torch.cuda.get_device_name(0)
@@ -129,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
             cuda = ort.InferenceSession(str(onnx_path), opts, providers=["CUDAExecutionProvider"])
             lat["onnxruntime_cuda"] = _time(lambda: cuda.run(None, feed), args.warmup, args.repeats)
             split = export_split(model.cpu(), size, Path(tmp))
-            from registry.hashing import sha256_file
+            from vitbench.registry.hashing import sha256_file
 
             trt = TensorRTDetector(split, size, Path(tmp) / "trt-cache", sha256_file(split.backbone))
             build_start = time.perf_counter()

@@ -58,10 +58,10 @@ def bench_load(inits: list[str]) -> list[dict[str, Any]]:
     import inits_formats as f
     import torch
 
-    from trainer.inits import apply_init_overrides, load_initialization
-    from trainer.inits.loading import read_checkpoint, sha256_of
-    from trainer.models.detector import build_detector
-    from trainer.recipes import get_recipe
+    from vitbench.trainer.inits import apply_init_overrides, load_initialization
+    from vitbench.trainer.inits.loading import read_checkpoint, sha256_of
+    from vitbench.trainer.models.detector import build_detector
+    from vitbench.trainer.recipes import get_recipe
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -103,8 +103,8 @@ def bench_load(inits: list[str]) -> list[dict[str, Any]]:
 def bench_mimdet(ratios: list[float], size: int, device: str, repeats: int) -> list[dict[str, Any]]:
     import torch
 
-    from trainer.models.mimdet import build_mimdet_backbone
-    from trainer.recipes import apply_overrides, get_recipe
+    from vitbench.trainer.models.mimdet import build_mimdet_backbone
+    from vitbench.trainer.recipes import apply_overrides, get_recipe
 
     def sync() -> None:
         if device == "cuda":

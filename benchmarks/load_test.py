@@ -67,10 +67,10 @@ def export_tiny(out: Path) -> Path:
     """Export ``bench-tiny`` with seeded random weights (the same model as the service's tests)."""
     import torch
 
-    from registry.hashing import sha256_file
-    from trainer.export.onnx import build_manifest, export_onnx
-    from trainer.models.detector import build_detector
-    from trainer.recipes import get_recipe
+    from vitbench.registry.hashing import sha256_file
+    from vitbench.trainer.export.onnx import build_manifest, export_onnx
+    from vitbench.trainer.models.detector import build_detector
+    from vitbench.trainer.recipes import get_recipe
 
     torch.manual_seed(0)
     recipe = get_recipe("bench-tiny")
@@ -108,10 +108,10 @@ def raw_model_latency_ms(
     model_dir: Path, image: bytes, providers: list[str], threads: int, runs: int
 ) -> float:
     """Median ``session.run`` time on the pre-processed image (no HTTP, no decode, no postprocess)."""
-    from registry.manifest import ModelManifest
-    from service.backends import OnnxBackend
-    from service.decode import decode_image
-    from service.preprocess import preprocess
+    from vitbench.registry.manifest import ModelManifest
+    from vitbench.service.backends import OnnxBackend
+    from vitbench.service.decode import decode_image
+    from vitbench.service.preprocess import preprocess
 
     manifest = ModelManifest.load(model_dir / "manifest.json")
     backend = OnnxBackend(model_dir / "model.onnx", manifest.input.size, providers, intra_op_threads=threads)
@@ -138,7 +138,7 @@ def start_server(model_dir: Path, port: int, env_overrides: dict[str, str]) -> s
     cmd = [
         sys.executable,
         "-m",
-        "deploy.cli.main",
+        "vitbench.cli.main",
         "serve",
         "--model-dir",
         str(model_dir),

@@ -41,13 +41,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: leave as is)")
     args = ap.parse_args()
 
-    from trainer.data import split_paths
-    from trainer.data.coco import CocoDetection, TrainingSampler, collate, to_model_inputs
-    from trainer.data.synth import SynthConfig, generate_dataset
-    from trainer.data.transforms import build_train_transform
-    from trainer.engine.optim import build_optimizer
-    from trainer.models.detector import build_detector
-    from trainer.recipes import apply_overrides, get_recipe
+    from vitbench.trainer.data import split_paths
+    from vitbench.trainer.data.coco import CocoDetection, TrainingSampler, collate, to_model_inputs
+    from vitbench.trainer.data.synth import SynthConfig, generate_dataset
+    from vitbench.trainer.data.transforms import build_train_transform
+    from vitbench.trainer.engine.optim import build_optimizer
+    from vitbench.trainer.models.detector import build_detector
+    from vitbench.trainer.recipes import apply_overrides, get_recipe
 
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -319,7 +319,7 @@ def container_command(job: JobSpec) -> list[str]:
             "--master-port",
             str(s.master_port),
         ]
-    return [*launcher, "-m", "deploy.cli.main", *trainer_args(job)]
+    return [*launcher, "-m", "vitbench.cli.main", *trainer_args(job)]
 
 
 def pod_failure_policy(preflight: bool = False) -> dict[str, Any]:

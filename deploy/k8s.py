@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 
 from kubernetes.client.exceptions import ApiException
 
-from deploy.jobs import (
+from vitbench.deploy.jobs import (
     ANNOTATION_SPEC_HASH,
     BENCHMARK_SELECTOR,
     COMPLETION_INDEX_ANNOTATION,

@@ -12,9 +12,10 @@ COPY pyproject.toml README.md docker/constraints.txt ./
 COPY registry ./registry
 COPY service ./service
 COPY deploy ./deploy
+COPY vitbench ./vitbench
 RUN pip install --no-cache-dir --constraint constraints.txt ".[serve]" \
     && python -c "import importlib.util as u, sys; sys.exit(1 if u.find_spec('torch') else 0)" \
-    && python -c "import onnxruntime, service.app; print('onnxruntime', onnxruntime.__version__)"
+    && python -c "import onnxruntime, vitbench.service.app; print('onnxruntime', onnxruntime.__version__)"
 
 FROM ${PYTHON_IMAGE}
 RUN groupadd --gid 10001 vitbench \

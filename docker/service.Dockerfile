@@ -25,13 +25,14 @@ COPY pyproject.toml README.md docker/constraints.txt ./
 COPY registry ./registry
 COPY service ./service
 COPY deploy ./deploy
+COPY vitbench ./vitbench
 # The CPU onnxruntime that [serve] pulls in is swapped for the GPU build (same `onnxruntime` module).
 # The service must not need torch: the build fails if anything pulled it in.
 RUN pip install --no-cache-dir --constraint constraints.txt ".[serve]" \
     && pip uninstall -y onnxruntime \
     && pip install --no-cache-dir "onnxruntime-gpu[cuda,cudnn]==${ORT_GPU_VERSION}" "tensorrt-cu13-libs==${TENSORRT_LIBS_VERSION}" \
     && python -c "import importlib.util as u, sys; sys.exit(1 if u.find_spec('torch') else 0)" \
-    && python -c "import onnxruntime, service.app; print('onnxruntime', onnxruntime.__version__)"
+    && python -c "import onnxruntime, vitbench.service.app; print('onnxruntime', onnxruntime.__version__)"
 
 FROM ${CUDA_IMAGE}
 ENV DEBIAN_FRONTEND=noninteractive

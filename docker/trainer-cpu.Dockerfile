@@ -13,6 +13,7 @@ COPY trainer ./trainer
 COPY registry ./registry
 COPY service ./service
 COPY deploy ./deploy
+COPY vitbench ./vitbench
 RUN pip install --no-cache-dir --index-url https://download.pytorch.org/whl/cpu "torch==2.14.1" "torchvision==0.29.1" \
     && pip install --no-cache-dir --constraint constraints.txt ".[train,deploy]" \
     && python -c "import torch; assert not torch.cuda.is_available(); print('torch', torch.__version__)"

@@ -20,9 +20,10 @@ COPY trainer ./trainer
 COPY registry ./registry
 COPY service ./service
 COPY deploy ./deploy
+COPY vitbench ./vitbench
 # torch==2.14.1 / torchvision==0.29.1 are pinned in pyproject.toml's [train] extra.
 RUN pip install --no-cache-dir --constraint constraints.txt ".[train,deploy]" \
-    && python -c "import torch, torchvision, trainer, deploy.cli.main; print('torch', torch.__version__)"
+    && python -c "import torch, torchvision, vitbench.trainer, vitbench.cli.main; print('torch', torch.__version__)"
 
 FROM ${CUDA_IMAGE}
 ENV DEBIAN_FRONTEND=noninteractive

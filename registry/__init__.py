@@ -1,6 +1,6 @@
 """Torch-free model registry client on MLflow: manifests, register, resolve, download, verify."""
 
-from registry.client import (
+from vitbench.registry.client import (
     DownloadResult,
     IntegrityError,
     Lineage,
@@ -12,8 +12,8 @@ from registry.client import (
     RegistryError,
     RegistryUnavailableError,
 )
-from registry.hashing import HashMismatchError, sha256_bytes, sha256_file, verify_file
-from registry.manifest import ManifestError, ModelManifest, ParityReport
+from vitbench.registry.hashing import HashMismatchError, sha256_bytes, sha256_file, verify_file
+from vitbench.registry.manifest import ManifestError, ModelManifest, ParityReport
 
 __all__ = [
     "DownloadResult",

@@ -25,8 +25,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
-from registry.hashing import HashMismatchError, sha256_file, verify_file
-from registry.manifest import MANIFEST_FILE, ONNX_FILE, ManifestError, ModelManifest
+from vitbench.registry.hashing import HashMismatchError, sha256_file, verify_file
+from vitbench.registry.manifest import MANIFEST_FILE, ONNX_FILE, ManifestError, ModelManifest
 
 T = TypeVar("T")
 

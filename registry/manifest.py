@@ -15,7 +15,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from registry.hashing import is_sha256
+from vitbench.registry.hashing import is_sha256
 
 MANIFEST_FILE = "manifest.json"
 ONNX_FILE = "model.onnx"

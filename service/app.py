@@ -18,16 +18,16 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from registry.client import RegistryClient
-from service.backends import RawDetections
-from service.batching import DynamicBatcher
-from service.lifecycle import BackendFactory, ServiceState, onnx_backend_factory
-from service.metrics import ServiceMetrics
-from service.middleware import AccessMiddleware, BodyLimitMiddleware
-from service.model_source import LocalModelSource, ModelSource, RegistryModelSource
-from service.pipeline import DetectorPipeline
-from service.routes import ServiceError, build_router
-from service.settings import ServiceSettings
+from vitbench.registry.client import RegistryClient
+from vitbench.service.backends import RawDetections
+from vitbench.service.batching import DynamicBatcher
+from vitbench.service.lifecycle import BackendFactory, ServiceState, onnx_backend_factory
+from vitbench.service.metrics import ServiceMetrics
+from vitbench.service.middleware import AccessMiddleware, BodyLimitMiddleware
+from vitbench.service.model_source import LocalModelSource, ModelSource, RegistryModelSource
+from vitbench.service.pipeline import DetectorPipeline
+from vitbench.service.routes import ServiceError, build_router
+from vitbench.service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def create_app(
     )
     app.state.service = state
     app.state.metrics = metrics
-    index_html = files("service").joinpath("static/index.html").read_text(encoding="utf-8")
+    index_html = files("vitbench.service").joinpath("static/index.html").read_text(encoding="utf-8")
     app.include_router(build_router(state, metrics, index_html))
 
     @app.exception_handler(ServiceError)

@@ -14,11 +14,11 @@ from typing import Literal
 
 import numpy as np
 
-from service.backends import RawDetections
-from service.batching import DynamicBatcher
-from service.model_source import ModelArtifact, ModelSource
-from service.pipeline import Backend, DetectorPipeline
-from service.settings import ServiceSettings
+from vitbench.service.backends import RawDetections
+from vitbench.service.batching import DynamicBatcher
+from vitbench.service.model_source import ModelArtifact, ModelSource
+from vitbench.service.pipeline import Backend, DetectorPipeline
+from vitbench.service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +28,7 @@ BackendFactory = Callable[[ModelArtifact, ServiceSettings], Backend]
 
 def onnx_backend_factory(artifact: ModelArtifact, settings: ServiceSettings) -> Backend:
     """The production backend: an ONNX Runtime session with the configured providers."""
-    from service.backends import OnnxBackend
+    from vitbench.service.backends import OnnxBackend
 
     return OnnxBackend(
         artifact.onnx_path,

@@ -39,7 +39,7 @@ def configure_logging(level: str, json_lines: bool) -> None:
     handler.setFormatter(
         JsonFormatter() if json_lines else logging.Formatter("%(levelname)s %(name)s: %(message)s")
     )
-    for name in ("service", "uvicorn", "uvicorn.error"):
+    for name in ("vitbench.service", "uvicorn", "uvicorn.error"):
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(level)

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from service.preprocess import resize_bilinear
+from vitbench.service.preprocess import resize_bilinear
 
 MASK_THRESHOLD = 0.5
 

@@ -10,9 +10,9 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.metrics import ServiceMetrics
+from vitbench.service.metrics import ServiceMetrics
 
-logger = logging.getLogger("service.access")
+logger = logging.getLogger("vitbench.service.access")
 
 
 async def send_json_error(

@@ -12,11 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
-from registry.hashing import HashMismatchError, verify_file
-from registry.manifest import MANIFEST_FILE, ONNX_FILE, ManifestError, ModelManifest
+from vitbench.registry.hashing import HashMismatchError, verify_file
+from vitbench.registry.manifest import MANIFEST_FILE, ONNX_FILE, ManifestError, ModelManifest
 
 if TYPE_CHECKING:
-    from registry.client import RegistryClient
+    from vitbench.registry.client import RegistryClient
 
 
 class ModelSourceError(RuntimeError):
@@ -82,7 +82,7 @@ class RegistryModelSource:
         return f"registry {self.reference}"
 
     def fetch(self) -> ModelArtifact:
-        from registry.client import RegistryError
+        from vitbench.registry.client import RegistryError
 
         dst = self.cache_dir / re.sub(r"[^A-Za-z0-9_.\-]", "_", self.reference)
         try:

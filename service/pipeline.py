@@ -12,11 +12,11 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from service.backends import RawDetections
-from service.decode import decode_image
-from service.model_source import ModelArtifact
-from service.postprocess import FilterOptions, postprocess
-from service.preprocess import Letterbox, preprocess
+from vitbench.service.backends import RawDetections
+from vitbench.service.decode import decode_image
+from vitbench.service.model_source import ModelArtifact
+from vitbench.service.postprocess import FilterOptions, postprocess
+from vitbench.service.preprocess import Letterbox, preprocess
 
 
 class Backend(Protocol):

@@ -8,10 +8,10 @@ from typing import Any
 
 import numpy as np
 
-from service.backends import RawDetections
-from service.masks import PastedMask, encode_png, encode_polygon, encode_rle, paste_mask
-from service.preprocess import Letterbox
-from service.schemas import MaskFormat
+from vitbench.service.backends import RawDetections
+from vitbench.service.masks import PastedMask, encode_png, encode_polygon, encode_rle, paste_mask
+from vitbench.service.preprocess import Letterbox
+from vitbench.service.schemas import MaskFormat
 
 _ENCODERS: dict[MaskFormat, Callable[[PastedMask], dict[str, Any]]] = {
     MaskFormat.rle: encode_rle,

@@ -14,13 +14,13 @@ from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
-from service.batching import BatcherClosedError, QueueFullError, RequestTimeoutError
-from service.decode import SUPPORTED_MEDIA_TYPES, DecodeError
-from service.lifecycle import ServiceState
-from service.metrics import ServiceMetrics
-from service.pipeline import DetectorPipeline
-from service.postprocess import FilterOptions, resolve_classes
-from service.schemas import (
+from vitbench.service.batching import BatcherClosedError, QueueFullError, RequestTimeoutError
+from vitbench.service.decode import SUPPORTED_MEDIA_TYPES, DecodeError
+from vitbench.service.lifecycle import ServiceState
+from vitbench.service.metrics import ServiceMetrics
+from vitbench.service.pipeline import DetectorPipeline
+from vitbench.service.postprocess import FilterOptions, resolve_classes
+from vitbench.service.schemas import (
     DetectQuery,
     DetectResponse,
     ErrorResponse,

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from registry.client import ModelVersionInfo, RegistryClient
+    from vitbench.registry.client import ModelVersionInfo, RegistryClient
 
 # The paper's order of initializations; others follow alphabetically.
 INIT_ORDER: tuple[str, ...] = (

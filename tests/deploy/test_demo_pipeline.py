@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deploy.cli.main import app
+from vitbench.cli.main import app
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
@@ -46,7 +46,7 @@ def _demo(tmp_path: Path, *extra: str) -> tuple[int, str]:
 
 
 def test_demo_runs_the_whole_pipeline(tmp_path: Path) -> None:
-    from registry.client import RegistryClient
+    from vitbench.registry.client import RegistryClient
 
     code, output = _demo(tmp_path)
     assert code == 0, output
@@ -78,7 +78,7 @@ def test_a_failed_step_names_the_step_and_exits_1(tmp_path: Path, capsys: pytest
     import typer
     from rich.console import Console
 
-    from deploy.cli.demo_cmd import run_pipeline
+    from vitbench.cli.demo_cmd import run_pipeline
 
     (tmp_path / "run").mkdir()
     with pytest.raises(typer.Exit) as exc:

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import yaml
 
-from deploy.jobs import StudySpec, render_study
+from vitbench.deploy.jobs import StudySpec, render_study
 
 pytestmark = pytest.mark.integration
 

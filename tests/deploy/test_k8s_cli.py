@@ -11,7 +11,7 @@ import yaml
 from fake_k8s import FakeBatchApi, FakeCluster, FakeCoreApi
 from typer.testing import CliRunner
 
-from deploy.cli import bench_k8s
+from vitbench.cli import bench_k8s
 
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
@@ -44,7 +44,7 @@ def _run(app: typer.Typer, *args: str) -> Any:
 
 
 def test_render_prints_five_valid_jobs_with_gpu_shm_and_failure_policy(app: typer.Typer) -> None:
-    from deploy.cli.main import app as real_app  # the command users type
+    from vitbench.cli.main import app as real_app  # the command users type
 
     result = _run(real_app, "bench", "render", "--inits", FIVE, "--recipe", "bench-b", "--gpus", "8")
     assert result.exit_code == 0, result.output
@@ -84,7 +84,7 @@ def test_render_two_nodes_gives_indexed_job_and_headless_service(app: typer.Type
 def test_render_refuses_bad_input_with_exit_2_and_no_traceback(
     app: typer.Typer, args: list[str], needle: str
 ) -> None:
-    pytest.importorskip("trainer.recipes")
+    pytest.importorskip("vitbench.trainer.recipes")
     result = CliRunner().invoke(app, ["bench", "render", *args])
     assert result.exit_code == 2
     assert needle in " ".join(result.output.split())

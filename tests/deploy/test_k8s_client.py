@@ -9,8 +9,8 @@ import pytest
 from fake_k8s import FakeBatchApi, FakeCluster, FakeCoreApi
 from kubernetes.client.exceptions import ApiException
 
-from deploy import k8s
-from deploy.jobs import StudySpec, render_study
+from vitbench.deploy import k8s
+from vitbench.deploy.jobs import StudySpec, render_study
 
 NS = "ml"
 

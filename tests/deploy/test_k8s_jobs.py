@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from deploy.jobs import (
+from vitbench.deploy.jobs import (
     CONFIG_ERROR_EXIT_CODE,
     StudySpec,
     Toleration,
@@ -94,7 +94,7 @@ def test_single_node_study_has_one_job_per_init_with_gpu_shm_and_failure_policy(
         assert cmd[cmd.index("--nproc-per-node") + 1] == "8"
         tail = cmd[cmd.index("-m") + 1 :]
         assert tail == [
-            "deploy.cli.main",
+            "vitbench.cli.main",
             "train",
             "--recipe",
             "bench-b",
@@ -239,7 +239,7 @@ def test_bad_specs_are_refused_with_a_message_naming_the_field(kw: dict[str, Any
 
 
 def test_quantity_bytes() -> None:
-    from deploy.jobs import quantity_bytes
+    from vitbench.deploy.jobs import quantity_bytes
 
     assert quantity_bytes("16Gi") == 16 * 2**30
     assert quantity_bytes("500M") == 500e6

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deploy.cli.main import app
-from trainer.data.synth import SynthConfig, generate_dataset
+from vitbench.cli.main import app
+from vitbench.trainer.data.synth import SynthConfig, generate_dataset
 
 TINY = [
     "input.image_size=64",
@@ -191,7 +191,7 @@ def test_bench_run_goes_on_after_an_init_fails(data: Path, tmp_path: Path) -> No
 
 def test_train_json_streams_records_that_bench_status_reads(data: Path, tmp_path: Path) -> None:
     """`train --json` (what the Jobs run): final JSON on stdout, live records on stderr → pod log progress."""
-    from deploy.k8s import parse_progress
+    from vitbench.deploy.k8s import parse_progress
 
     args = ["train", "--recipe", "bench-tiny", "--data", str(data), "--out", str(tmp_path / "r")]
     res = runner.invoke(app, [*args, *SETS, "--device", "cpu", "--no-register", "--no-progress", "--json"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.client import RegistryClient
+from vitbench.registry.client import RegistryClient
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 _counter = itertools.count()

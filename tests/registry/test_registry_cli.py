@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deploy.cli.main import app
-from registry.client import RegistryClient
+from vitbench.cli.main import app
+from vitbench.registry.client import RegistryClient
 
 runner = CliRunner()
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from registry.client import (
+from vitbench.registry.client import (
     IntegrityError,
     ModelNotFoundError,
     ModelRef,
@@ -18,7 +18,7 @@ from registry.client import (
     RegistryError,
     RegistryUnavailableError,
 )
-from registry.manifest import InputSpec, ModelManifest
+from vitbench.registry.manifest import InputSpec, ModelManifest
 
 
 def _register(client: RegistryClient, name: str, ckpt: Path, **tags: str) -> str:

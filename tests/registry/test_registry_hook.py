@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
-from registry.client import RegistryClient, RegistryError
-from trainer.engine.hooks import LoopState
-from trainer.engine.registry_hook import RegistryHook, code_version
-from trainer.recipes import Recipe, get_recipe
+from vitbench.registry.client import RegistryClient, RegistryError
+from vitbench.trainer.engine.hooks import LoopState
+from vitbench.trainer.engine.registry_hook import RegistryHook, code_version
+from vitbench.trainer.recipes import Recipe, get_recipe
 
 
 @dataclass

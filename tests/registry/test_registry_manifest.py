@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.hashing import HashMismatchError, sha256_file, verify_file
-from registry.manifest import ImageParity, InputSpec, ManifestError, ModelManifest, ParityReport
+from vitbench.registry.hashing import HashMismatchError, sha256_file, verify_file
+from vitbench.registry.manifest import ImageParity, InputSpec, ManifestError, ModelManifest, ParityReport
 
 
 def _manifest(**kw: object) -> ModelManifest:

@@ -26,8 +26,8 @@ from pathlib import Path
 
 import pytest
 
-from registry.client import IntegrityError, ModelNotFoundError, RegistryClient
-from registry.manifest import InputSpec, ModelManifest
+from vitbench.registry.client import IntegrityError, ModelNotFoundError, RegistryClient
+from vitbench.registry.manifest import InputSpec, ModelManifest
 
 pytestmark = pytest.mark.integration
 
@@ -229,7 +229,7 @@ def test_cli_against_server(mlflow_server: str, tmp_path: Path) -> None:
     ckpt.write_bytes(b"cli weights")
     run_id = client.start_run("integration")
     client.register_version("cli-int", run_id, ckpt, {"init": "beit"})
-    vitbench = [sys.executable, "-m", "deploy.cli.main"]
+    vitbench = [sys.executable, "-m", "vitbench.cli.main"]
     promote = subprocess.run(
         [*vitbench, "registry", "promote", "cli-int/1"], env=env, capture_output=True, timeout=120
     )

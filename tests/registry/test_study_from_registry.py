@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deploy.cli.main import app
-from registry.client import RegistryClient
-from trainer.study import runs_from_registry
+from vitbench.cli.main import app
+from vitbench.registry.client import RegistryClient
+from vitbench.trainer.study import runs_from_registry
 
 runner = CliRunner()
 

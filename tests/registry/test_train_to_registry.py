@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from deploy.cli.main import app
-from registry.client import RegistryClient
-from trainer.data.synth import SynthConfig, generate_dataset
-from trainer.engine.hooks import JsonlMetricsHook
-from trainer.engine.loop import TrainConfig, Trainer
-from trainer.engine.registry_hook import RegistryHook
-from trainer.recipes import apply_overrides, get_recipe
+from vitbench.cli.main import app
+from vitbench.registry.client import RegistryClient
+from vitbench.trainer.data.synth import SynthConfig, generate_dataset
+from vitbench.trainer.engine.hooks import JsonlMetricsHook
+from vitbench.trainer.engine.loop import TrainConfig, Trainer
+from vitbench.trainer.engine.registry_hook import RegistryHook
+from vitbench.trainer.recipes import apply_overrides, get_recipe
 
 TINY = [
     "input.image_size=64",

@@ -12,7 +12,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from service_helpers import settings_for, wait_ready
 
-from service.app import create_app
+from vitbench.service.app import create_app
 
 CANVAS = 64
 

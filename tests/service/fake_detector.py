@@ -13,8 +13,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from registry.hashing import sha256_file
-from registry.manifest import InputSpec, ModelManifest
+from vitbench.registry.hashing import sha256_file
+from vitbench.registry.manifest import InputSpec, ModelManifest
 
 CLASS_NAMES = ("circle", "square", "triangle")
 PIXEL_MEAN = (123.675, 116.28, 103.53)

@@ -16,7 +16,7 @@ import numpy as np
 from fastapi.testclient import TestClient
 from PIL import Image
 
-from service.settings import ServiceSettings
+from vitbench.service.settings import ServiceSettings
 
 
 def settings_for(model_dir: Path, /, **overrides: Any) -> ServiceSettings:

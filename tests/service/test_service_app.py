@@ -16,8 +16,8 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 from service_helpers import image_bytes, settings_for, wait_ready
 
-from service.app import create_app
-from service.model_source import LocalModelSource, ModelArtifact
+from vitbench.service.app import create_app
+from vitbench.service.model_source import LocalModelSource, ModelArtifact
 
 # 200x100 image, S = 64: resized to 64x32, so canvas pixels scale by 200/64 = 3.125 on both axes.
 RATIO = 200 / 64

@@ -14,12 +14,12 @@ import pytest
 from fastapi.testclient import TestClient
 from service_helpers import image_bytes, settings_for
 
-from service.app import create_app
-from service.backends import RawDetections
-from service.batching import DynamicBatcher, QueueFullError, RequestTimeoutError
-from service.middleware import BodyLimitMiddleware
-from service.model_source import ModelArtifact
-from service.settings import ServiceSettings
+from vitbench.service.app import create_app
+from vitbench.service.backends import RawDetections
+from vitbench.service.batching import DynamicBatcher, QueueFullError, RequestTimeoutError
+from vitbench.service.middleware import BodyLimitMiddleware
+from vitbench.service.model_source import ModelArtifact
+from vitbench.service.settings import ServiceSettings
 
 
 def _run(coro_fn: Callable[[], object]) -> object:

@@ -16,7 +16,7 @@ from schemathesis import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from service_helpers import settings_for
 
-from service.app import create_app
+from vitbench.service.app import create_app
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 from PIL import Image
 from service_helpers import image_bytes, running_server, settings_for
 
-from service.app import create_app
+from vitbench.service.app import create_app
 
 pytestmark = pytest.mark.integration
 

@@ -15,12 +15,12 @@ from pycocotools import mask as mask_utils
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 
-from service.backends import RawDetections
-from service.decode import DecodeError, decode_image, sniff_format
-from service.masks import PastedMask, encode_png, encode_polygon, encode_rle, paste_mask
-from service.postprocess import FilterOptions, postprocess, resolve_classes
-from service.preprocess import letterbox_for, preprocess, resize_bilinear
-from service.schemas import MaskFormat
+from vitbench.service.backends import RawDetections
+from vitbench.service.decode import DecodeError, decode_image, sniff_format
+from vitbench.service.masks import PastedMask, encode_png, encode_polygon, encode_rle, paste_mask
+from vitbench.service.postprocess import FilterOptions, postprocess, resolve_classes
+from vitbench.service.preprocess import letterbox_for, preprocess, resize_bilinear
+from vitbench.service.schemas import MaskFormat
 
 MEAN = (123.675, 116.28, 103.53)
 STD = (58.395, 57.12, 57.375)

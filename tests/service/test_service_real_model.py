@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 from pycocotools import mask as mask_utils
 from service_helpers import image_bytes, settings_for
 
-from service.app import create_app
+from vitbench.service.app import create_app
 
 CLASSES = ("circle", "square", "triangle")
 
@@ -25,10 +25,10 @@ CLASSES = ("circle", "square", "triangle")
 def exported_tiny(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     """``bench-tiny`` with seeded random weights, exported to ONNX with its manifest; and the eager model."""
     torch = pytest.importorskip("torch")
-    from registry.hashing import sha256_file
-    from trainer.export.onnx import build_manifest, export_onnx
-    from trainer.models.detector import build_detector
-    from trainer.recipes import get_recipe
+    from vitbench.registry.hashing import sha256_file
+    from vitbench.trainer.export.onnx import build_manifest, export_onnx
+    from vitbench.trainer.models.detector import build_detector
+    from vitbench.trainer.recipes import get_recipe
 
     torch.manual_seed(0)
     recipe = get_recipe("bench-tiny")

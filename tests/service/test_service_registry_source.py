@@ -10,10 +10,10 @@ import pytest
 from fastapi.testclient import TestClient
 from service_helpers import image_bytes
 
-from registry.client import RegistryClient
-from registry.manifest import ModelManifest
-from service.app import create_app
-from service.settings import ServiceSettings
+from vitbench.registry.client import RegistryClient
+from vitbench.registry.manifest import ModelManifest
+from vitbench.service.app import create_app
+from vitbench.service.settings import ServiceSettings
 
 # Creating the embedded MLflow store (SQLite schema migrations) takes ~30 s on 2 busy cores.
 pytestmark = pytest.mark.slow

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from service_helpers import image_bytes, running_server, settings_for
 
-from service.app import create_app
+from vitbench.service.app import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -73,7 +73,7 @@ def test_vitbench_serve_drains_on_sigterm(fake_model_dir: Path, tmp_path: Path) 
     cmd = [
         sys.executable,
         "-m",
-        "deploy.cli.main",
+        "vitbench.cli.main",
         "serve",
         "--model-dir",
         str(fake_model_dir),
@@ -114,7 +114,7 @@ def _free_port() -> int:
 def test_vitbench_serve_exits_when_the_model_cannot_load(tmp_path: Path) -> None:
     port = str(_free_port())
     result = subprocess.run(
-        [sys.executable, "-m", "deploy.cli.main", "serve", "--model-dir", str(tmp_path), "--port", port],
+        [sys.executable, "-m", "vitbench.cli.main", "serve", "--model-dir", str(tmp_path), "--port", port],
         capture_output=True,
         text=True,
         timeout=60,

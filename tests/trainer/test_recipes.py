@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from trainer.recipes import (
+from vitbench.trainer.recipes import (
     Recipe,
     RecipeError,
     apply_overrides,
@@ -166,5 +166,5 @@ def test_load_recipe_errors(tmp_path: Path) -> None:
 
 
 def test_recipes_module_does_not_import_torch() -> None:
-    code = "import sys, trainer.recipes; sys.exit('torch' in sys.modules)"
+    code = "import sys, vitbench.trainer.recipes; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

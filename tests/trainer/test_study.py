@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from trainer.study import collect_runs, markdown_table, write_report
+from vitbench.trainer.study import collect_runs, markdown_table, write_report
 
 
 def _fake_run(root: Path, init: str, aps: list[float], wall: float) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from PIL import Image
 
-from trainer.data import SPLITS, split_paths
+from vitbench.trainer.data import SPLITS, split_paths
 
 
 @dataclass(frozen=True)

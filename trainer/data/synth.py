@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
-from trainer.data import split_paths
+from vitbench.trainer.data import split_paths
 
 SHAPES: tuple[str, ...] = ("circle", "rectangle", "triangle", "star", "ring")
 

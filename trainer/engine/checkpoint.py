@@ -151,8 +151,8 @@ def load_inference_model(
     ``recipe`` is a :class:`trainer.recipes.Recipe`; ``meta`` has init, num_classes, class_names,
     dataset and iteration. Works for ``model_final.pth`` and periodic checkpoints alike.
     """
-    from trainer.models.detector import build_detector
-    from trainer.recipes import load_recipe
+    from vitbench.trainer.models.detector import build_detector
+    from vitbench.trainer.recipes import load_recipe
 
     state = load_checkpoint(Path(path), map_location=map_location)
     for key in ("recipe", "meta"):

@@ -28,12 +28,12 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
-from trainer.data import split_paths
-from trainer.data.check import DatasetError, check_dataset
-from trainer.data.coco import CocoDetection, TrainingSampler, collate, to_model_inputs
-from trainer.data.transforms import build_eval_transform, build_train_transform
-from trainer.engine import distributed as du
-from trainer.engine.checkpoint import (
+from vitbench.trainer.data import split_paths
+from vitbench.trainer.data.check import DatasetError, check_dataset
+from vitbench.trainer.data.coco import CocoDetection, TrainingSampler, collate, to_model_inputs
+from vitbench.trainer.data.transforms import build_eval_transform, build_train_transform
+from vitbench.trainer.engine import distributed as du
+from vitbench.trainer.engine.checkpoint import (
     CHECKPOINT_DIR,
     FINAL_NAME,
     atomic_save,
@@ -45,11 +45,11 @@ from trainer.engine.checkpoint import (
     set_rng_state,
     unwrap,
 )
-from trainer.engine.hooks import Hook
-from trainer.engine.optim import build_optimizer
-from trainer.engine.schedule import build_scheduler
-from trainer.evaluation.coco_eval import evaluate
-from trainer.recipes import Recipe, save_resolved_recipe
+from vitbench.trainer.engine.hooks import Hook
+from vitbench.trainer.engine.optim import build_optimizer
+from vitbench.trainer.engine.schedule import build_scheduler
+from vitbench.trainer.evaluation.coco_eval import evaluate
+from vitbench.trainer.recipes import Recipe, save_resolved_recipe
 
 EXIT_INTERRUPTED = 143  # 128 + SIGTERM: a preempted run, not a finished one
 
@@ -191,8 +191,8 @@ class Trainer:
         return train_ds, val_ds
 
     def _build_model(self, num_classes: int) -> tuple[nn.Module, Any]:
-        from trainer.inits import load_initialization
-        from trainer.models.detector import build_detector
+        from vitbench.trainer.inits import load_initialization
+        from vitbench.trainer.models.detector import build_detector
 
         torch.manual_seed(self._recipe.seed)  # same initial weights on every rank
         model = build_detector(self._recipe, num_classes)

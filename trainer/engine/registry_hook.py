@@ -18,8 +18,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from registry.client import ModelVersionInfo, RegistryClient, RegistryError
-from trainer.engine.hooks import Hook, LoopState
+from vitbench.registry.client import ModelVersionInfo, RegistryClient, RegistryError
+from vitbench.trainer.engine.hooks import Hook, LoopState
 
 FINAL_CHECKPOINT = "model_final.pth"
 

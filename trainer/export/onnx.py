@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.image_list import ImageList
 
-from registry.manifest import ONNX_FILE, InputSpec, ModelManifest
+from vitbench.registry.manifest import ONNX_FILE, InputSpec, ModelManifest
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "images"
@@ -152,7 +152,7 @@ def build_manifest(
     model_version: str | None = None,
 ) -> ModelManifest:
     """The :class:`ModelManifest` for an export of ``recipe`` (a :class:`trainer.recipes.Recipe`)."""
-    from trainer.recipes import Recipe
+    from vitbench.trainer.recipes import Recipe
 
     if not isinstance(recipe, Recipe):
         raise TypeError(f"expected a Recipe, got {type(recipe).__name__}")

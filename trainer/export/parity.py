@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from registry.manifest import ImageParity, ParityReport
+from vitbench.registry.manifest import ImageParity, ParityReport
 
 #: ``images (1, 3, S, S) float32 -> (boxes (N, 4), scores (N,), labels (N,), masks (N, 28, 28))``
 Runner = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]

@@ -9,10 +9,10 @@ from typing import Literal
 import numpy as np
 from torchvision.models.detection import MaskRCNN
 
-from registry.hashing import sha256_file
-from registry.manifest import ONNX_FILE, ModelManifest, ParityReport
-from trainer.export.onnx import ExportableDetector, build_manifest, export_onnx, preprocess
-from trainer.export.parity import Runner, onnx_runner, run_parity, torch_runner
+from vitbench.registry.hashing import sha256_file
+from vitbench.registry.manifest import ONNX_FILE, ModelManifest, ParityReport
+from vitbench.trainer.export.onnx import ExportableDetector, build_manifest, export_onnx, preprocess
+from vitbench.trainer.export.parity import Runner, onnx_runner, run_parity, torch_runner
 
 Format = Literal["onnx", "tensorrt"]
 
@@ -37,7 +37,7 @@ def parity_images(model: MaskRCNN, count: int = 4, seed: int = 0) -> list[tuple[
     ``count`` synthetic scenes (shapes on textured backgrounds, random sizes so the padding varies),
     one wide image (large bottom padding) and one flat mean-colour image (typically no detections).
     """
-    from trainer.data.synth import SynthConfig, render_image
+    from vitbench.trainer.data.synth import SynthConfig, render_image
 
     rng = np.random.default_rng(seed)
     images: list[tuple[str, np.ndarray]] = []
@@ -70,10 +70,10 @@ def export_checkpoint(
     """
     import onnxruntime as ort
 
-    from trainer.engine.checkpoint import load_inference_model
+    from vitbench.trainer.engine.checkpoint import load_inference_model
 
     if fmt == "tensorrt":
-        from trainer.export.tensorrt import require_tensorrt
+        from vitbench.trainer.export.tensorrt import require_tensorrt
 
         require_tensorrt()
     out_dir = Path(out_dir)
@@ -99,7 +99,7 @@ def export_checkpoint(
             threshold,
         )
     else:
-        from trainer.export.tensorrt import TensorRTDetector, export_split
+        from vitbench.trainer.export.tensorrt import TensorRTDetector, export_split
 
         split = export_split(model, size, out_dir)
         files += [split.backbone, split.tail]

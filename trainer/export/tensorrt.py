@@ -28,8 +28,8 @@ from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.image_list import ImageList
 
-from trainer.export.onnx import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, ExportError
-from trainer.export.parity import Runner
+from vitbench.trainer.export.onnx import DEFAULT_OPSET, INPUT_NAME, OUTPUT_NAMES, ExportError
+from vitbench.trainer.export.parity import Runner
 
 TRT_PROVIDER = "TensorrtExecutionProvider"
 CUDA_PROVIDER = "CUDAExecutionProvider"

@@ -1,6 +1,6 @@
 """Initializations of the study: catalog, safe loading, converters and the LoadReport.
 
-``from trainer.inits import load_initialization`` is the entry point for training. The catalog is
+``from vitbench.trainer.inits import load_initialization`` is the entry point for training. The catalog is
 torch-free; the loading API imports torch on first use.
 """
 
@@ -8,13 +8,13 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from trainer.inits.catalog import CATALOG, InitSpec, get_init, list_inits
-from trainer.inits.errors import InitError
-from trainer.inits.report import LoadReport
+from vitbench.trainer.inits.catalog import CATALOG, InitSpec, get_init, list_inits
+from vitbench.trainer.inits.errors import InitError
+from vitbench.trainer.inits.report import LoadReport
 
 if TYPE_CHECKING:
-    from trainer.inits.api import check_initialization, load_initialization, prepare_initialization
-    from trainer.inits.overrides import apply_init_overrides
+    from vitbench.trainer.inits.api import check_initialization, load_initialization, prepare_initialization
+    from vitbench.trainer.inits.overrides import apply_init_overrides
 
 __all__ = [
     "CATALOG",
@@ -30,10 +30,10 @@ __all__ = [
 ]
 
 _LAZY = {
-    "load_initialization": "trainer.inits.api",
-    "check_initialization": "trainer.inits.api",
-    "prepare_initialization": "trainer.inits.api",
-    "apply_init_overrides": "trainer.inits.overrides",
+    "load_initialization": "vitbench.trainer.inits.api",
+    "check_initialization": "vitbench.trainer.inits.api",
+    "prepare_initialization": "vitbench.trainer.inits.api",
+    "apply_init_overrides": "vitbench.trainer.inits.overrides",
 }
 
 
@@ -42,4 +42,4 @@ def __getattr__(name: str) -> Any:
         import importlib
 
         return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'trainer.inits' has no attribute {name!r}")
+    raise AttributeError(f"module 'vitbench.trainer.inits' has no attribute {name!r}")

@@ -14,11 +14,11 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from trainer.inits.catalog import InitSpec, get_init
-from trainer.inits.converters import CONVERTERS, MIMDET_PREFIX, SWIN_PREFIX, VIT_PREFIX, to_tensor
-from trainer.inits.errors import InitError
-from trainer.inits.loading import read_checkpoint
-from trainer.inits.report import LoadReport, ShapeMismatch
+from vitbench.trainer.inits.catalog import InitSpec, get_init
+from vitbench.trainer.inits.converters import CONVERTERS, MIMDET_PREFIX, SWIN_PREFIX, VIT_PREFIX, to_tensor
+from vitbench.trainer.inits.errors import InitError
+from vitbench.trainer.inits.loading import read_checkpoint
+from vitbench.trainer.inits.report import LoadReport, ShapeMismatch
 
 # The part of the detector an init is responsible for, by backbone kind ("" = the whole detector).
 _SCOPE = {"vit": VIT_PREFIX, "mimdet": MIMDET_PREFIX, "swin": SWIN_PREFIX}

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
-from trainer.inits.errors import InitError
+from vitbench.trainer.inits.errors import InitError
 
 BackboneKind = Literal["vit", "mimdet", "swin"]
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trainer.inits.errors import InitError
+from vitbench.trainer.inits.errors import InitError
 
 Shapes = Mapping[str, tuple[int, ...]]
 
@@ -211,7 +211,7 @@ def convert_moby(state: Mapping[str, Tensor], target: Shapes, kind: str) -> Conv
 def convert_detectron2(state: Mapping[str, Tensor], target: Shapes, kind: str) -> Converted:
     """detectron2 ViTDet zoo names -> this detector: ``backbone.net.*`` is shared verbatim; the simple
     pyramid and heads are mapped by :mod:`trainer.inits.d2_heads`."""
-    from trainer.inits.d2_heads import map_detectron2
+    from vitbench.trainer.inits.d2_heads import map_detectron2
 
     return map_detectron2(state, target)
 

@@ -20,7 +20,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from trainer.inits.errors import InitError
+from vitbench.trainer.inits.errors import InitError
 
 _CHUNK = 1 << 20
 REMOTE_SCHEMES = ("http://", "https://", "s3://")

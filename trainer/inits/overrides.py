@@ -12,8 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from trainer.inits.catalog import get_init
-from trainer.recipes import Recipe
+from vitbench.trainer.inits.catalog import get_init
+from vitbench.trainer.recipes import Recipe
 
 
 @dataclass(frozen=True)

@@ -24,9 +24,9 @@ from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
 
-from trainer.models.necks import LEVELS, MultiScaleFPN, SimpleFeaturePyramid, make_norm
-from trainer.models.vit import ViT
-from trainer.recipes import Recipe
+from vitbench.trainer.models.necks import LEVELS, MultiScaleFPN, SimpleFeaturePyramid, make_norm
+from vitbench.trainer.models.vit import ViT
+from vitbench.trainer.recipes import Recipe
 
 __all__ = [
     "SquareResizeTransform",
@@ -115,11 +115,11 @@ def build_backbone(recipe: Recipe) -> nn.Module:
     """Backbone + neck producing p2–p6; has ``out_channels``. MIMDet / Swin come from their modules."""
     kind = recipe.backbone.kind
     if kind == "mimdet":
-        from trainer.models.mimdet import build_mimdet_backbone
+        from vitbench.trainer.models.mimdet import build_mimdet_backbone
 
         return build_mimdet_backbone(recipe)
     if kind == "swin":
-        from trainer.models.swin import build_swin_backbone
+        from vitbench.trainer.models.swin import build_swin_backbone
 
         return build_swin_backbone(recipe)
     net = build_vit(recipe)

@@ -26,7 +26,7 @@ from timm.models.vision_transformer import Block
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from trainer.models.necks import FPN
+from vitbench.trainer.models.necks import FPN
 
 __all__ = ["ConvStem", "MIMDetBackbone", "build_mimdet_backbone", "sincos_pos_embed_2d"]
 

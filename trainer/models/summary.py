@@ -11,8 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from trainer.models.necks import STRIDES
-from trainer.recipes import Recipe
+from vitbench.trainer.models.necks import STRIDES
+from vitbench.trainer.recipes import Recipe
 
 __all__ = ["component_params", "summarize_model", "summarize_recipe"]
 
@@ -69,7 +69,7 @@ def summarize_recipe(recipe: Recipe, num_classes: int = 80) -> dict[str, Any]:
 
     Falls back to a CPU build when a backbone cannot be constructed on the meta device.
     """
-    from trainer.models.detector import build_detector
+    from vitbench.trainer.models.detector import build_detector
 
     try:
         with torch.device("meta"):

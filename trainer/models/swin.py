@@ -15,7 +15,7 @@ from typing import Any
 from torch import Tensor, nn
 from torchvision.models.swin_transformer import SwinTransformer
 
-from trainer.models.necks import FPN
+from vitbench.trainer.models.necks import FPN
 
 __all__ = ["SwinBackbone", "build_swin_backbone"]
 

@@ -20,7 +20,7 @@ from timm.layers import DropPath, Mlp
 from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
-from trainer.models.attention import (
+from vitbench.trainer.models.attention import (
     Attention,
     RelativePositionBias,
     RelPosKind,

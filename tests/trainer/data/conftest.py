@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from data_small import SMALL
 
-from trainer.data.synth import generate_dataset
+from vitbench.trainer.data.synth import generate_dataset
 
 
 @pytest.fixture(scope="module")

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from trainer.data.check import DatasetError, check_dataset, require_valid
+from vitbench.trainer.data.check import DatasetError, check_dataset, require_valid
 
 
 @pytest.fixture()

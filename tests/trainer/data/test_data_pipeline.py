@@ -6,9 +6,9 @@ import pytest
 import torch
 from torchvision.ops import masks_to_boxes
 
-from trainer.data import split_paths
-from trainer.data.coco import CocoDetection, TrainingSampler
-from trainer.data.transforms import build_train_transform
+from vitbench.trainer.data import split_paths
+from vitbench.trainer.data.coco import CocoDetection, TrainingSampler
+from vitbench.trainer.data.transforms import build_train_transform
 
 
 def _train(root: Path, size: int = 64, scale: tuple[float, float] = (0.1, 2.0)) -> CocoDetection:

@@ -9,8 +9,8 @@ from data_small import SMALL
 from pycocotools import mask as mask_utils
 from pycocotools.coco import COCO
 
-from trainer.data.check import check_dataset
-from trainer.data.synth import SynthConfig, generate_dataset
+from vitbench.trainer.data.check import check_dataset
+from vitbench.trainer.data.synth import SynthConfig, generate_dataset
 
 
 def _digest(root: Path) -> str:

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from engine_tiny import TINY_SYNTH
 
-from trainer.data.synth import generate_dataset
+from vitbench.trainer.data.synth import generate_dataset
 
 
 @pytest.fixture(scope="session")

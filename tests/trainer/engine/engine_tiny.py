@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from trainer.data.synth import SynthConfig
+from vitbench.trainer.data.synth import SynthConfig
 
 # 64-px canvas, 4x4 tokens, small heads: a few seconds per handful of CPU steps.
 TINY_OVERRIDES: list[str] = [

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from trainer.engine import checkpoint as ck
+from vitbench.trainer.engine import checkpoint as ck
 
 
 def test_atomic_save_never_leaves_a_half_written_file(

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from engine_tiny import TINY_OVERRIDES
 
-from trainer.engine.checkpoint import FINAL_NAME, list_checkpoints, load_checkpoint
+from vitbench.trainer.engine.checkpoint import FINAL_NAME, list_checkpoints, load_checkpoint
 
 
 def _free_port() -> int:
@@ -35,7 +35,7 @@ def test_torchrun_two_processes_gloo(tiny_data: Path, tmp_path: Path) -> None:
     ]
     cmd += [
         "-m",
-        "deploy.cli.main",
+        "vitbench.cli.main",
         "train",
         "--recipe",
         "bench-tiny",

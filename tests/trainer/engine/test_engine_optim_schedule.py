@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from trainer.engine.optim import build_optimizer, layer_lr_scale, param_groups
-from trainer.engine.schedule import build_scheduler, lr_factor
-from trainer.models.detector import build_detector
-from trainer.recipes import get_recipe
+from vitbench.trainer.engine.optim import build_optimizer, layer_lr_scale, param_groups
+from vitbench.trainer.engine.schedule import build_scheduler, lr_factor
+from vitbench.trainer.models.detector import build_detector
+from vitbench.trainer.recipes import get_recipe
 
 
 def test_cosine_with_linear_warmup_matches_closed_form() -> None:

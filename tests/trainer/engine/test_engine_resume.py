@@ -16,10 +16,15 @@ import pytest
 import torch
 from engine_tiny import TINY_OVERRIDES
 
-from trainer.engine.checkpoint import FINAL_NAME, list_checkpoints, load_checkpoint, load_inference_model
-from trainer.engine.hooks import Hook, JsonlMetricsHook, LoopState
-from trainer.engine.loop import TrainConfig, Trainer, TrainingInterruptedError, TrainingSetupError
-from trainer.recipes import apply_overrides, get_recipe
+from vitbench.trainer.engine.checkpoint import (
+    FINAL_NAME,
+    list_checkpoints,
+    load_checkpoint,
+    load_inference_model,
+)
+from vitbench.trainer.engine.hooks import Hook, JsonlMetricsHook, LoopState
+from vitbench.trainer.engine.loop import TrainConfig, Trainer, TrainingInterruptedError, TrainingSetupError
+from vitbench.trainer.recipes import apply_overrides, get_recipe
 
 RECIPE = apply_overrides(get_recipe("bench-tiny"), TINY_OVERRIDES)
 
@@ -96,7 +101,7 @@ def test_stop_then_resume_matches_uninterrupted(reference_run: Path, tiny_data: 
 
 
 def _train_cmd(data: Path, out: Path, *extra: str) -> list[str]:
-    cmd = [sys.executable, "-m", "deploy.cli.main", "train", "--recipe", "bench-tiny", "--data", str(data)]
+    cmd = [sys.executable, "-m", "vitbench.cli.main", "train", "--recipe", "bench-tiny", "--data", str(data)]
     cmd += ["--out", str(out), "--no-register", "--no-progress", "--device", "cpu", "--log-period", "1"]
     for o in TINY_OVERRIDES:
         cmd += ["--set", o.replace("solver.max_iters=6", "solver.max_iters=10")]

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from trainer.data.synth import SynthConfig, generate_dataset
+from vitbench.trainer.data.synth import SynthConfig, generate_dataset
 
 
 @pytest.fixture(scope="module")

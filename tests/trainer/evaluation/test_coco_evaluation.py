@@ -8,9 +8,9 @@ import pytest
 import torch
 from pycocotools.cocoeval import COCOeval
 
-from trainer.data import split_paths
-from trainer.data.coco import CocoDetection
-from trainer.evaluation.coco_eval import METRIC_NAMES, coco_metrics, evaluate, outputs_to_coco
+from vitbench.trainer.data import split_paths
+from vitbench.trainer.data.coco import CocoDetection
+from vitbench.trainer.evaluation.coco_eval import METRIC_NAMES, coco_metrics, evaluate, outputs_to_coco
 
 
 def _gt_as_outputs(ds: CocoDetection, shift: float = 0.0) -> tuple[list[dict[str, torch.Tensor]], list[int]]:

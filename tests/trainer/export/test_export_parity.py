@@ -7,7 +7,7 @@ import pytest
 import torch
 from torchvision.ops import box_iou as tv_box_iou
 
-from trainer.export.parity import Tolerances, box_iou, compare_detections, mask_iou, run_parity
+from vitbench.trainer.export.parity import Tolerances, box_iou, compare_detections, mask_iou, run_parity
 
 Det = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]
 

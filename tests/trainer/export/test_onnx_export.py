@@ -12,13 +12,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from registry.client import RegistryClient
-from registry.manifest import ModelManifest
-from trainer.engine.checkpoint import atomic_save
-from trainer.export.onnx import ExportableDetector, preprocess
-from trainer.export.pipeline import ExportOutcome, export_checkpoint
-from trainer.models.detector import build_detector
-from trainer.recipes import get_recipe
+from vitbench.registry.client import RegistryClient
+from vitbench.registry.manifest import ModelManifest
+from vitbench.trainer.engine.checkpoint import atomic_save
+from vitbench.trainer.export.onnx import ExportableDetector, preprocess
+from vitbench.trainer.export.pipeline import ExportOutcome, export_checkpoint
+from vitbench.trainer.models.detector import build_detector
+from vitbench.trainer.recipes import get_recipe
 
 CLASSES = ["circle", "rectangle", "triangle"]
 
@@ -73,7 +73,7 @@ def test_vitdet_export_graph_and_manifest(vitdet_export: tuple[Path, ExportOutco
 
 def test_onnx_matches_eager_on_a_fresh_image(vitdet_export: tuple[Path, ExportOutcome]) -> None:
     """Independent of the parity module: a new image, compared output by output after sorting by score."""
-    from trainer.engine.checkpoint import load_inference_model
+    from vitbench.trainer.engine.checkpoint import load_inference_model
 
     ckpt, outcome = vitdet_export
     model, _, _ = load_inference_model(ckpt)
@@ -116,7 +116,7 @@ def test_cli_export_bench_tiny_attaches_to_the_version(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """``vitbench export`` downloads the registered checkpoint, exports, passes parity and uploads."""
-    from deploy.cli.main import app
+    from vitbench.cli.main import app
 
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     home = tmp_path / "home"
@@ -149,7 +149,7 @@ def test_cli_export_bench_tiny_attaches_to_the_version(
 
 
 def test_cli_tensorrt_without_gpu_says_so(tmp_path: Path) -> None:
-    from deploy.cli.main import app
+    from vitbench.cli.main import app
 
     if torch.cuda.is_available():
         pytest.skip("a GPU is present; the GPU tier covers TensorRT")

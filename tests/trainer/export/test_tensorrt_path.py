@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from trainer.export.tensorrt import (
+from vitbench.trainer.export.tensorrt import (
     TensorRTUnavailableError,
     cache_key,
     require_tensorrt,
@@ -48,10 +48,10 @@ def test_provider_options(tmp_path: Path) -> None:
 
 @pytest.mark.gpu
 def test_tensorrt_export_parity(tmp_path: Path) -> None:
-    from trainer.engine.checkpoint import atomic_save
-    from trainer.export.pipeline import export_checkpoint
-    from trainer.models.detector import build_detector
-    from trainer.recipes import get_recipe
+    from vitbench.trainer.engine.checkpoint import atomic_save
+    from vitbench.trainer.export.pipeline import export_checkpoint
+    from vitbench.trainer.models.detector import build_detector
+    from vitbench.trainer.recipes import get_recipe
 
     recipe = get_recipe("vitdet-tiny")
     model = build_detector(recipe, 3)

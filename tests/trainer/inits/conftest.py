@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 import torch
 
-from trainer.recipes import Recipe, get_recipe
+from vitbench.trainer.recipes import Recipe, get_recipe
 
 
 @pytest.fixture(autouse=True)

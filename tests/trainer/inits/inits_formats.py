@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trainer.recipes import Recipe, apply_overrides, get_recipe
+from vitbench.trainer.recipes import Recipe, apply_overrides, get_recipe
 
 PATCH = 16
 

@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from trainer.inits import load_initialization
-from trainer.models.detector import build_detector
-from trainer.recipes import get_recipe
+from vitbench.trainer.inits import load_initialization
+from vitbench.trainer.models.detector import build_detector
+from vitbench.trainer.recipes import get_recipe
 
 K = 3  # classes (the zoo files have 80)
 

@@ -9,7 +9,7 @@ import torch
 from inits_formats import mae_file
 from typer.testing import CliRunner
 
-from deploy.cli.main import app
+from vitbench.cli.main import app
 
 runner = CliRunner()
 

@@ -15,10 +15,10 @@ import pytest
 import torch
 from inits_formats import mae_file, mocov3_file
 
-from trainer.inits import InitError, load_initialization
-from trainer.inits.loading import read_checkpoint
-from trainer.models.detector import build_detector
-from trainer.recipes import Recipe
+from vitbench.trainer.inits import InitError, load_initialization
+from vitbench.trainer.inits.loading import read_checkpoint
+from vitbench.trainer.models.detector import build_detector
+from vitbench.trainer.recipes import Recipe
 
 
 class _Touch:

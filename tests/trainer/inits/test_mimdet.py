@@ -9,10 +9,10 @@ import torch
 from inits_formats import mae_file, mae_full_file
 from torch import nn
 
-from trainer.inits import InitError, load_initialization
-from trainer.models.detector import build_detector
-from trainer.models.mimdet import MIMDetBackbone, sincos_pos_embed_2d
-from trainer.recipes import Recipe, apply_overrides, get_recipe
+from vitbench.trainer.inits import InitError, load_initialization
+from vitbench.trainer.models.detector import build_detector
+from vitbench.trainer.models.mimdet import MIMDetBackbone, sincos_pos_embed_2d
+from vitbench.trainer.recipes import Recipe, apply_overrides, get_recipe
 
 C, DEPTH, DEC = 64, 2, 32
 

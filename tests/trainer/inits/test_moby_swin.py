@@ -9,9 +9,9 @@ from inits_formats import moby_file, save_with_fake_yacs, swin_encoder
 from timm.models.swin_transformer import SwinTransformer
 from timm.models.swin_transformer import checkpoint_filter_fn as swin_filter
 
-from trainer.inits import apply_init_overrides, load_initialization
-from trainer.models.detector import build_detector
-from trainer.recipes import Recipe, apply_overrides, get_recipe
+from vitbench.trainer.inits import apply_init_overrides, load_initialization
+from vitbench.trainer.models.detector import build_detector
+from vitbench.trainer.recipes import Recipe, apply_overrides, get_recipe
 
 C, DEPTHS, HEADS = 32, (2, 2, 2, 2), (1, 2, 4, 8)  # Swin-T: 96, (2, 2, 6, 2), (3, 6, 12, 24)
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from trainer.inits import InitError, apply_init_overrides
-from trainer.recipes import get_recipe
+from vitbench.trainer.inits import InitError, apply_init_overrides
+from vitbench.trainer.recipes import get_recipe
 
 
 @pytest.mark.parametrize(

@@ -10,9 +10,9 @@ import pytest
 import torch
 from inits_formats import mae_file
 
-from trainer.inits import InitError, load_initialization
-from trainer.models.detector import build_detector
-from trainer.recipes import get_recipe
+from vitbench.trainer.inits import InitError, load_initialization
+from vitbench.trainer.models.detector import build_detector
+from vitbench.trainer.recipes import get_recipe
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ from inits_formats import beit_file, deit_file, equivalence_recipe, mae_file, mo
 from timm.models.beit import Beit
 from timm.models.beit import checkpoint_filter_fn as beit_filter
 
-from trainer.inits import InitError, LoadReport, apply_init_overrides, load_initialization
-from trainer.models.detector import build_detector
-from trainer.recipes import Recipe, apply_overrides, get_recipe
+from vitbench.trainer.inits import InitError, LoadReport, apply_init_overrides, load_initialization
+from vitbench.trainer.models.detector import build_detector
+from vitbench.trainer.recipes import Recipe, apply_overrides, get_recipe
 
 C, DEPTH, HEADS = 96, 4, 3  # bench-tiny widths
 RELPOS = {

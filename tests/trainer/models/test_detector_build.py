@@ -7,10 +7,10 @@ import torch
 from torch import nn
 from torchvision.models.detection import MaskRCNN
 
-from trainer.models.detector import SquareResizeTransform, build_detector
-from trainer.models.necks import LayerNorm2d
-from trainer.models.vit import ViT
-from trainer.recipes import apply_overrides, get_recipe
+from vitbench.trainer.models.detector import SquareResizeTransform, build_detector
+from vitbench.trainer.models.necks import LayerNorm2d
+from vitbench.trainer.models.vit import ViT
+from vitbench.trainer.recipes import apply_overrides, get_recipe
 
 NUM_CLASSES = 3
 

@@ -7,9 +7,9 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from deploy.cli.main import app
-from trainer.models.summary import summarize_recipe
-from trainer.recipes import get_recipe, list_recipes
+from vitbench.cli.main import app
+from vitbench.trainer.models.summary import summarize_recipe
+from vitbench.trainer.recipes import get_recipe, list_recipes
 
 
 @pytest.mark.parametrize(("recipe", "expected"), [("vitdet-b", 110.9e6), ("vitdet-l", 330.7e6)])

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from trainer.models.detector import build_backbone
-from trainer.models.necks import FPN, LayerNorm2d, MultiScaleFPN, SimpleFeaturePyramid, make_norm
-from trainer.recipes import get_recipe
+from vitbench.trainer.models.detector import build_backbone
+from vitbench.trainer.models.necks import FPN, LayerNorm2d, MultiScaleFPN, SimpleFeaturePyramid, make_norm
+from vitbench.trainer.recipes import get_recipe
 
 STRIDES = {"p2": 4, "p3": 8, "p4": 16, "p5": 32, "p6": 64}
 

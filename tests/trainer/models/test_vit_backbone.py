@@ -9,9 +9,9 @@ import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
 
-from trainer.models.detector import build_vit
-from trainer.models.vit import Block, ViT, get_abs_pos
-from trainer.recipes import apply_overrides, get_recipe
+from vitbench.trainer.models.detector import build_vit
+from vitbench.trainer.models.vit import Block, ViT, get_abs_pos
+from vitbench.trainer.recipes import apply_overrides, get_recipe
 
 
 def _timm_and_ours(depth: int = 4) -> tuple[VisionTransformer, ViT]:

@@ -6,14 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from trainer.models.attention import (
+from vitbench.trainer.models.attention import (
     Attention,
     RelativePositionBias,
     decomposed_rel_pos_bias,
     window_partition,
     window_unpartition,
 )
-from trainer.models.vit import ViT
+from vitbench.trainer.models.vit import ViT
 
 
 @pytest.mark.parametrize(("h", "w", "win"), [(10, 7, 4), (8, 8, 4), (5, 9, 3), (64, 64, 14)])

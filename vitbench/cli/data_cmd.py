@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from deploy.cli.common import print_json
+from vitbench.cli.common import print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     ) -> None:
         """Write a synthetic COCO-format dataset of textured, occluding shapes with instance masks."""
-        from trainer.data.synth import SynthConfig, generate_dataset
+        from vitbench.trainer.data.synth import SynthConfig, generate_dataset
 
         try:
             cfg = SynthConfig(num_categories=categories, max_objects=max_objects)
@@ -52,7 +52,7 @@ def register(app: typer.Typer) -> None:
         from rich.console import Console
         from rich.table import Table
 
-        from trainer.data.check import check_dataset
+        from vitbench.trainer.data.check import check_dataset
 
         problems = check_dataset(data_dir, tuple(split), decode)
         if as_json:

@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from deploy.cli.common import fail, print_json
+from vitbench.cli.common import fail, print_json
 
 model_app = typer.Typer(
     name="model",
@@ -16,7 +16,7 @@ model_app = typer.Typer(
 
 
 def _recipe_row(name: str) -> dict[str, Any]:
-    from trainer.recipes import get_recipe
+    from vitbench.trainer.recipes import get_recipe
 
     r = get_recipe(name)
     bb = r.backbone
@@ -43,7 +43,7 @@ def recipes(
     as_json: Annotated[bool, typer.Option("--json", help="Print the full resolved recipes as JSON.")] = False,
 ) -> None:
     """List the built-in recipes (architecture + schedule); `--json` prints every field."""
-    from trainer.recipes import get_recipe, list_recipes
+    from vitbench.trainer.recipes import get_recipe, list_recipes
 
     names = list_recipes()
     if as_json:
@@ -95,14 +95,14 @@ def summary(
 
     The model is built on the meta device, so large recipes (ViT-L/H) cost no memory.
     """
-    from trainer.recipes import RecipeError, apply_overrides, get_recipe
+    from vitbench.trainer.recipes import RecipeError, apply_overrides, get_recipe
 
     try:
         resolved = apply_overrides(get_recipe(recipe), overrides or [])
     except RecipeError as exc:
         fail(str(exc))
     try:
-        from trainer.models.summary import summarize_recipe
+        from vitbench.trainer.models.summary import summarize_recipe
 
         info = summarize_recipe(resolved, num_classes)
     except ImportError as exc:

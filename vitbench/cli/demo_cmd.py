@@ -25,12 +25,12 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from deploy.cli.common import HOME_HELP, fail, open_registry, resolve_home
+from vitbench.cli.common import HOME_HELP, fail, open_registry, resolve_home
 
 if TYPE_CHECKING:
     from rich.console import Console
 
-    from registry.manifest import ParityReport
+    from vitbench.registry.manifest import ParityReport
 
 DEMO_MARKER = ".vitbench-demo"
 
@@ -99,7 +99,7 @@ def _val_image(data: Path) -> tuple[Path, int, int]:
     """The first image of the val split and its (width, height)."""
     import json
 
-    from trainer.data import split_paths
+    from vitbench.trainer.data import split_paths
 
     img_dir, ann = split_paths(data, "val")
     images = json.loads(ann.read_text(encoding="utf-8")).get("images") or []
@@ -123,8 +123,8 @@ def run_pipeline(
 
     Exits with code 1 (``typer.Exit``) after printing which step failed and why.
     """
-    from registry.client import ModelVersionInfo
-    from registry.hashing import sha256_file
+    from vitbench.registry.client import ModelVersionInfo
+    from vitbench.registry.hashing import sha256_file
 
     t0 = time.perf_counter()
     home = resolve_home(home)
@@ -168,7 +168,7 @@ def run_pipeline(
 
 def _export(client: Any, ref: str, parity_images: int) -> ParityReport:
     """What ``vitbench export --model REF --format onnx`` does, in a temporary folder."""
-    from trainer.export.pipeline import export_checkpoint
+    from vitbench.trainer.export.pipeline import export_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="vitbench-demo-export-") as tmp:
         work = Path(tmp)
@@ -196,8 +196,8 @@ def _detect(ref: str, home: Path, image: Path) -> tuple[list[dict[str, Any]], fl
     returns the detections and the score threshold the service applied."""
     from fastapi.testclient import TestClient
 
-    from service.app import create_app
-    from service.settings import ServiceSettings
+    from vitbench.service.app import create_app
+    from vitbench.service.settings import ServiceSettings
 
     tracking_uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip() or None
     settings = ServiceSettings(
@@ -309,8 +309,8 @@ def register(app: typer.Typer) -> None:
         import torch
         from rich.console import Console
 
-        from deploy.cli.bench_local import parse_weights, print_report, run_study
-        from trainer.data.synth import SynthConfig, generate_dataset
+        from vitbench.cli.bench_local import parse_weights, print_report, run_study
+        from vitbench.trainer.data.synth import SynthConfig, generate_dataset
 
         torch.set_num_threads(threads or max(1, (os.cpu_count() or 2) // 2))
 

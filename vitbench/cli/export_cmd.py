@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from deploy.cli.common import HOME_HELP, fail, open_registry, print_json, registry_errors
+from vitbench.cli.common import HOME_HELP, fail, open_registry, print_json, registry_errors
 
 
 class ExportFormat(StrEnum):
@@ -45,15 +45,15 @@ def export(
 
     console = Console(stderr=True)
     if fmt is ExportFormat.tensorrt:
-        from trainer.export.tensorrt import TensorRTUnavailableError, require_tensorrt
+        from vitbench.trainer.export.tensorrt import TensorRTUnavailableError, require_tensorrt
 
         try:
             require_tensorrt()
         except TensorRTUnavailableError as exc:
             fail(str(exc))
     client = open_registry(home)
-    from trainer.export.onnx import ExportError
-    from trainer.export.pipeline import export_checkpoint
+    from vitbench.trainer.export.onnx import ExportError
+    from vitbench.trainer.export.pipeline import export_checkpoint
 
     with tempfile.TemporaryDirectory(prefix="vitbench-export-") as tmp:
         work = Path(tmp)

@@ -1,6 +1,6 @@
 """Root of the ``vitbench`` command line.
 
-Every command group lives in its own module under ``deploy.cli`` and exposes ``register(app)``.
+Every command group lives in its own module under ``vitbench.cli`` and exposes ``register(app)``.
 Modules import heavy libraries (torch, mlflow, kubernetes) inside their commands, so ``--help``
 stays fast and works without the optional extras installed.
 """
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import typer
 
-from deploy.cli import (
+from vitbench.cli import (
     bench_cmd,
     data_cmd,
     demo_cmd,

@@ -15,13 +15,13 @@ from typing import Any
 
 import typer
 
-from deploy.cli.common import HOME_HELP, fail, print_json, resolve_home
+from vitbench.cli.common import HOME_HELP, fail, print_json, resolve_home
 
 
 def build_recipe(recipe: str, init: str, overrides: list[str]) -> Any:
     """The run's final recipe: built-in ``recipe`` → the init's tuned overrides → ``--set`` overrides."""
-    from trainer.inits import InitError, apply_init_overrides
-    from trainer.recipes import RecipeError, apply_overrides, get_recipe
+    from vitbench.trainer.inits import InitError, apply_init_overrides
+    from vitbench.trainer.recipes import RecipeError, apply_overrides, get_recipe
 
     try:
         return apply_overrides(apply_init_overrides(get_recipe(recipe), init), overrides)
@@ -56,17 +56,17 @@ def run_training(
     user mistakes into ``fail(...)`` (exit 2). Raises ``typer.Exit(143)`` when interrupted.
     ``echo_metrics`` also writes every metrics record as a JSON line to stderr.
     """
-    from trainer.data.check import DatasetError
-    from trainer.engine import distributed as du
-    from trainer.engine.hooks import Hook, JsonlMetricsHook, RichProgressHook
-    from trainer.engine.loop import (
+    from vitbench.trainer.data.check import DatasetError
+    from vitbench.trainer.engine import distributed as du
+    from vitbench.trainer.engine.hooks import Hook, JsonlMetricsHook, RichProgressHook
+    from vitbench.trainer.engine.loop import (
         EXIT_INTERRUPTED,
         TrainConfig,
         Trainer,
         TrainingInterruptedError,
         TrainingSetupError,
     )
-    from trainer.inits import InitError
+    from vitbench.trainer.inits import InitError
 
     final_recipe = build_recipe(recipe, init, list(overrides or []))
     info = du.DistInfo.from_env(os.environ)
@@ -89,8 +89,8 @@ def run_training(
         bar = RichProgressHook(description or f"{init} · {final_recipe.name}")
         hooks.append(bar)
     if register and info.is_main:
-        from deploy.cli.common import open_registry
-        from trainer.engine.registry_hook import RegistryHook
+        from vitbench.cli.common import open_registry
+        from vitbench.trainer.engine.registry_hook import RegistryHook
 
         hooks.append(
             RegistryHook(
@@ -215,12 +215,12 @@ def register(app: typer.Typer) -> None:
         """COCO box and mask AP of a checkpoint; writes eval_<split>.json next to it."""
         import torch
 
-        from trainer.data import split_paths
-        from trainer.data.check import check_split
-        from trainer.data.coco import CocoDetection
-        from trainer.engine import distributed as du
-        from trainer.engine.checkpoint import CheckpointError, load_inference_model
-        from trainer.evaluation.coco_eval import evaluate
+        from vitbench.trainer.data import split_paths
+        from vitbench.trainer.data.check import check_split
+        from vitbench.trainer.data.coco import CocoDetection
+        from vitbench.trainer.engine import distributed as du
+        from vitbench.trainer.engine.checkpoint import CheckpointError, load_inference_model
+        from vitbench.trainer.evaluation.coco_eval import evaluate
 
         problems = check_split(data, split)
         if problems:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from deploy.cli.common import HOME_HELP, fail
+from vitbench.cli.common import HOME_HELP, fail
 
 if TYPE_CHECKING:
     import uvicorn
@@ -64,10 +64,10 @@ def serve(
     import uvicorn
     from pydantic import ValidationError
 
-    from registry.client import ModelRef, RegistryError
-    from service.app import create_app
-    from service.logs import configure_logging
-    from service.settings import ServiceSettings
+    from vitbench.registry.client import ModelRef, RegistryError
+    from vitbench.service.app import create_app
+    from vitbench.service.logs import configure_logging
+    from vitbench.service.settings import ServiceSettings
 
     overrides: dict[str, Any] = {
         "model": model,

@@ -13,11 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any, cast
 
 import typer
 
-from deploy.cli.common import fail, print_json
+from vitbench.cli.common import fail, print_json
 
 if TYPE_CHECKING:
-    from deploy.jobs import StudySpec
-    from deploy.k8s import BatchApi, CoreApi, JobStatus
+    from vitbench.deploy.jobs import StudySpec
+    from vitbench.deploy.k8s import BatchApi, CoreApi, JobStatus
 
 _IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
 
@@ -125,7 +125,7 @@ def _pairs(values: list[str] | None, what: str) -> dict[str, str]:
 
 def _check_recipe(recipe: str) -> None:
     try:
-        from trainer.recipes import list_recipes
+        from vitbench.trainer.recipes import list_recipes
     except ImportError:  # the trainer is not installed: the cluster's image will check it
         return
     names = list_recipes()
@@ -164,7 +164,7 @@ def build_study(
     """A :class:`StudySpec` from the command-line options; bad values exit 2 with the field named."""
     from pydantic import ValidationError
 
-    from deploy.jobs import DEFAULT_IMAGE, StudySpec
+    from vitbench.deploy.jobs import DEFAULT_IMAGE, StudySpec
 
     _check_recipe(recipe)
     init_list = tuple(i.strip() for i in inits.split(",") if i.strip())
@@ -264,7 +264,7 @@ def render(
     options = dict(locals())
     import yaml
 
-    from deploy.jobs import render_study
+    from vitbench.deploy.jobs import render_study
 
     spec = build_study(**options)
     docs = render_study(spec)
@@ -300,8 +300,8 @@ def submit(
 ) -> None:
     """Create one Job per init in the cluster; submitting the same study again creates nothing."""
     options = {k: v for k, v in locals().items() if k not in ("context", "as_json")}
-    from deploy import k8s
-    from deploy.jobs import render_study
+    from vitbench.deploy import k8s
+    from vitbench.deploy.jobs import render_study
 
     spec = build_study(**options)
     batch, core, ns = connect(context, namespace)
@@ -403,7 +403,7 @@ def status(
     """Table of the benchmark Jobs: phase, pods, retries after disruption vs failures, iteration, AP."""
     from rich.console import Console
 
-    from deploy import k8s
+    from vitbench.deploy import k8s
 
     batch, core, ns = connect(context, namespace)
 
@@ -440,7 +440,7 @@ def status(
 
 
 def _resolve_study(batch: BatchApi, ns: str, study: str | None, init: str | None = None) -> str:
-    from deploy import k8s
+    from vitbench.deploy import k8s
 
     if study is not None:
         return study
@@ -455,8 +455,8 @@ def _resolve_study(batch: BatchApi, ns: str, study: str | None, init: str | None
 
 
 def _has_init(batch: BatchApi, ns: str, study: str, init: str) -> bool:
-    from deploy import k8s
-    from deploy.jobs import LABEL_INIT
+    from vitbench.deploy import k8s
+    from vitbench.deploy.jobs import LABEL_INIT
 
     return any(
         (j.metadata.labels or {}).get(LABEL_INIT) == init for j in k8s.list_study_jobs(batch, ns, study)
@@ -473,8 +473,8 @@ def logs(
     context: ContextOpt = None,
 ) -> None:
     """Print the trainer log of one init's newest pod (rank 0 unless --index)."""
-    from deploy import k8s
-    from deploy.jobs import job_name
+    from vitbench.deploy import k8s
+    from vitbench.deploy.jobs import job_name
 
     batch, core, ns = connect(context, namespace)
     try:
@@ -504,7 +504,7 @@ def cancel(
     """Delete a study's Jobs (their pods go too) and headless Services; checkpoints on the PVC stay."""
     from rich.console import Console
 
-    from deploy import k8s
+    from vitbench.deploy import k8s
 
     batch, core, ns = connect(context, namespace)
     try:

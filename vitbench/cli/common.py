@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 import typer
 
 if TYPE_CHECKING:
-    from registry.client import RegistryClient
+    from vitbench.registry.client import RegistryClient
 
 DEFAULT_HOME = Path(".vitbench")
 
@@ -38,7 +38,7 @@ def resolve_home(home: Path | None) -> Path:
 
 def open_registry(home: Path | None = None) -> RegistryClient:
     """The registry the CLI talks to: ``MLFLOW_TRACKING_URI`` if set, else the embedded one under the home."""
-    from registry.client import RegistryClient, RegistryError
+    from vitbench.registry.client import RegistryClient, RegistryError
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
@@ -70,7 +70,7 @@ def fail(message: str, code: int = 2) -> NoReturn:
 @contextmanager
 def registry_errors() -> Iterator[None]:
     """Turn registry errors into a one-line message and exit code 2 (3 when the registry is unreachable)."""
-    from registry.client import RegistryError, RegistryUnavailableError
+    from vitbench.registry.client import RegistryError, RegistryUnavailableError
 
     try:
         yield

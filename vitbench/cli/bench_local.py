@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from deploy.cli.common import HOME_HELP, fail, print_json
+from vitbench.cli.common import HOME_HELP, fail, print_json
 
 WEIGHTS_ENV_PREFIX = "VITBENCH_WEIGHTS_"
 
@@ -46,7 +46,7 @@ def plan_runs(
     inits: Sequence[str], recipe: Any, weights: Mapping[str, str], env: Mapping[str, str]
 ) -> list[PlannedRun]:
     """Decide per init whether it can run: known init, applies to the recipe's backbone, weights at hand."""
-    from trainer.inits import InitError, get_init
+    from vitbench.trainer.inits import InitError, get_init
 
     plan: list[PlannedRun] = []
     for init in inits:
@@ -91,8 +91,8 @@ def run_study(
     """
     from rich.console import Console
 
-    from deploy.cli.train_cmd import build_recipe
-    from trainer.recipes import RecipeError, get_recipe
+    from vitbench.cli.train_cmd import build_recipe
+    from vitbench.trainer.recipes import RecipeError, get_recipe
 
     err = Console(stderr=True, highlight=False)
     try:
@@ -139,7 +139,7 @@ def _train_one(
     home: Path | None,
     progress: bool,
 ) -> None:
-    from deploy.cli.train_cmd import run_training
+    from vitbench.cli.train_cmd import run_training
 
     run_training(
         recipe=recipe,
@@ -166,7 +166,7 @@ def print_report(out: Path, as_json: bool = False, runs: list[Any] | None = None
     from rich.console import Console
     from rich.table import Table
 
-    from trainer.study import write_report
+    from vitbench.trainer.study import write_report
 
     try:
         files = write_report(out, runs)
@@ -297,8 +297,8 @@ def register(bench: typer.Typer) -> None:
         """
         runs = None
         if from_registry:
-            from deploy.cli.common import open_registry, registry_errors
-            from trainer.study import runs_from_registry
+            from vitbench.cli.common import open_registry, registry_errors
+            from vitbench.trainer.study import runs_from_registry
 
             with registry_errors():
                 runs = runs_from_registry(open_registry(home), models or None, recipe)

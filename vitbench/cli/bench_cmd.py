@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from deploy.cli import bench_k8s, bench_local
+from vitbench.cli import bench_k8s, bench_local
 
 
 def register(app: typer.Typer) -> None:

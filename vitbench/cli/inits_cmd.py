@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from deploy.cli.common import fail, print_json
+from vitbench.cli.common import fail, print_json
 
 inits_app = typer.Typer(
     name="inits",
@@ -26,7 +26,7 @@ def inits(
     """List the initializations: published file, pre-training size, pixel normalization, converter."""
     if ctx.invoked_subcommand is not None:
         return
-    from trainer.inits.catalog import CATALOG
+    from vitbench.trainer.inits.catalog import CATALOG
 
     if as_json:
         print_json([spec.to_dict() for spec in CATALOG.values()])
@@ -52,7 +52,7 @@ def _escape(text: str) -> str:
 
 def _norm_label(spec: Any) -> str:
     """``imagenet`` / ``0.5`` for the two normalizations in use, else the raw mean/std."""
-    from trainer.inits.catalog import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
+    from vitbench.trainer.inits.catalog import HALF_MEAN, HALF_STD, IMAGENET_MEAN, IMAGENET_STD
 
     pair = (spec.pixel_mean, spec.pixel_std)
     if pair == (IMAGENET_MEAN, IMAGENET_STD):
@@ -122,11 +122,11 @@ def check(
     Nothing is trained or written; the detector is built on the meta device (no memory for its weights).
     Exits 0 when the report is ok, 1 when it is not, 2 for an unreadable or refused file.
     """
-    from trainer.inits import InitError
-    from trainer.recipes import RecipeError, get_recipe
+    from vitbench.trainer.inits import InitError
+    from vitbench.trainer.recipes import RecipeError, get_recipe
 
     try:
-        from trainer.inits.overrides import apply_init_overrides
+        from vitbench.trainer.inits.overrides import apply_init_overrides
 
         resolved = apply_init_overrides(get_recipe(recipe), init)
     except (RecipeError, InitError) as exc:
@@ -134,8 +134,8 @@ def check(
 
     import torch
 
-    from trainer.inits.api import check_initialization
-    from trainer.models.detector import build_detector
+    from vitbench.trainer.inits.api import check_initialization
+    from vitbench.trainer.models.detector import build_detector
 
     with torch.device("meta"):
         model = build_detector(resolved, num_classes=num_classes)

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from deploy.cli.common import HOME_HELP, open_registry, print_json, registry_errors
+from vitbench.cli.common import HOME_HELP, open_registry, print_json, registry_errors
 
 if TYPE_CHECKING:
     from rich.table import Table
