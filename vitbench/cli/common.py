@@ -36,10 +36,10 @@ HOME_HELP = (
 def open_registry(home: Path | None = None) -> RegistryClient:
     """The registry the environment names (see :mod:`vitbench.registry.env`); errors exit 2."""
     from vitbench.registry.client import RegistryError
-    from vitbench.registry.env import open_registry as open_from_env
+    from vitbench.registry.env import registry_location
 
     try:
-        return open_from_env(home)
+        return registry_location(home).open()
     except RegistryError as exc:
         fail(str(exc))
 
