@@ -125,3 +125,18 @@ def test_no_import_cycles() -> None:
                 packages.setdefault(src_pkg, set()).add(dst_pkg)
     assert _cycles(packages) is None, f"import cycle between packages: {_cycles(packages)}"
     assert _cycles(modules) is None, f"import cycle between modules: {_cycles(modules)}"
+
+
+def test_the_architecture_module_map_names_existing_modules() -> None:
+    """Every path in docs/architecture.md's module map exists, and every library module is mentioned."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("## Module map", 1)[1].split("```", 2)[1]
+    paths = [line.split()[0] for line in block.splitlines() if line and not line.startswith(" ")]
+    missing = [p for p in paths if not (ROOT / p.rstrip("/")).exists()]
+    assert not missing, f"the module map names {missing}, which do not exist"
+    for path in _library_files():
+        rel = path.relative_to(ROOT)
+        if path.name == "__init__.py" or rel.parts[0] in ("service", "registry"):
+            continue  # packages and the torch-free ones are listed as a group
+        listed = str(rel) in paths or f"{rel.parent}/" in paths or path.stem in block
+        assert listed, f"{rel} is missing from the module map in docs/architecture.md"
