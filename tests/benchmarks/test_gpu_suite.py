@@ -98,6 +98,27 @@ def test_budget_skips_parts_with_a_reason(tmp_path: Path) -> None:
     assert "| env | skipped |" in (tmp_path / "results.md").read_text()
 
 
+def test_gpu_mode_without_cuda_skips_every_gpu_part_with_the_reason(tmp_path: Path) -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: the GPU parts would run")
+    proc = _suite(tmp_path, "--budget-s", "300", timeout=400)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    parts = {p["name"]: p for p in json.loads((tmp_path / "results.json").read_text())["parts"]}
+    assert parts.pop("env")["status"] == "measured"
+    assert parts.pop("train-mae")["status"] == "skipped"
+    for name, part in parts.items():
+        assert part["status"] == "skipped" and part["reason"].startswith("no CUDA device visible"), name
+    # a part started anyway (e.g. after a failed env probe) checks for itself
+    part_file = tmp_path / "infer.json"
+    cmd = [sys.executable, str(BENCH / "gpu_suite.py"), "--part", "infer", "--part-file", str(part_file)]
+    cmd += ["--deadline", str(time.time() + 300)]
+    subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)}, cwd=ROOT, timeout=300)
+    result = json.loads(part_file.read_text())
+    assert result["status"] == "skipped" and "torch.cuda.is_available() is False" in result["reason"]
+
+
 def test_unknown_part_is_a_usage_error(tmp_path: Path) -> None:
     proc = _suite(tmp_path, "--parts", "train,nope", timeout=60)
     assert proc.returncode == 2
