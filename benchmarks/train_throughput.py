@@ -53,8 +53,8 @@ def main() -> None:
     size = recipe.input.image_size
     amp = AMP_DTYPES[args.amp]
     n_batches = min(args.iters + args.warmup, 8)
-    data = synth_data(recipe, n_train=n_batches * args.batch_size, n_val=4)
-    # distinct LSJ samples in every prepared batch, cycled through by the timed loop
+    data = synth_data(recipe, n_train=min(n_batches * args.batch_size, 32), n_val=4)
+    # prepared batches of distinct LSJ samples (up to 32, then reused), cycled through by the timed loop
     batches = [
         train_batch(data, args.batch_size, device, offset=i * args.batch_size) for i in range(n_batches)
     ]
