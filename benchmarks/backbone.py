@@ -38,9 +38,10 @@ import resource
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from benchlib import sdpa_backend
 
 CONFIGS = (
     "ours-window",
@@ -100,15 +101,9 @@ def _build(config: str, image_size: int, arch: str = "vit-b") -> Any:
     return vit, vit
 
 
-@contextlib.contextmanager
-def _sdpa_backend(config: str) -> Iterator[None]:
-    if config.endswith("-math"):
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-
-        with sdpa_kernel(SDPBackend.MATH):
-            yield
-    else:
-        yield
+def _sdpa_backend(config: str) -> contextlib.AbstractContextManager[None]:
+    """The math SDPA backend for ``*-math`` configs, the default (fused) choice otherwise."""
+    return sdpa_backend(config.endswith("-math"))
 
 
 def worker(

@@ -18,11 +18,10 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -31,23 +30,136 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from benchlib import median, time_calls
+
 from vitbench.trainer.export.onnx import ExportableDetector, export_onnx, preprocess
 from vitbench.trainer.models.detector import build_detector
 from vitbench.trainer.recipes import apply_overrides, get_recipe
 
 
-def _time(fn: Callable[[], Any], warmup: int, repeats: int, sync: Callable[[], None] = lambda: None) -> float:
+def _time(fn: Callable[[], Any], warmup: int, repeats: int, device: str = "cpu") -> float:
     """Median wall time of ``fn`` in milliseconds."""
-    for _ in range(warmup):
-        fn()
-    sync()
-    samples = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        samples.append((time.perf_counter() - start) * 1000.0)
-    return statistics.median(samples)
+    return median(time_calls(fn, warmup, repeats, device)) * 1000.0
+
+
+RUNTIMES = ("ort-cpu", "ort-cuda", "trt")
+
+
+def run_benchmark(
+    recipe_name: str,
+    *,
+    image_size: int | None = None,
+    device: str = "cpu",
+    runtimes: Sequence[str] | None = None,
+    num_classes: int = 80,
+    score_thresh: float = 0.0,
+    warmup: int = 2,
+    repeats: int = 10,
+    threads: int | None = None,
+    parity_count: int = 0,
+    log: Callable[[str], None] = lambda _msg: None,
+) -> dict[str, Any]:
+    """Export the recipe's detector (random weights, seed 0) and time eager PyTorch on ``device`` against
+    each ONNX Runtime path in ``runtimes`` (``ort-cpu``, ``ort-cuda``, ``trt``: TensorRT EP fp16 backbone +
+    CUDA EP tail) on one pre-processed canvas. With ``parity_count`` > 0, also run the export parity check
+    (:func:`trainer.export.parity.run_parity`) of each runtime against eager on that many synthetic images
+    plus the wide and the flat one. Returns latencies (ms), ratios and parity summaries."""
+    import onnxruntime as ort
+
+    from vitbench.trainer.export.parity import onnx_runner, run_parity, torch_runner
+    from vitbench.trainer.export.pipeline import parity_images, torch_runner_cuda
+
+    runtimes = list(runtimes or (["ort-cpu"] if device == "cpu" else ["ort-cuda", "trt"]))
+    unknown = sorted(set(runtimes) - set(RUNTIMES))
+    if unknown:
+        raise ValueError(f"unknown runtime(s) {unknown}; expected some of {', '.join(RUNTIMES)}")
+    overrides = [f"heads.score_thresh={score_thresh}"]
+    if image_size:
+        overrides.append(f"input.image_size={image_size}")
+    recipe = apply_overrides(get_recipe(recipe_name), overrides)
+    size = recipe.input.image_size
+    if threads:
+        torch.set_num_threads(threads)
+    if device == "cuda":
+        torch.backends.cudnn.allow_tf32 = False  # fp32 eager reference, as the exported graph computes
+        torch.backends.cuda.matmul.allow_tf32 = False
+    torch.manual_seed(0)
+    model = build_detector(recipe, num_classes).eval()
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, size=(size, size * 3 // 4, 3), dtype=np.uint8)
+    x, _ = preprocess(image, model)
+    wrapper = ExportableDetector(model, size).eval()
+    results: dict[str, Any] = {
+        "recipe": recipe.name,
+        "image_size": size,
+        "device": device,
+        "torch": torch.__version__,
+        "onnxruntime": ort.__version__,
+        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "threads": torch.get_num_threads(),
+        "repeats": repeats,
+        "latency_ms": {},
+        "parity": {},
+    }
+    lat: dict[str, float] = results["latency_ms"]
+    images = parity_images(model, parity_count) if parity_count else []
+    with tempfile.TemporaryDirectory() as tmp:
+        log(f"  exporting {recipe.name} at {size} px to ONNX")
+        onnx_path = export_onnx(model, size, Path(tmp) / "model.onnx", sample=x).path
+        if "trt" in runtimes:
+            from vitbench.trainer.export.tensorrt import export_split, require_tensorrt
+
+            require_tensorrt()
+            split = export_split(model, size, Path(tmp))  # before the model moves to the GPU
+        opts = ort.SessionOptions()
+        if threads:
+            opts.intra_op_num_threads = threads
+        feed = {"images": x.numpy()}
+        if device == "cuda":
+            results["gpu"] = torch.cuda.get_device_name(0)
+            eager_module = ExportableDetector(model.cuda(), size).eval()
+            eager = torch_runner_cuda(eager_module)
+            xd = x.cuda()
+        else:
+            eager_module, eager, xd = wrapper, torch_runner(wrapper), x
+        with torch.no_grad():
+            n_det = len(eager_module(xd)[1])
+            lat[f"pytorch_eager_{device}"] = _time(lambda: eager_module(xd), warmup, repeats, device)
+        runners: dict[str, Any] = {}
+        for runtime in runtimes:
+            log(f"  {runtime}")
+            if runtime == "trt":
+                from vitbench.registry.hashing import sha256_file
+                from vitbench.trainer.export.tensorrt import TensorRTDetector
+
+                trt = TensorRTDetector(split, size, Path(tmp) / "trt-cache", sha256_file(split.backbone))
+                build_start = time.perf_counter()
+                trt(feed["images"])  # the first run builds the engine
+                results["tensorrt_engine_build_s"] = time.perf_counter() - build_start
+                results["tensorrt"] = trt.info()
+                key, runner = "tensorrt_fp16_backbone_cuda_tail", trt
+            else:
+                provider = "CPUExecutionProvider" if runtime == "ort-cpu" else "CUDAExecutionProvider"
+                sess = ort.InferenceSession(str(onnx_path), opts, providers=[provider])
+                key, runner = f"onnxruntime_{runtime.removeprefix('ort-')}", onnx_runner(sess)
+            lat[key] = _time(lambda r=runner: r(feed["images"]), warmup, repeats)
+            results[f"ratio_{key}_over_eager"] = lat[key] / lat[f"pytorch_eager_{device}"]
+            runners[key] = runner
+        for key, runner in runners.items():
+            if not images:
+                break
+            report = run_parity(eager, runner, images, key, float(recipe.heads.score_thresh))
+            box = [r.min_box_iou for r in report.images if r.min_box_iou is not None]
+            score = [r.max_score_diff for r in report.images if r.max_score_diff is not None]
+            results["parity"][key] = {
+                "passed": report.passed,
+                "images": len(report.images),
+                "passed_images": sum(r.passed for r in report.images),
+                "min_box_iou": min(box) if box else None,
+                "max_score_diff": max(score) if score else None,
+            }
+        results["detections"] = n_det
+    return results
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,85 +182,36 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--threads", type=int, default=None, help="torch / ORT intra-op threads (default: all)"
     )
+    parser.add_argument(
+        "--parity", type=int, default=0, help="also check export parity on N synthetic images (+2 edge cases)"
+    )
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
     args = parser.parse_args(argv)
 
-    import onnxruntime as ort
-
-    recipe = get_recipe(args.recipe)
-    overrides = [f"heads.score_thresh={args.score_thresh}"]
-    if args.image_size:
-        overrides.append(f"input.image_size={args.image_size}")
-    recipe = apply_overrides(recipe, overrides)
-    size = recipe.input.image_size
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
-    model = build_detector(recipe, args.num_classes).eval()
-    rng = np.random.default_rng(0)
-    image = rng.integers(0, 256, size=(size, size * 3 // 4, 3), dtype=np.uint8)
-    x, _ = preprocess(image, model)
-    wrapper = ExportableDetector(model, size).eval()
-    results: dict[str, Any] = {
-        "recipe": recipe.name,
-        "image_size": size,
-        "device": args.device,
-        "torch": torch.__version__,
-        "onnxruntime": ort.__version__,
-        "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
-        "threads": torch.get_num_threads(),
-        "repeats": args.repeats,
-        "latency_ms": {},
-    }
-    lat: dict[str, float] = results["latency_ms"]
-    with tempfile.TemporaryDirectory() as tmp:
-        onnx_path = export_onnx(model, size, Path(tmp) / "model.onnx", sample=x).path
-        opts = ort.SessionOptions()
-        if args.threads:
-            opts.intra_op_num_threads = args.threads
-        feed = {"images": x.numpy()}
-        if args.device == "cpu":
-            with torch.no_grad():
-                n_det = len(wrapper(x)[1])
-                lat["pytorch_eager_cpu"] = _time(lambda: wrapper(x), args.warmup, args.repeats)
-            sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-            lat["onnxruntime_cpu"] = _time(lambda: sess.run(None, feed), args.warmup, args.repeats)
-            results["ratio_ort_cpu_over_eager"] = lat["onnxruntime_cpu"] / lat["pytorch_eager_cpu"]
-        else:
-            from vitbench.trainer.export.tensorrt import TensorRTDetector, export_split, require_tensorrt
-
-            require_tensorrt()
-            results["gpu"] = torch.cuda.get_device_name(0)
-            model_gpu = wrapper.cuda()
-            xg = x.cuda()
-            with torch.no_grad():
-                n_det = len(model_gpu(xg)[1])
-                lat["pytorch_eager_cuda"] = _time(
-                    lambda: model_gpu(xg), args.warmup, args.repeats, torch.cuda.synchronize
-                )
-            cuda = ort.InferenceSession(str(onnx_path), opts, providers=["CUDAExecutionProvider"])
-            lat["onnxruntime_cuda"] = _time(lambda: cuda.run(None, feed), args.warmup, args.repeats)
-            split = export_split(model.cpu(), size, Path(tmp))
-            from vitbench.registry.hashing import sha256_file
-
-            trt = TensorRTDetector(split, size, Path(tmp) / "trt-cache", sha256_file(split.backbone))
-            build_start = time.perf_counter()
-            trt(feed["images"])  # first run builds the engine
-            results["tensorrt_engine_build_s"] = time.perf_counter() - build_start
-            lat["tensorrt_fp16_backbone_cuda_tail"] = _time(
-                lambda: trt(feed["images"]), args.warmup, args.repeats
-            )
-            results["tensorrt"] = trt.info()
-            for key in ("onnxruntime_cuda", "tensorrt_fp16_backbone_cuda_tail"):
-                results[f"ratio_{key}_over_eager"] = lat[key] / lat["pytorch_eager_cuda"]
-        results["detections"] = n_det
+    results = run_benchmark(
+        args.recipe,
+        image_size=args.image_size,
+        device=args.device,
+        num_classes=args.num_classes,
+        score_thresh=args.score_thresh,
+        warmup=args.warmup,
+        repeats=args.repeats,
+        threads=args.threads,
+        parity_count=args.parity,
+    )
+    lat = results["latency_ms"]
     width = max(len(k) for k in lat)
-    print(f"{recipe.name} @ {size}px, {args.device}, {n_det} detections, median of {args.repeats}")
+    print(
+        f"{results['recipe']} @ {results['image_size']}px, {args.device}, "
+        f"{results['detections']} detections, median of {args.repeats}"
+    )
     for key, ms in lat.items():
         print(f"  {key:<{width}}  {ms:9.1f} ms")
     for key, val in results.items():
         if key.startswith("ratio_"):
             print(f"  {key}: {val:.2f}")
+    for key, rep in results["parity"].items():
+        print(f"  parity {key}: {rep['passed_images']}/{rep['images']} images passed")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(results, indent=2) + "\n")

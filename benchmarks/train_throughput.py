@@ -17,16 +17,19 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import tempfile
-import time
-from pathlib import Path
 
 import torch
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+from benchlib import (
+    AMP_DTYPES,
+    build_model,
+    build_optimizer,
+    median,
+    synth_data,
+    time_calls,
+    train_batch,
+    train_step,
+    val_image,
+)
 
 
 def main() -> None:
@@ -41,12 +44,6 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: leave as is)")
     args = ap.parse_args()
 
-    from vitbench.trainer.data import split_paths
-    from vitbench.trainer.data.coco import CocoDetection, TrainingSampler, collate, to_model_inputs
-    from vitbench.trainer.data.synth import SynthConfig, generate_dataset
-    from vitbench.trainer.data.transforms import build_train_transform
-    from vitbench.trainer.engine.optim import build_optimizer
-    from vitbench.trainer.models.detector import build_detector
     from vitbench.trainer.recipes import apply_overrides, get_recipe
 
     if args.threads:
@@ -54,74 +51,40 @@ def main() -> None:
     recipe = apply_overrides(get_recipe(args.recipe), args.set)
     device = torch.device(args.device)
     size = recipe.input.image_size
-    amp = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(args.amp)
-    n_images = max(args.batch_size * 2, 8)
+    amp = AMP_DTYPES[args.amp]
+    n_batches = min(args.iters + args.warmup, 8)
+    data = synth_data(recipe, n_train=min(n_batches * args.batch_size, 32), n_val=4)
+    # prepared batches of distinct LSJ samples (up to 32, then reused), cycled through by the timed loop
+    batches = [
+        train_batch(data, args.batch_size, device, offset=i * args.batch_size) for i in range(n_batches)
+    ]
+    val_images = [val_image(data, i, device) for i in range(len(data.val))]
 
-    with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        cfg = SynthConfig(
-            min_image_size=size * 3 // 4,
-            max_image_size=size,
-            min_object_size=size // 8,
-            max_object_size=size // 3,
-        )
-        generate_dataset(root, n_images + 4, seed=0, cfg=cfg, val_fraction=4 / (n_images + 4))
-        train_ds = CocoDetection(
-            *split_paths(root, "train"),
-            transforms=build_train_transform(size, recipe.data.train_scale_range, recipe.input.pixel_mean),
-            train=True,
-        )
-        val_ds = CocoDetection(*split_paths(root, "val"), transforms=None, train=False)
-        sampler = iter(TrainingSampler(len(train_ds), seed=0))
-        n_batches = min(args.iters + args.warmup, 8)
-        batches = [
-            to_model_inputs(*collate([train_ds[next(sampler)] for _ in range(args.batch_size)]), device)
-            for _ in range(n_batches)
-        ]
-        val_images = [to_model_inputs([val_ds[i][0]], None, device)[0] for i in range(len(val_ds))]
-
-    torch.manual_seed(0)
-    model = build_detector(recipe, len(train_ds.class_names)).to(device)
-    opt = build_optimizer(
-        model,
-        recipe.solver.lr,
-        recipe.solver.weight_decay,
-        layer_decay=recipe.solver.layer_decay,
-        depth=recipe.backbone.depth,
-    )
-    scaler = torch.amp.GradScaler(device.type, enabled=amp == torch.float16)
+    model = build_model(recipe, len(data.class_names), device)
+    opt = build_optimizer(model, recipe)
+    scaler = torch.amp.GradScaler(device.type) if amp == torch.float16 else None
     params = sum(p.numel() for p in model.parameters())
 
     model.train()
-    times = []
-    for i in range(args.warmup + args.iters):
-        images, targets = batches[i % len(batches)]
-        _sync(device)
-        t0 = time.perf_counter()
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            loss = sum(model(images, targets).values())
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        scaler.step(opt)
-        scaler.update()
-        _sync(device)
-        if i >= args.warmup:
-            times.append(time.perf_counter() - t0)
-    train_step = sorted(times)[len(times) // 2]
+    step_no = iter(range(10**9))
+
+    def step() -> None:
+        images, targets = batches[next(step_no) % len(batches)]
+        train_step(model, opt, images, targets, amp, scaler)
+
+    train_s = median(time_calls(step, args.warmup, args.iters, device))
 
     model.eval()
-    etimes = []
-    with torch.no_grad():
-        for i in range(args.warmup + args.iters):
-            img = val_images[i % len(val_images)]
-            _sync(device)
-            t0 = time.perf_counter()
-            with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-                model(img)
-            _sync(device)
-            if i >= args.warmup:
-                etimes.append(time.perf_counter() - t0)
-    eval_img = sorted(etimes)[len(etimes) // 2]
+    img_no = iter(range(10**9))
+
+    def infer() -> None:
+        with (
+            torch.no_grad(),
+            torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None),
+        ):
+            model([val_images[next(img_no) % len(val_images)]])
+
+    eval_img = median(time_calls(infer, args.warmup, args.iters, device))
 
     result = {
         "recipe": recipe.name,
@@ -133,9 +96,9 @@ def main() -> None:
         "amp": args.amp,
         "params_M": round(params / 1e6, 2),
         "train_batch": args.batch_size,
-        "train_s_per_step_median": round(train_step, 4),
-        "train_s_per_img": round(train_step / args.batch_size, 4),
-        "train_images_per_s": round(args.batch_size / train_step, 2),
+        "train_s_per_step_median": round(train_s, 4),
+        "train_s_per_img": round(train_s / args.batch_size, 4),
+        "train_images_per_s": round(args.batch_size / train_s, 2),
         "eval_s_per_img_median": round(eval_img, 4),
         "eval_images_per_s": round(1 / eval_img, 2),
         "iters": args.iters,
