@@ -21,6 +21,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -116,6 +117,15 @@ def _params(state: dict[str, torch.Tensor], names: set[str]) -> dict[str, torch.
     return {k: v for k, v in state.items() if k in names}
 
 
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.usefixtures("one_thread")
 def test_accumulated_step_equals_the_mean_of_micro_batch_losses(accum_run: Path, data: Path) -> None:
     recipe = load_recipe(accum_run / "recipe.json")
     assert recipe.solver.grad_accum == 2
@@ -131,7 +141,6 @@ def test_accumulated_step_equals_the_mean_of_micro_batch_losses(accum_run: Path,
         ),
         train=True,
     )
-    torch.set_num_threads(1)
     model = build_detector(recipe, len(ds.class_names))
     model.load_state_dict(ckpt["model"])
     model.train()
