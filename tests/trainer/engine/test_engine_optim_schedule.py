@@ -8,7 +8,7 @@ import torch
 from vitbench.trainer.engine.optim import build_optimizer, layer_lr_scale, param_groups
 from vitbench.trainer.engine.schedule import build_scheduler, lr_factor
 from vitbench.trainer.models.detector import build_detector
-from vitbench.trainer.recipes import get_recipe
+from vitbench.trainer.recipes import apply_overrides, get_recipe
 
 
 def test_cosine_with_linear_warmup_matches_closed_form() -> None:
@@ -73,3 +73,72 @@ def test_layer_decay_follows_vitdet_rule(model: torch.nn.Module) -> None:
         assert g["lr"] == pytest.approx(1e-3 * g["lr_scale"])
         for n in g["param_names"]:
             assert g["lr_scale"] == pytest.approx(layer_lr_scale(n, rate, depth))
+
+
+def _d2_vit_lr_decay_rate(name: str, lr_decay_rate: float, num_layers: int) -> float:
+    """detectron2 ``get_vit_lr_decay_rate`` (projects/ViTDet, ``vit.py`` of detectron2.modeling.backbone),
+    copied verbatim in spirit: pos/patch embed = layer 0, block i = layer i + 1, the rest = num_layers + 1."""
+    layer_id = num_layers + 1
+    if name.startswith("backbone"):
+        if ".pos_embed" in name or ".patch_embed" in name:
+            layer_id = 0
+        elif ".blocks." in name and ".residual." not in name:
+            layer_id = int(name[name.find(".blocks.") :].split(".")[2]) + 1
+    return float(lr_decay_rate ** (num_layers + 1 - layer_id))
+
+
+@pytest.mark.parametrize("recipe_name", ["vitdet-tiny", "bench-tiny"])
+def test_every_parameter_lr_equals_detectron2_layer_decay_through_the_schedule(recipe_name: str) -> None:
+    """Each trainable parameter's lr, at build time and after warmup/cosine steps, is
+    base lr x schedule factor x detectron2's decay rate for its name (the recipe's depth, rate 0.7)."""
+    recipe = get_recipe(recipe_name)
+    depth, rate, lr = recipe.backbone.depth, 0.7, 1e-3
+    net = build_detector(recipe, 3)
+    opt = build_optimizer(net, lr, 0.1, layer_decay=rate, depth=depth)
+    sched = build_scheduler(opt, 20, "cosine", 5, 0.01)
+    lr_of = {id(p): g for g in opt.param_groups for p in g["params"]}
+    named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
+    assert len(lr_of) == len(named)  # every trainable parameter is optimized, once
+    scales = {_d2_vit_lr_decay_rate(n, rate, depth) for n, _ in named}
+    assert len(scales) == depth + 2  # embeddings, each block, the rest
+    for it in range(12):
+        factor = lr_factor(it, 20, "cosine", 5, 0.01)
+        for n, p in named:
+            expected = lr * factor * _d2_vit_lr_decay_rate(n, rate, depth)
+            assert lr_of[id(p)]["lr"] == pytest.approx(expected, rel=1e-6), (it, n)
+        opt.step()
+        sched.step()
+
+
+def test_frozen_parameters_stay_put_while_the_rest_trains() -> None:
+    """No recipe freezes anything; a user who sets ``requires_grad=False`` (here the patch embedding)
+    gets no optimizer slot for it and it keeps its exact value through AdamW steps with weight decay."""
+    recipe = apply_overrides(
+        get_recipe("vitdet-tiny"), ["input.image_size=64", "backbone.pretrain_img_size=64"]
+    )
+    torch.manual_seed(0)
+    net = build_detector(recipe, 2).train()
+    frozen = net.backbone.net.patch_embed.proj
+    frozen.requires_grad_(False)
+    before = {n: p.detach().clone() for n, p in net.named_parameters()}
+    opt = build_optimizer(net, 1e-3, 0.1, layer_decay=0.7, depth=recipe.backbone.depth)
+    optimized = {n for g in opt.param_groups for n in g["param_names"]}
+    assert optimized == {n for n, p in net.named_parameters() if p.requires_grad}
+    assert "backbone.net.patch_embed.proj.weight" not in optimized
+
+    image = torch.rand(3, 64, 64, generator=torch.Generator().manual_seed(1))
+    mask = torch.zeros(1, 64, 64, dtype=torch.uint8)
+    mask[0, 10:40, 12:50] = 1
+    target = {"boxes": torch.tensor([[12.0, 10.0, 50.0, 40.0]]), "labels": torch.tensor([1]), "masks": mask}
+    losses = []
+    for _ in range(3):
+        opt.zero_grad()
+        loss = sum(net([image], [target]).values())
+        loss.backward()
+        opt.step()
+        losses.append(float(loss.detach()))
+    after = dict(net.named_parameters())
+    for name in ("weight", "bias"):
+        assert torch.equal(getattr(frozen, name), before[f"backbone.net.patch_embed.proj.{name}"])
+    assert all(not torch.equal(after[n], before[n]) for n in optimized)  # everything else moved
+    assert losses[-1] < losses[0]

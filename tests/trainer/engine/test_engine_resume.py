@@ -158,7 +158,7 @@ def test_sigterm_saves_and_exits_143(tiny_data: Path, tmp_path: Path) -> None:
     assert saved and saved[0][0] >= 2 and not (tmp_path / FINAL_NAME).exists()
 
 
-def test_grad_accumulation_and_bf16_autocast_train(tiny_data: Path, tmp_path: Path) -> None:
+def test_grad_accumulation_and_bf16_autocast_run_to_the_end(tiny_data: Path, tmp_path: Path) -> None:
     recipe = apply_overrides(RECIPE, ["solver.max_iters=2", "solver.grad_accum=2", "solver.amp=bf16"])
     cfg = TrainConfig(
         recipe=recipe, init="random", data_root=tiny_data, out_dir=tmp_path, device="cpu", log_period=1

@@ -10,6 +10,7 @@ import pytest
 import timm
 import torch
 from inits_formats import beit_file, deit_file, equivalence_recipe, mae_file, mocov3_file
+from timm.layers import resize_rel_pos_bias_table_simple
 from timm.models.beit import Beit
 from timm.models.beit import checkpoint_filter_fn as beit_filter
 
@@ -103,6 +104,14 @@ def test_beit_loads_qv_bias_layer_scale_and_shared_tables(tmp_path: Path, bench_
     torch.testing.assert_close(state["backbone.net.blocks.2.attn.q_bias"], m["blocks.2.attn.q_bias"])
     torch.testing.assert_close(state["backbone.net.blocks.2.gamma_2"], m["blocks.2.gamma_2"])
     torch.testing.assert_close(state["backbone.net.pos_embed"], before_pos)
+    # the shared table's values: timm's bicubic table resize (cls rows dropped) for each set
+    table = m["rel_pos_bias.relative_position_bias_table"]
+    for name, window in (("rel_pos_window", 4), ("rel_pos_global", 8)):
+        rows = (2 * window - 1) ** 2
+        ref = resize_rel_pos_bias_table_simple(table, (window, window), (rows + 3, HEADS))[:rows]
+        torch.testing.assert_close(
+            state[f"backbone.net.{name}.relative_position_bias_table"], ref, atol=1e-5, rtol=1e-5
+        )
 
 
 def test_beit_without_its_overrides_is_refused_with_a_hint(tmp_path: Path, bench_tiny: Recipe) -> None:
@@ -132,9 +141,25 @@ def test_beit_into_fused_qkv_bias_uses_zero_key_bias(tmp_path: Path) -> None:
     )
 
 
-@pytest.mark.parametrize(("init", "factory"), [("mae", mae_file), ("supervised", deit_file)])
-def test_mae_and_deit_equal_timm_vision_transformer(tmp_path: Path, init: str, factory: Any) -> None:
-    """MAE/DeiT-format weights in our backbone (global attention, no rel-pos) == timm VisionTransformer."""
+def _base_encoder(file: dict[str, Any]) -> dict[str, Any]:
+    """MoCo v3's base encoder (the one the study transfers), without the DDP/branch prefix."""
+    prefix = "module.base_encoder."
+    return {k.removeprefix(prefix): v for k, v in file["state_dict"].items() if k.startswith(prefix)}
+
+
+@pytest.mark.parametrize(
+    ("init", "factory", "weights_of"),
+    [
+        ("mae", mae_file, lambda f: f["model"]),
+        ("supervised", deit_file, lambda f: f["model"]),
+        ("mocov3", mocov3_file, _base_encoder),
+    ],
+)
+def test_mae_deit_mocov3_equal_timm_vision_transformer(
+    tmp_path: Path, init: str, factory: Any, weights_of: Any
+) -> None:
+    """MAE/DeiT/MoCo v3-format weights in our backbone (global attention, no rel-pos) == timm
+    VisionTransformer holding the same encoder (MoCo v3: the base encoder, not the momentum one)."""
     file = factory(C, DEPTH, seed=7)
     path = _save(file, tmp_path / "vit.pth")
     recipe = equivalence_recipe("bench-tiny", "backbone.window_size=0", "backbone.rel_pos=none")
@@ -152,7 +177,7 @@ def test_mae_and_deit_equal_timm_vision_transformer(tmp_path: Path, init: str, f
         global_pool="",
         num_classes=0,
     ).eval()
-    sd = {k: v for k, v in file["model"].items() if k != "cls_token" and not k.startswith("head.")}
+    sd = {k: v for k, v in weights_of(file).items() if k != "cls_token" and not k.startswith("head.")}
     sd["pos_embed"] = sd["pos_embed"][:, 1:]  # the cls slot has no token in a cls-free ViT
     ref.load_state_dict(sd, strict=True)
 
@@ -208,5 +233,54 @@ def test_beit_equals_timm_beit_with_one_window_covering_the_image(tmp_path: Path
         for blk in ref.blocks:
             tokens = blk(tokens, shared_rel_pos_bias=bias)
             theirs.append(tokens.transpose(1, 2).reshape(1, C, 14, 14))
+    for a, b in zip(ours, theirs, strict=True):
+        assert (a - b).abs().max().item() <= 1e-4
+
+
+def test_beit_at_another_grid_equals_timm_beit_with_the_resized_table(tmp_path: Path) -> None:
+    """BEiT weights in global blocks on an 8x8 grid (the 27x27 table resized to 15x15 at load) == timm's
+    Beit at 128 px holding the same weights and the table resized by timm's bicubic resize."""
+    file = beit_file(C, DEPTH, HEADS, seed=5)
+    path = _save(file, tmp_path / "beit.pth")
+    recipe = apply_init_overrides(
+        apply_overrides(get_recipe("bench-tiny"), ["backbone.window_size=0"]), "beit"
+    )
+    model = build_detector(recipe, num_classes=3).eval()
+    report = load_initialization(model, recipe, "beit", path)
+    assert report.ok and report.resized == (
+        "backbone.net.rel_pos_global.relative_position_bias_table: [732, 3] -> [225, 3]",
+    )
+    with torch.no_grad():
+        model.backbone.net.pos_embed.zero_()  # BEiT has no absolute embedding
+
+    ref = Beit(
+        img_size=128,
+        patch_size=16,
+        embed_dim=C,
+        depth=DEPTH,
+        num_heads=HEADS,
+        num_classes=0,
+        global_pool="token",  # final `norm` (unused here) rather than `fc_norm`, as in the file
+        use_abs_pos_emb=False,
+        use_rel_pos_bias=False,
+        use_shared_rel_pos_bias=True,
+        init_values=0.1,
+    ).eval()
+    skip = {"mask_token", "lm_head.weight", "lm_head.bias", "rel_pos_bias.relative_position_index"}
+    sd = {k: v for k, v in file["model"].items() if k not in skip}
+    key = "rel_pos_bias.relative_position_bias_table"
+    sd[key] = resize_rel_pos_bias_table_simple(sd[key], (8, 8), (15 * 15 + 3, HEADS))
+    ref.load_state_dict(sd, strict=True)
+
+    x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        ours = model.backbone.net(x)
+        tokens = ref.patch_embed(x)  # (1, 64, C)
+        bias = ref.rel_pos_bias()[:, 1:, 1:]  # (nH, 65, 65) -> patch-to-patch part
+        theirs = []
+        for blk in ref.blocks:
+            tokens = blk(tokens, shared_rel_pos_bias=bias)
+            theirs.append(tokens.transpose(1, 2).reshape(1, C, 8, 8))
+    assert len(ours) == len(theirs) == DEPTH
     for a, b in zip(ours, theirs, strict=True):
         assert (a - b).abs().max().item() <= 1e-4

@@ -189,7 +189,15 @@ def test_random_init(style: str) -> None:
 
 
 @pytest.mark.parametrize("rel_pos", ["shared_bias", "decomposed"])
-def test_bf16_autocast_matches_fp32(rel_pos: str) -> None:
+def test_bf16_autocast_matches_fp32_closer_than_a_dropped_bias(rel_pos: str) -> None:
+    """bf16 autocast output vs fp32, at a tolerance that the relative-position bias cannot hide in.
+
+    Measured on this model (seeds 0-2, rel-pos parameters ~ N(0, 1)): the real bf16 error is
+    max |diff| 0.0059-0.0073 and ||diff|| / ||ref|| 0.0029-0.0030. Dropping the bias of only the global
+    block gives 0.025-0.052 and 0.0105-0.0155 (only the windowed blocks: 0.044-0.065, 0.017-0.023; all of
+    it: 0.048-0.080, 0.020-0.028). The limits 0.015 and 0.006 sit ~2x above the bf16 error and
+    ~1.7x below the smallest dropped-bias error.
+    """
     torch.manual_seed(0)
     vit = ViT(
         img_size=128,
@@ -204,10 +212,12 @@ def test_bf16_autocast_matches_fp32(rel_pos: str) -> None:
     )
     for name, p in vit.named_parameters():
         if "rel_pos" in name:
-            torch.nn.init.normal_(p, std=0.3)
+            torch.nn.init.normal_(p, std=1.0)
     x = torch.randn(1, 3, 128, 128)
     with torch.no_grad():
         ref = vit(x)[0]
         with torch.autocast("cpu", dtype=torch.bfloat16):
             low = vit(x)[0]
-    torch.testing.assert_close(low.float(), ref, atol=0.1, rtol=0.05)
+    diff = low.float() - ref
+    assert 1e-4 < diff.abs().max().item() <= 0.015  # > 0: autocast really ran in bf16
+    assert (diff.norm() / ref.norm()).item() <= 0.006

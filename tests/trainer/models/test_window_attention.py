@@ -69,10 +69,17 @@ def test_decomposed_rel_pos_attention_matches_detectron2_formula() -> None:
     torch.testing.assert_close(attn(x), _d2_attention(x, attn), atol=1e-5, rtol=1e-5)
 
 
-def test_decomposed_bias_is_query_dependent_and_shaped() -> None:
-    q = torch.randn(2, 3, 4 * 6, 8)
-    bias = decomposed_rel_pos_bias(q, torch.randn(7, 8), torch.randn(11, 8), (4, 6), (4, 6))
+def test_decomposed_bias_is_linear_in_the_query_and_shaped() -> None:
+    """Values against detectron2 are in test_resize_by_value.py; here: shape and q-linearity."""
+    q, other = torch.randn(2, 3, 4 * 6, 8), torch.randn(2, 3, 4 * 6, 8)
+    rel_h, rel_w = torch.randn(7, 8), torch.randn(11, 8)
+    bias = decomposed_rel_pos_bias(q, rel_h, rel_w, (4, 6), (4, 6))
     assert bias.shape == (2, 3, 24, 24)
+    torch.testing.assert_close(
+        decomposed_rel_pos_bias(2 * q + other, rel_h, rel_w, (4, 6), (4, 6)),
+        2 * bias + decomposed_rel_pos_bias(other, rel_h, rel_w, (4, 6), (4, 6)),
+    )
+    assert not torch.allclose(bias, decomposed_rel_pos_bias(other, rel_h, rel_w, (4, 6), (4, 6)))
 
 
 def _beit_relative_position_index(size: int) -> torch.Tensor:
@@ -94,14 +101,6 @@ def test_shared_bias_matches_beit_index(size: int) -> None:
     index = _beit_relative_position_index(size)
     expected = rpb.relative_position_bias_table[index.view(-1)].view(size * size, size * size, 2)
     torch.testing.assert_close(rpb(), expected.permute(2, 0, 1)[None])
-
-
-def test_shared_bias_resizes_table_for_other_grids() -> None:
-    rpb = RelativePositionBias(4, num_heads=3)
-    assert rpb((6, 5)).shape == (1, 3, 30, 30)
-    with torch.no_grad():
-        rpb.relative_position_bias_table.fill_(0.7)
-    torch.testing.assert_close(rpb((6, 6)), torch.full((1, 3, 36, 36), 0.7))
 
 
 def test_qv_bias_equals_fused_bias_with_zero_k() -> None:
