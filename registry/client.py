@@ -397,16 +397,8 @@ class RegistryClient:
         except MlflowException as exc:
             msg = str(exc.message if hasattr(exc, "message") else exc)
             denied = _denied_status(msg)
-            if denied == 401:
-                raise RegistryPermissionError(
-                    f"registry {self.tracking_uri} requires authentication ({what}): set "
-                    "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (HTTP 401)"
-                ) from exc
-            if denied == 403:
-                raise RegistryPermissionError(
-                    f"registry {self.tracking_uri} refused to {what} for user {self.user!r}: "
-                    "permission denied (HTTP 403); ask the registry's admin for the grant"
-                ) from exc
+            if denied is not None:
+                raise self._denied(what, denied) from exc
             if "API request to" in msg and ("failed with" in msg or "Max retries" in msg):
                 raise RegistryUnavailableError(
                     f"registry {self.tracking_uri} did not answer ({what}; timeout {self.timeout_s:g} s, "
@@ -415,7 +407,10 @@ class RegistryClient:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                 raise ModelNotFoundError(f"{what}: {_short(msg)}") from exc
             raise RegistryError(f"{what} failed: {_short(msg)}") from exc
-        except OSError as exc:
+        except OSError as exc:  # requests' HTTPError too (an artifact upload answered 401/403)
+            status = _denied_status(str(exc))
+            if status is not None:
+                raise self._denied(what, status) from exc
             raise RegistryError(f"{what} failed: {exc}") from exc
         except Exception as exc:  # sqlalchemy / requests errors surface here
             name = type(exc).__name__
@@ -424,6 +419,17 @@ class RegistryClient:
                     f"registry {self.tracking_uri} is not usable ({what}): {_short(str(exc))}"
                 ) from exc
             raise
+
+    def _denied(self, what: str, status: int) -> RegistryPermissionError:
+        if status == 401:
+            return RegistryPermissionError(
+                f"registry {self.tracking_uri} requires authentication ({what}): set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (HTTP 401)"
+            )
+        return RegistryPermissionError(
+            f"registry {self.tracking_uri} refused to {what} for user {self.user!r}: "
+            "permission denied (HTTP 403); ask the registry's admin for the grant"
+        )
 
     # ------------------------------------------------------------------ runs
     def _experiment_id(self, experiment: str) -> str:
@@ -852,7 +858,8 @@ def _event_time() -> tuple[str, str]:
 def _denied_status(msg: str) -> int | None:
     """401 or 403 when an MLflow error message reports that HTTP status, else None."""
     for status in (401, 403):
-        if f"error code {status} " in msg or f"status code {status}" in msg or f"HTTP {status}" in msg:
+        marks = (f"error code {status} ", f"status code {status}", f"HTTP {status}", f"{status} Client Error")
+        if any(mark in msg for mark in marks):
             return status
     return None
 
