@@ -41,6 +41,8 @@ LABEL_STUDY: Final[str] = "vitbench.io/study"
 LABEL_INIT: Final[str] = "vitbench.io/init"
 LABEL_RECIPE: Final[str] = "vitbench.io/recipe"
 ANNOTATION_SPEC_HASH: Final[str] = "vitbench.io/spec-hash"
+#: Pod label the chart's MLflow NetworkPolicy admits (training pods must reach the registry).
+REGISTRY_CLIENT_LABEL: Final[str] = "vitbench.io/registry-client"
 KUEUE_QUEUE_LABEL: Final[str] = "kueue.x-k8s.io/queue-name"
 COMPLETION_INDEX_ANNOTATION: Final[str] = "batch.kubernetes.io/job-completion-index"
 JOB_NAME_LABEL: Final[str] = "batch.kubernetes.io/job-name"
@@ -411,7 +413,7 @@ def render_job(job: JobSpec, managed_by: str = "vitbench-cli") -> dict[str, Any]
     """The ``batch/v1`` Job for one init (a plain dict, valid for Kubernetes 1.30–1.37 strict schemas)."""
     s = job.study
     meta_labels = labels(job, managed_by)
-    pod_labels = dict(meta_labels)
+    pod_labels = dict(meta_labels) | {REGISTRY_CLIENT_LABEL: "true"}
     if s.queue_name is not None:
         meta_labels[KUEUE_QUEUE_LABEL] = s.queue_name
     volumes, mounts = _volumes(job)

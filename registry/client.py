@@ -12,6 +12,9 @@ set for the duration of the call only), so an unreachable URI fails in seconds w
 
 from __future__ import annotations
 
+import datetime as dt
+import getpass
+import json
 import math
 import os
 import re
@@ -32,6 +35,8 @@ T = TypeVar("T")
 
 #: Tags every version registered by vitbench carries (see :meth:`RegistryClient.register_version`).
 VERSION_TAGS = ("init", "recipe", "dataset", "ap_box", "ap_mask", "sha256", "code_version")
+#: Prefix of the version tags that record promotions (one tag per event, keyed by its UTC time).
+PROMOTION_TAG_PREFIX = "vitbench.promotion."
 CHECKPOINT_PATH = "checkpoint"
 EXPORT_PATH = "export"
 
@@ -46,6 +51,10 @@ class RegistryError(Exception):
 
 class RegistryUnavailableError(RegistryError):
     """The registry URI did not answer within the client's timeout."""
+
+
+class RegistryPermissionError(RegistryError):
+    """The registry refused the request: no credentials (HTTP 401) or not allowed (HTTP 403)."""
 
 
 class ModelNotFoundError(RegistryError):
@@ -105,9 +114,66 @@ class ModelVersionInfo:
         """``name/version``."""
         return f"{self.name}/{self.version}"
 
+    @property
+    def promotions(self) -> list[PromotionEvent]:
+        """Alias events recorded on this version by :meth:`RegistryClient.promote`, oldest first."""
+        events = []
+        for key in sorted(k for k in self.tags if k.startswith(PROMOTION_TAG_PREFIX)):
+            event = PromotionEvent.from_tag(self.tags[key])
+            if event is not None:
+                events.append(event)
+        return events
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict (with the promotion history parsed from the tags)."""
+        return {
+            **asdict(self),
+            "aliases": list(self.aliases),
+            "ref": self.ref,
+            "promotions": [e.to_dict() for e in self.promotions],
+        }
+
+
+@dataclass(frozen=True)
+class PromotionEvent:
+    """One alias event on a version: who (``by``), when (``at``, ISO-8601 UTC) and what.
+
+    ``action`` is ``promoted`` (the alias now points here; ``previous`` is the version that held it,
+    or None), ``replaced`` (the alias moved from here to version ``next``) or ``removed``.
+    ``identity`` says where ``by`` comes from: ``mlflow`` (the registry user the client authenticated
+    as) or ``os`` (the local user name, embedded registry or no credentials).
+    """
+
+    at: str
+    action: str
+    alias: str
+    by: str
+    identity: str
+    previous: str | None = None
+    next: str | None = None
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict."""
-        return {**asdict(self), "aliases": list(self.aliases), "ref": self.ref}
+        return asdict(self)
+
+    def to_tag(self) -> str:
+        """The tag value (compact JSON)."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), sort_keys=True)
+
+    @classmethod
+    def from_tag(cls, value: str) -> PromotionEvent | None:
+        """Parse a tag value; None for one that is not a promotion record."""
+        try:
+            data = json.loads(value)
+            required = [str(data[k]) for k in ("at", "action", "alias", "by", "identity")]
+        except (ValueError, TypeError, KeyError):
+            return None
+
+        def opt(key: str) -> str | None:
+            return None if data.get(key) is None else str(data[key])
+
+        at, action, alias, by, identity = required
+        return cls(at, action, alias, by, identity, previous=opt("previous"), next=opt("next"))
 
 
 @dataclass(frozen=True)
@@ -211,6 +277,9 @@ class RegistryClient:
         max_retries: HTTP retries per request (connection errors and 429/5xx).
         artifact_root: artifact location for experiments this client creates (embedded mode);
             None lets the server decide (proxied artifacts).
+        username, password: HTTP basic-auth credentials for an ``mlflow server --app-name basic-auth``;
+            None (the default) uses MLflow's standard ``MLFLOW_TRACKING_USERNAME`` /
+            ``MLFLOW_TRACKING_PASSWORD`` environment variables, as every MLflow client does.
     """
 
     def __init__(
@@ -221,6 +290,8 @@ class RegistryClient:
         *,
         max_retries: int = 2,
         artifact_root: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
     ) -> None:
         if not tracking_uri or not tracking_uri.strip():
             raise RegistryError(
@@ -238,6 +309,9 @@ class RegistryClient:
         self.timeout_s = float(timeout_s)
         self.max_retries = int(max_retries)
         self.artifact_root = artifact_root
+        if (username is None) != (password is None):
+            raise RegistryError("give both username and password, or neither (then MLFLOW_TRACKING_* apply)")
+        self._credentials = (username, password) if username is not None and password is not None else None
         self._client: Any = None
 
     @classmethod
@@ -260,6 +334,21 @@ class RegistryClient:
         return any(u.startswith(("http://", "https://")) for u in (self.tracking_uri, self.registry_uri))
 
     @property
+    def user(self) -> str:
+        """Who this client acts as: the registry user (HTTP with credentials) or the local user."""
+        return self._identity()[0]
+
+    def _identity(self) -> tuple[str, str]:
+        if self.is_http:
+            name = self._credentials[0] if self._credentials else os.environ.get("MLFLOW_TRACKING_USERNAME")
+            if name:
+                return name, "mlflow"
+        try:
+            return getpass.getuser(), "os"
+        except (KeyError, OSError):  # no passwd entry for the uid (some containers)
+            return f"uid-{os.getuid()}", "os"
+
+    @property
     def mlflow(self) -> Any:
         """The underlying ``mlflow.MlflowClient`` (created on first use)."""
         if self._client is None:
@@ -279,6 +368,11 @@ class RegistryClient:
                 "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
                 "MLFLOW_HTTP_REQUEST_BACKOFF_JITTER": "0.2",
             }
+            if self._credentials is not None:
+                settings |= {
+                    "MLFLOW_TRACKING_USERNAME": self._credentials[0],
+                    "MLFLOW_TRACKING_PASSWORD": self._credentials[1],
+                }
         with _HTTP_ENV_LOCK:
             saved = {k: os.environ.get(k) for k in settings}
             os.environ.update(settings)
@@ -302,6 +396,9 @@ class RegistryClient:
             raise
         except MlflowException as exc:
             msg = str(exc.message if hasattr(exc, "message") else exc)
+            denied = _denied_status(msg)
+            if denied is not None:
+                raise self._denied(what, denied) from exc
             if "API request to" in msg and ("failed with" in msg or "Max retries" in msg):
                 raise RegistryUnavailableError(
                     f"registry {self.tracking_uri} did not answer ({what}; timeout {self.timeout_s:g} s, "
@@ -310,7 +407,10 @@ class RegistryClient:
             if exc.error_code == "RESOURCE_DOES_NOT_EXIST":
                 raise ModelNotFoundError(f"{what}: {_short(msg)}") from exc
             raise RegistryError(f"{what} failed: {_short(msg)}") from exc
-        except OSError as exc:
+        except OSError as exc:  # requests' HTTPError too (an artifact upload answered 401/403)
+            status = _denied_status(str(exc))
+            if status is not None:
+                raise self._denied(what, status) from exc
             raise RegistryError(f"{what} failed: {exc}") from exc
         except Exception as exc:  # sqlalchemy / requests errors surface here
             name = type(exc).__name__
@@ -319,6 +419,17 @@ class RegistryClient:
                     f"registry {self.tracking_uri} is not usable ({what}): {_short(str(exc))}"
                 ) from exc
             raise
+
+    def _denied(self, what: str, status: int) -> RegistryPermissionError:
+        if status == 401:
+            return RegistryPermissionError(
+                f"registry {self.tracking_uri} requires authentication ({what}): set "
+                "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (HTTP 401)"
+            )
+        return RegistryPermissionError(
+            f"registry {self.tracking_uri} refused to {what} for user {self.user!r}: "
+            "permission denied (HTTP 403); ask the registry's admin for the grant"
+        )
 
     # ------------------------------------------------------------------ runs
     def _experiment_id(self, experiment: str) -> str:
@@ -551,22 +662,51 @@ class RegistryClient:
 
     # ------------------------------------------------------------------ aliases
     def promote(self, ref: str | ModelRef, alias: str = "champion") -> ModelVersionInfo:
-        """Point ``alias`` at the version ``ref`` names (moving it from any other version)."""
+        """Point ``alias`` at the version ``ref`` names (moving it from any other version).
+
+        The move is recorded as tags on both versions (:class:`PromotionEvent`: who, UTC time, alias,
+        previous holder); :attr:`ModelVersionInfo.promotions` reads them back.
+        """
         if not _ALIAS_RE.match(alias) or re.fullmatch(r"[vV]\d+", alias) or alias == "latest":
             raise RegistryError(
                 f"bad alias {alias!r}: use letters, digits, '_' or '-', not 'latest' or 'v<N>'"
             )
         info = self.resolve(ref)
+        model = self._get_model(info.name)
+        previous = {str(k): str(v) for k, v in (model.aliases or {}).items()}.get(alias)
         self._call(
             f"set alias {alias!r} on {info.ref}",
             lambda: self.mlflow.set_registered_model_alias(info.name, alias, info.version),
         )
+        at, key = _event_time()
+        by, identity = self._identity()
+        self._record(
+            info.name, info.version, key, PromotionEvent(at, "promoted", alias, by, identity, previous)
+        )
+        if previous is not None and previous != info.version:
+            event = PromotionEvent(at, "replaced", alias, by, identity, next=info.version)
+            self._record(info.name, previous, key, event)
         return self.resolve(ModelRef(info.name, version=info.version))
 
     def remove_alias(self, name: str, alias: str) -> None:
         """Delete ``alias`` from model ``name`` (:class:`ModelNotFoundError` if it is not set)."""
-        self.resolve(ModelRef(name, alias=alias))
+        holder = self.resolve(ModelRef(name, alias=alias))
         self._call(f"delete alias {alias!r}", lambda: self.mlflow.delete_registered_model_alias(name, alias))
+        at, key = _event_time()
+        by, identity = self._identity()
+        self._record(name, holder.version, key, PromotionEvent(at, "removed", alias, by, identity))
+
+    def _record(self, name: str, version: str, key: str, event: PromotionEvent) -> None:
+        """Write one promotion event as a version tag (the alias has already moved)."""
+        try:
+            self._call(
+                f"record the {event.action} of {event.alias!r} on {name}/{version}",
+                lambda: self.mlflow.set_model_version_tag(name, version, key, event.to_tag()),
+            )
+        except RegistryError as exc:
+            raise RegistryError(
+                f"alias {event.alias!r} was moved, but its history was not recorded: {exc}"
+            ) from exc
 
     # ------------------------------------------------------------------ artifacts
     def _download_run_path(self, run_id: str, artifact_path: str, into: Path) -> Path:
@@ -705,6 +845,23 @@ def _version_info(mv: Any) -> ModelVersionInfo:
         created_ms=int(mv.creation_timestamp or 0),
         description=mv.description or None,
     )
+
+
+def _event_time() -> tuple[str, str]:
+    """ISO-8601 UTC time (microseconds) and the sortable tag key derived from it."""
+    now = dt.datetime.now(dt.UTC)
+    return now.isoformat(timespec="microseconds").replace("+00:00", "Z"), (
+        PROMOTION_TAG_PREFIX + now.strftime("%Y%m%dT%H%M%S%fZ")
+    )
+
+
+def _denied_status(msg: str) -> int | None:
+    """401 or 403 when an MLflow error message reports that HTTP status, else None."""
+    for status in (401, 403):
+        marks = (f"error code {status} ", f"status code {status}", f"HTTP {status}", f"{status} Client Error")
+        if any(mark in msg for mark in marks):
+            return status
+    return None
 
 
 def _safe(text: str) -> str:

@@ -25,7 +25,7 @@ from vitbench.service.batching import DynamicBatcher
 from vitbench.service.lifecycle import BackendFactory, ServiceState, onnx_backend_factory
 from vitbench.service.metrics import ServiceMetrics
 from vitbench.service.middleware import AccessMiddleware, BodyLimitMiddleware
-from vitbench.service.model_source import LocalModelSource, ModelSource, RegistryModelSource
+from vitbench.service.model_source import LocalModelSource, ModelSource, Pin, RegistryModelSource
 from vitbench.service.pipeline import DetectorPipeline
 from vitbench.service.routes import ServiceError, build_router
 from vitbench.service.settings import ServiceSettings
@@ -56,7 +56,8 @@ def source_from_settings(settings: ServiceSettings) -> ModelSource:
         )
         return where.open()
 
-    return RegistryModelSource(settings.model, client, settings.serving_cache)
+    pin = Pin(settings.pin_model, settings.pin_sha256) if settings.pin_model and settings.pin_sha256 else None
+    return RegistryModelSource(settings.model, client, settings.serving_cache, pin=pin)
 
 
 def create_app(

@@ -39,6 +39,21 @@ class ServiceSettings(BaseSettings):
         default=None,
         description="Serve an exported folder (model.onnx + manifest.json) directly instead of the registry.",
     )
+    pin_model: str | None = Field(
+        default=None,
+        description=(
+            "Pin: the only `name/version` the service loads; with `model` unset it is the model served. "
+            "An alias in `model` must resolve to it, whatever the registry says, or loading is refused."
+        ),
+    )
+    pin_sha256: str | None = Field(
+        default=None,
+        description=(
+            "Pin: SHA-256 of the pinned version's export `manifest.json` (which lists the SHA-256 of "
+            "`model.onnx`); `vitbench registry show` prints it as `export.onnx.manifest_sha256`. "
+            "Required with `pin_model`; a download with another digest is refused."
+        ),
+    )
     tracking_uri: str | None = Field(
         default=None, description="MLflow tracking URI; unset = the embedded SQLite registry under `home`."
     )
@@ -108,10 +123,49 @@ class ServiceSettings(BaseSettings):
             raise ValueError(f"log_level {value!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
         return level
 
+    @model_validator(mode="before")
+    @classmethod
+    def _pin_is_the_default_model(cls, data: object) -> object:
+        pinned_only = isinstance(data, dict) and not data.get("model") and not data.get("model_dir")
+        if pinned_only and isinstance(data, dict) and data.get("pin_model"):
+            return {**data, "model": data["pin_model"]}
+        return data
+
+    @field_validator("pin_model")
+    @classmethod
+    def _pin_is_a_version(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        name, sep, version = value.strip().removeprefix("models:/").rpartition("/")
+        if not sep or not name or "@" in value or not version.isdigit() or int(version) < 1:
+            raise ValueError(f"pin_model {value!r} must be NAME/VERSION (e.g. coco-vitdet/3), not an alias")
+        return f"{name}/{int(version)}"
+
+    @field_validator("pin_sha256")
+    @classmethod
+    def _pin_is_a_digest(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        digest = value.strip().lower()
+        if len(digest) != 64 or any(c not in "0123456789abcdef" for c in digest):
+            raise ValueError(f"pin_sha256 {value!r} is not a SHA-256 digest (64 hex characters)")
+        return digest
+
     @model_validator(mode="after")
     def _one_model(self) -> ServiceSettings:
         if self.model is not None and self.model_dir is not None:
             raise ValueError("set either model (a registry reference) or model_dir, not both")
+        if (self.pin_model is None) != (self.pin_sha256 is None):
+            raise ValueError("a pin needs both pin_model (NAME/VERSION) and pin_sha256 (its manifest digest)")
+        if self.pin_model is not None:
+            if self.model_dir is not None:
+                raise ValueError("pin_model pins a registry version; it cannot be combined with model_dir")
+            model = (self.model or "").strip().removeprefix("models:/")
+            if "@" not in model and model != self.pin_model:
+                raise ValueError(
+                    f"model {self.model!r} is not the pinned version {self.pin_model!r}; "
+                    "serve the pin (leave model unset) or an alias that points at it"
+                )
         return self
 
     @property

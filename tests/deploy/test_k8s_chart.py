@@ -6,6 +6,8 @@ manifest must pass the strict 1.30/1.37 schemas, and values that break the schem
 
 from __future__ import annotations
 
+import base64
+import json
 import os
 import shutil
 import subprocess
@@ -162,3 +164,133 @@ def test_mlflow_allows_its_service_dns_name_and_reads_secrets_by_reference() -> 
     hook = next(d for d in docs if d["kind"] == "Job" and d["metadata"]["name"].endswith("db-upgrade"))
     assert hook["metadata"]["annotations"]["helm.sh/hook"] == "pre-install,pre-upgrade"
     assert hook["spec"]["template"]["spec"]["containers"][0]["command"][:3] == ["mlflow", "db", "upgrade"]
+
+
+# ---------------------------------------------------------------- registry authentication and pinning
+REGISTRY_CLIENT = {"vitbench.io/registry-client": "true"}
+
+
+def _by(docs: list[dict[str, Any]], kind: str, suffix: str) -> dict[str, Any]:
+    return next(d for d in docs if d["kind"] == kind and d["metadata"]["name"].endswith(suffix))
+
+
+def _env(container: dict[str, Any]) -> dict[str, Any]:
+    return {e["name"]: e for e in container.get("env", [])}
+
+
+def test_default_mlflow_runs_basic_auth_with_credentials_from_secrets() -> None:
+    docs = _template()
+    pod = _by(docs, "Deployment", "-mlflow")["spec"]["template"]["spec"]
+    server = pod["containers"][0]
+    assert server["command"][-2:] == ["--app-name", "basic-auth"]
+    env = _env(server)
+    assert env["MLFLOW_AUTH_CONFIG_PATH"]["value"] == "/auth/basic_auth.ini"
+    for var, key in (
+        ("MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_TRACKING_USERNAME"),
+        ("MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_TRACKING_PASSWORD"),
+        ("MLFLOW_FLASK_SERVER_SECRET_KEY", "MLFLOW_FLASK_SERVER_SECRET_KEY"),
+    ):
+        assert env[var]["valueFrom"]["secretKeyRef"] == {"name": "vitbench-mlflow-admin", "key": key}
+    # The ini is written by the init container (database URI from the Secret-fed env) into a memory emptyDir.
+    (init,) = pod["initContainers"]
+    assert _env(init)["DB_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == "vitbench-postgres"
+    assert {"name": "auth", "emptyDir": {"medium": "Memory", "sizeLimit": "1Mi"}} in pod["volumes"]
+    ini = _by(docs, "ConfigMap", "-mlflow-auth")["data"]["basic_auth.ini"]
+    assert "default_permission = NO_PERMISSIONS" in ini and "database_uri" not in ini
+
+    # Generated credentials: one Secret per identity, the trainer's under registry.credentialsSecret.
+    secrets = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Secret"}
+    assert sorted(secrets) == [
+        "vitbench-mlflow-admin",
+        "vitbench-mlflow-promoter",
+        "vitbench-mlflow-service",
+        "vitbench-registry-credentials",
+    ]
+    passwords = [s["data"]["MLFLOW_TRACKING_PASSWORD"] for s in secrets.values()]
+    assert len(set(passwords)) == 4
+    assert all(s["metadata"]["annotations"]["helm.sh/resource-policy"] == "keep" for s in secrets.values())
+    rendered_config = yaml.safe_dump([d for d in docs if d["kind"] != "Secret"])
+    for encoded in passwords:  # no password appears anywhere but in its Secret
+        assert base64.b64decode(encoded).decode() not in rendered_config
+
+    # The service reads the registry as its own read-only user; the Jobs as the trainer.
+    api = _by(docs, "Deployment", "-api")["spec"]["template"]
+    assert api["spec"]["containers"][0]["envFrom"] == [{"secretRef": {"name": "vitbench-mlflow-service"}}]
+    assert api["metadata"]["labels"].items() >= REGISTRY_CLIENT.items()
+
+
+def test_auth_hook_creates_users_with_separate_grants() -> None:
+    docs = _template("--set", "mlflow.auth.models={coco-vitdet}")
+    job = _by(docs, "Job", "-auth-users")
+    assert job["metadata"]["annotations"]["helm.sh/hook"] == "post-install,post-upgrade"
+    pod = job["spec"]["template"]
+    assert pod["metadata"]["labels"].items() >= REGISTRY_CLIENT.items()
+    env = _env(pod["spec"]["containers"][0])
+    for who, secret in (
+        ("MLFLOW_TRACKING", "vitbench-mlflow-admin"),
+        ("TRAINER", "vitbench-registry-credentials"),
+        ("PROMOTER", "vitbench-mlflow-promoter"),
+        ("SERVICE", "vitbench-mlflow-service"),
+    ):
+        assert env[f"{who}_PASSWORD"]["valueFrom"]["secretKeyRef"]["name"] == secret
+    cm = _by(docs, "ConfigMap", "-mlflow-auth")["data"]
+    assert cm["bootstrap.py"].strip() == (CHART / "files" / "mlflow-auth-bootstrap.py").read_text().strip()
+    grants = {u["username_env"]: u["grants"] for u in json.loads(cm["plan.json"])["users"]}
+    assert grants == {
+        "TRAINER_USERNAME": [["experiment", "*", "EDIT"], ["registered_model", "coco-vitdet", "EDIT"]],
+        "PROMOTER_USERNAME": [["experiment", "*", "READ"], ["registered_model", "coco-vitdet", "EDIT"]],
+        "SERVICE_USERNAME": [["experiment", "*", "READ"], ["registered_model", "coco-vitdet", "READ"]],
+    }
+
+
+def test_mlflow_network_policy_admits_only_labelled_pods_and_the_allow_list() -> None:
+    policy = _by(_template(), "NetworkPolicy", "-mlflow")
+    assert policy["spec"]["ingress"] == [
+        {
+            "from": [{"podSelector": {"matchLabels": REGISTRY_CLIENT}}],
+            "ports": [{"port": "http", "protocol": "TCP"}],
+        }
+    ]
+    docs = _template("-f", str(CHART / "ci" / "external-db-values.yaml"))
+    peers = _by(docs, "NetworkPolicy", "-mlflow")["spec"]["ingress"][0]["from"]
+    assert peers[0] == {"podSelector": {"matchLabels": REGISTRY_CLIENT}}
+    assert peers[1]["namespaceSelector"] == {"matchLabels": {"kubernetes.io/metadata.name": "ci"}}
+    # Every pod of the release that talks to MLflow carries the label: API, benchmark Jobs, auth hook, test.
+    docs = _template("--set", "benchmark.enabled=true", "--set", "benchmark.inits={mae}")
+    templates = {
+        "api": _by(docs, "Deployment", "-api")["spec"]["template"],
+        "benchmark": _by(docs, "Job", "bench-b-mae")["spec"]["template"],
+        "auth hook": _by(docs, "Job", "-auth-users")["spec"]["template"],
+        "helm test": _by(docs, "Pod", "-test-registry"),
+    }
+    for what, pod in templates.items():
+        assert pod["metadata"]["labels"].items() >= REGISTRY_CLIENT.items(), what
+
+
+def test_cli_rendered_jobs_carry_the_registry_client_label() -> None:
+    (job,) = [
+        d for d in render_study(StudySpec(name="s", recipe="bench-b", inits=("mae",))) if d["kind"] == "Job"
+    ]
+    assert job["spec"]["template"]["metadata"]["labels"].items() >= REGISTRY_CLIENT.items()
+
+
+def test_pinned_service_and_existing_secrets() -> None:
+    docs = _template("-f", str(CHART / "ci" / "external-db-values.yaml"))
+    api = _by(docs, "Deployment", "-api")["spec"]["template"]["spec"]["containers"][0]
+    env = _env(api)
+    assert env["VITBENCH_MODEL"]["value"] == "coco-vitdet/3" and "coco-vitdet/3" in api["command"]
+    assert env["VITBENCH_PIN_MODEL"]["value"] == "coco-vitdet/3"
+    assert (
+        env["VITBENCH_PIN_SHA256"]["value"]
+        == "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08"
+    )
+    assert api["envFrom"] == [{"secretRef": {"name": "mlflow-serving"}}]
+    result = _helm("template", "vitbench", str(CHART), "--set", "api.pin.model=m/3", check=False)
+    assert result.returncode != 0 and "api.pin.model and api.pin.sha256 go together" in result.stderr
+
+
+def test_auth_can_be_turned_off() -> None:
+    docs = _template("--set", "mlflow.auth.enabled=false")
+    server = _by(docs, "Deployment", "-mlflow")["spec"]["template"]["spec"]
+    assert "--app-name" not in server["containers"][0]["command"] and "initContainers" not in server
+    assert not [d for d in docs if d["kind"] == "Secret" or d["metadata"]["name"].endswith("-auth-users")]

@@ -44,7 +44,13 @@ def test_list_promote_download(
     assert f"{model_name}@champion → version 1" in res.stdout
 
     res = runner.invoke(app, ["registry", "show", f"{model_name}@champion", "--json", *home])
-    assert json.loads(res.stdout)["version"]["aliases"] == ["champion"]
+    shown = json.loads(res.stdout)["version"]
+    assert shown["aliases"] == ["champion"]
+    assert [(p["action"], p["alias"], p["previous"]) for p in shown["promotions"]] == [
+        ("promoted", "champion", None)
+    ]
+    res = runner.invoke(app, ["registry", "show", f"{model_name}/1", *home])
+    assert res.exit_code == 0 and "Promotion history" in res.stdout and "promoted" in res.stdout
 
     out = ["--out", str(tmp_path / "dl")]
     res = runner.invoke(app, ["registry", "download", f"{model_name}@champion", *out, *home])

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import datetime as dt
+import getpass
 import hashlib
 import socket
 import threading
@@ -212,3 +214,32 @@ def test_attach_export_checks_manifest_digests(
     onnx.write_bytes(b"two")
     with pytest.raises(IntegrityError, match="does not match its manifest"):
         registry.attach_export(f"{model_name}/1", [onnx], manifest)
+
+
+def test_promotions_record_who_when_and_the_previous_holder(
+    registry: RegistryClient, model_name: str, checkpoint: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", "not-used-by-the-embedded-registry")
+    _register(registry, model_name, checkpoint)
+    _register(registry, model_name, checkpoint)
+    registry.promote(f"{model_name}/1")
+    v2 = registry.promote(f"{model_name}/2")
+    (event,) = v2.promotions
+    assert (event.action, event.alias, event.previous, event.next) == ("promoted", "champion", "1", None)
+    assert event.identity == "os" and event.by == getpass.getuser()
+    when = dt.datetime.fromisoformat(event.at.replace("Z", "+00:00"))
+    assert when.tzinfo is not None and abs((dt.datetime.now(dt.UTC) - when).total_seconds()) < 120
+    v1 = registry.resolve(f"{model_name}/1")
+    assert [(e.action, e.previous, e.next) for e in v1.promotions] == [
+        ("promoted", None, None),
+        ("replaced", None, "2"),
+    ]
+    registry.remove_alias(model_name, "champion")
+    assert [e.action for e in registry.resolve(f"{model_name}/2").promotions] == ["promoted", "removed"]
+    assert registry.resolve(f"{model_name}/2").to_dict()["promotions"][0]["previous"] == "1"
+
+
+def test_http_credentials_are_given_per_client_or_both() -> None:
+    with pytest.raises(RegistryError, match="give both username and password"):
+        RegistryClient("http://127.0.0.1:1", username="u")
+    assert RegistryClient("http://127.0.0.1:1", username="alice", password="pw").user == "alice"

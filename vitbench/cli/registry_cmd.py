@@ -94,9 +94,14 @@ def show_cmd(
     home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
-    """Show one version with its lineage: tags, the run's resolved recipe (params), metrics and artifacts."""
+    """Show one version with its lineage and promotion history.
+
+    Prints the tags, who moved which alias to or from this version and when, the run's resolved
+    recipe (params), metrics and artifacts; ``--json`` has the history under ``version.promotions``."""
     from rich.console import Console
     from rich.table import Table
+
+    from vitbench.registry.client import PROMOTION_TAG_PREFIX
 
     client = open_registry(home)
     with registry_errors():
@@ -117,7 +122,7 @@ def show_cmd(
     head.add_row("experiment", lineage.experiment or "-")
     console.print(head)
     for title, rows in (
-        ("Tags", sorted(v.tags.items())),
+        ("Tags", sorted((k, t) for k, t in v.tags.items() if not k.startswith(PROMOTION_TAG_PREFIX))),
         ("Metrics (latest)", sorted((k, f"{val:.6g}") for k, val in lineage.metrics.items())),
         ("Params (resolved recipe)", sorted(lineage.params.items())),
     ):
@@ -130,6 +135,13 @@ def show_cmd(
             console.print(table)
     if lineage.artifacts:
         console.print("[bold]Artifacts:[/] " + ", ".join(lineage.artifacts))
+    history = Table(title="Promotion history", title_justify="left")
+    for col in ("when (UTC)", "event", "alias", "by", "from/to"):
+        history.add_column(col, overflow="fold")
+    for e in v.promotions:
+        moved = f"from {e.previous}" if e.previous else f"to {e.next}" if e.next else "-"
+        history.add_row(e.at, e.action, e.alias, f"{e.by} ({e.identity})", moved)
+    console.print(history if v.promotions else "[bold]Promotion history:[/] none recorded")
 
 
 def promote_cmd(
@@ -147,8 +159,10 @@ def promote_cmd(
     if as_json:
         print_json(info.to_dict())
         return
+    last = info.promotions[-1] if info.promotions else None
+    recorded = f"; recorded: {last.by} at {last.at}" if last else ""
     Console().print(
-        f"{info.name}@{alias} → version {info.version} (sha256 {info.tags.get('sha256', '-')[:12]})"
+        f"{info.name}@{alias} → version {info.version} (sha256 {info.tags.get('sha256', '-')[:12]}){recorded}"
     )
 
 

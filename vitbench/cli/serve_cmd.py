@@ -32,7 +32,11 @@ def serve(
         None,
         "--model",
         "-m",
-        help="Registered model to serve: NAME@ALIAS or NAME/VERSION (env VITBENCH_MODEL).",
+        help=(
+            "Registered model to serve: NAME@ALIAS or NAME/VERSION (env VITBENCH_MODEL). With "
+            "VITBENCH_PIN_MODEL=NAME/VERSION and VITBENCH_PIN_SHA256 set, anything but that version with "
+            "that export-manifest digest is refused."
+        ),
     ),
     model_dir: Path | None = typer.Option(
         None,

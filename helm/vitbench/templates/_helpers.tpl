@@ -102,3 +102,58 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- define "vitbench.securityContext" -}}
 {{- toYaml .Values.securityContext }}
 {{- end }}
+
+{{/* MLflow runs with its basic-auth app. */}}
+{{- define "vitbench.mlflowAuth" -}}
+{{- if and .Values.mlflow.enabled .Values.mlflow.auth.enabled }}true{{ end }}
+{{- end }}
+
+{{/* Credential Secrets of the registry's users (keys MLFLOW_TRACKING_USERNAME, MLFLOW_TRACKING_PASSWORD). */}}
+{{- define "vitbench.authAdminSecret" -}}
+{{- default (printf "%s-mlflow-admin" (include "vitbench.fullname" .)) .Values.mlflow.auth.admin.existingSecret }}
+{{- end }}
+{{- define "vitbench.authPromoterSecret" -}}
+{{- default (printf "%s-mlflow-promoter" (include "vitbench.fullname" .)) .Values.mlflow.auth.promoter.existingSecret }}
+{{- end }}
+{{- define "vitbench.authServiceSecret" -}}
+{{- default (printf "%s-mlflow-service" (include "vitbench.fullname" .)) .Values.mlflow.auth.service.existingSecret }}
+{{- end }}
+{{- define "vitbench.authTrainerSecret" -}}
+{{- required "registry.credentialsSecret names the trainer's Secret and must be set when mlflow.auth.enabled" .Values.registry.credentialsSecret }}
+{{- end }}
+
+{{/*
+A generated credential Secret: rendered when it does not exist yet (random password) or when this release made
+it (same password again, read back with lookup, so upgrades keep it); a Secret someone else made is left alone.
+`helm template` cannot look up, so it always renders a fresh one. Needs a dict: ctx, name, username, extra (list
+of extra random keys).
+*/}}
+{{- define "vitbench.generatedSecret" -}}
+{{- $ctx := .ctx }}
+{{- $existing := lookup "v1" "Secret" $ctx.Release.Namespace .name }}
+{{- $owner := "" }}
+{{- if $existing }}
+{{- $owner = dig "metadata" "annotations" "meta.helm.sh/release-name" "" $existing }}
+{{- end }}
+{{- if or (not $existing) (eq $owner $ctx.Release.Name) }}
+{{- $data := dict }}
+{{- if $existing }}{{ $data = dig "data" (dict) $existing }}{{ end }}
+---
+apiVersion: v1
+kind: Secret
+metadata:
+  name: {{ .name }}
+  labels:
+    {{- include "vitbench.labels" (dict "ctx" $ctx "component" "mlflow-auth") | nindent 4 }}
+  annotations:
+    # Deleting the release keeps the credentials (and the users the registry knows them by).
+    helm.sh/resource-policy: keep
+type: Opaque
+data:
+  MLFLOW_TRACKING_USERNAME: {{ .username | b64enc | quote }}
+  MLFLOW_TRACKING_PASSWORD: {{ get $data "MLFLOW_TRACKING_PASSWORD" | default (randAlphaNum 32 | b64enc) | quote }}
+  {{- range $key := .extra }}
+  {{ $key }}: {{ get $data $key | default (randAlphaNum 48 | b64enc) | quote }}
+  {{- end }}
+{{- end }}
+{{- end }}
