@@ -12,7 +12,7 @@ export MLFLOW_DISABLE_TELEMETRY := true
 export DO_NOT_TRACK := true
 
 .PHONY: help venv demo test lint typecheck unit test-slow test-integration system-deps tools chart-check \
-	docker-lint lock clean
+	docker-lint images push images-check images-check-trainer lock clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -59,6 +59,21 @@ chart-check: $(STAMP) tools  ## helm lint --strict, render with each values file
 
 docker-lint: $(STAMP)  ## hadolint every Dockerfile
 	$(BIN)/hadolint --failure-threshold warning docker/*.Dockerfile
+
+IMAGES ?=
+REGISTRY ?=
+
+images:  ## build the container images (IMAGES="service-cpu mlflow ..." for some) with docker or podman
+	bash scripts/images.sh build $(IMAGES)
+
+push:  ## retag the built images as $(REGISTRY)/NAME:TAG and push them (make images push REGISTRY=...)
+	bash scripts/images.sh push "$(REGISTRY)" $(IMAGES)
+
+images-check: $(STAMP)  ## build service-cpu + mlflow, run them and check /readyz, /detect, /health, SIGTERM
+	VENV=$(VENV) bash scripts/images.sh check
+
+images-check-trainer:  ## build trainer-cpu, run `vitbench model summary` and a 5-iteration train in it
+	VENV=$(VENV) bash scripts/images.sh check-trainer
 
 lock: $(STAMP)  ## regenerate constraints.txt from the current virtual environment
 	$(BIN)/pip freeze --exclude-editable | grep -v '^-e' > constraints.txt

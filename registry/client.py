@@ -312,17 +312,26 @@ class RegistryClient:
         if (username is None) != (password is None):
             raise RegistryError("give both username and password, or neither (then MLFLOW_TRACKING_* apply)")
         self._credentials = (username, password) if username is not None and password is not None else None
+        self.home: Path | None = None
         self._client: Any = None
 
     @classmethod
     def embedded(cls, home: Path) -> RegistryClient:
-        """The no-server default: SQLite at ``home/mlflow.db``, artifacts under ``home/artifacts``."""
+        """The no-server default: SQLite at ``home/mlflow.db``, artifacts under ``home/artifacts``.
+
+        The home is relocatable: MLflow records absolute ``file://`` artifact locations, but this client
+        reads and writes a run's artifacts under *this* home's ``artifacts/`` folder (see
+        :func:`relocate_artifact_uri`), so a home that was copied, moved or mounted at another path
+        still resolves, downloads and verifies its versions.
+        """
         home = Path(home).expanduser().resolve()
         try:
             (home / "artifacts").mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise RegistryError(f"cannot create the registry home {home}: {exc.strerror or exc}") from exc
-        return cls(f"sqlite:///{home / 'mlflow.db'}", artifact_root=(home / "artifacts").as_uri())
+        client = cls(f"sqlite:///{home / 'mlflow.db'}", artifact_root=(home / "artifacts").as_uri())
+        client.home = home
+        return client
 
     def __repr__(self) -> str:
         return f"RegistryClient({self.tracking_uri!r})"
@@ -480,11 +489,26 @@ class RegistryClient:
         if items:
             self._call("log metrics", lambda: self.mlflow.log_batch(run_id, metrics=items))
 
+    def _home_repo(self, run_id: str) -> Any | None:
+        """For an embedded home: the run's artifact repository inside this home; else None (MLflow's)."""
+        if self.home is None:
+            return None
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        run = self._call(f"look up run {run_id}", lambda: self.mlflow.get_run(run_id))
+        uri = relocate_artifact_uri(str(run.info.artifact_uri), self.home / "artifacts")
+        return get_artifact_repository(uri)
+
     def log_artifact(self, run_id: str, path: Path, artifact_path: str | None = None) -> None:
         """Upload a file or a directory's contents to the run under ``artifact_path``."""
         path = Path(path)
         if not path.exists():
             raise RegistryError(f"cannot log artifact {path}: no such file or directory")
+        repo = self._home_repo(run_id)
+        if repo is not None:
+            log = repo.log_artifacts if path.is_dir() else repo.log_artifact
+            self._call("log artifacts", lambda: log(str(path), artifact_path))
+            return
         if path.is_dir():
             self._call("log artifacts", lambda: self.mlflow.log_artifacts(run_id, str(path), artifact_path))
         else:
@@ -635,11 +659,11 @@ class RegistryClient:
             return Lineage(info, None, None, None, None, None)
         run = self._call(f"look up run {info.run_id}", lambda: self.mlflow.get_run(info.run_id))
         exp = self._call("look up experiment", lambda: self.mlflow.get_experiment(run.info.experiment_id))
-        arts = self._call("list artifacts", lambda: self.mlflow.list_artifacts(info.run_id))
+        arts = self._list_artifacts(info.run_id)
         paths: list[str] = []
         for a in arts:
             if a.is_dir:
-                sub = self._call("list artifacts", partial(self.mlflow.list_artifacts, info.run_id, a.path))
+                sub = self._list_artifacts(info.run_id, a.path)
                 paths.extend(s.path + ("/" if s.is_dir else "") for s in sub)
             else:
                 paths.append(a.path)
@@ -710,11 +734,22 @@ class RegistryClient:
 
     # ------------------------------------------------------------------ artifacts
     def _download_run_path(self, run_id: str, artifact_path: str, into: Path) -> Path:
+        repo = self._home_repo(run_id)
         local = self._call(
             f"download runs:/{run_id}/{artifact_path}",
-            lambda: self.mlflow.download_artifacts(run_id, artifact_path, str(into)),
+            lambda: (
+                repo.download_artifacts(artifact_path, str(into))
+                if repo is not None
+                else self.mlflow.download_artifacts(run_id, artifact_path, str(into))
+            ),
         )
         return Path(local)
+
+    def _list_artifacts(self, run_id: str, path: str | None = None) -> list[Any]:
+        repo = self._home_repo(run_id)
+        if repo is not None:
+            return list(self._call("list artifacts", lambda: repo.list_artifacts(path)))
+        return list(self._call("list artifacts", lambda: self.mlflow.list_artifacts(run_id, path)))
 
     def _source_run_path(self, info: ModelVersionInfo) -> tuple[str, str]:
         if info.source.startswith("runs:/"):
@@ -831,6 +866,25 @@ class RegistryClient:
             for name in [*manifest.files, MANIFEST_FILE]:
                 os.replace(local / name, dst / name)
         return dst / ONNX_FILE, manifest, info
+
+
+def relocate_artifact_uri(uri: str, artifacts_root: Path) -> str:
+    """A run's artifact URI recorded in an embedded home, mapped into the home at ``artifacts_root``.
+
+    The embedded client lays artifacts out as ``<root>/<experiment>/<run_id>/artifacts``; MLflow records
+    that with the absolute ``<root>`` of wherever the home was when the run was created. The mapping keeps
+    the last three parts and puts them under ``artifacts_root``, so the home works wherever it is now.
+    URIs of any other form (S3, another layout) are returned unchanged.
+    """
+    if not uri.startswith("file:"):
+        return uri
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    parts = Path(url2pathname(urlparse(uri).path)).parts
+    if len(parts) < 5 or parts[-1] != "artifacts" or parts[-4] != artifacts_root.name:
+        return uri
+    return (Path(artifacts_root) / parts[-3] / parts[-2] / "artifacts").as_uri()
 
 
 def _version_info(mv: Any) -> ModelVersionInfo:

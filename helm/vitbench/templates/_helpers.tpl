@@ -48,8 +48,11 @@ app.kubernetes.io/managed-by: {{ .ctx.Release.Service }}
 {{- end }}
 {{- end }}
 
+{{/* A vitbench image: <imageRegistry>/<last part of repository>:<tag>, or repository:tag without a registry. */}}
 {{- define "vitbench.image" -}}
-{{- printf "%s:%s" .image.repository (default .ctx.Chart.AppVersion .image.tag) }}
+{{- $repo := .image.repository }}
+{{- with .ctx.Values.imageRegistry }}{{ $repo = printf "%s/%s" (trimSuffix "/" .) (base $repo) }}{{ end }}
+{{- printf "%s:%s" $repo (default .ctx.Chart.AppVersion .image.tag) }}
 {{- end }}
 
 {{- define "vitbench.mlflowName" -}}
