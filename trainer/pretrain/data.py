@@ -160,3 +160,27 @@ def image_folder(root: Path, transform: Callable[[Image.Image], Any]) -> Any:
     if len(ds.classes) < 2:
         raise PretrainDataError(f"{root} has {len(ds.classes)} class folder(s); supervised needs at least 2")
     return ds
+
+
+class SeededSamples(Dataset[Any]):
+    """Wrap a dataset so that ``ds[(index, seed)]`` draws its augmentation from ``seed``.
+
+    With the engine's resumable :class:`~vitbench.trainer.data.coco.TrainingSampler` (which yields
+    ``(index, sample_seed)``), a resumed run sees the same samples with the same augmentations as an
+    uninterrupted one, whatever the number of loader workers. torchvision's transforms draw from the
+    torch generator, which is forked and seeded per sample.
+    """
+
+    def __init__(self, dataset: Dataset[Any]) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+    def __getitem__(self, key: int | tuple[int, int]) -> Any:
+        if isinstance(key, int):
+            return self.dataset[key]
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]

@@ -23,9 +23,9 @@ import torch
 from torch import Tensor
 
 from vitbench.trainer.engine.checkpoint import atomic_save
-from vitbench.trainer.pretrain.mae import MaskedAutoencoder
-from vitbench.trainer.pretrain.mocov3 import MoCoV3
-from vitbench.trainer.pretrain.supervised import ViTClassifier
+
+# MAE state-dict keys that belong to the decoder (left out of the encoder-only file).
+MAE_DECODER_PREFIXES = ("decoder_", "mask_token")
 
 
 @dataclass(frozen=True)
@@ -44,24 +44,27 @@ def _cpu(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def mae_files(model: MaskedAutoencoder, out_dir: Path, tag: str) -> list[PretrainedFile]:
-    """``mae_pretrain_vit_<tag>.pth`` (encoder) and ``mae_pretrain_vit_<tag>_full.pth`` (+ decoder)."""
+def mae_files(state: Mapping[str, Tensor], out_dir: Path, tag: str) -> list[PretrainedFile]:
+    """``mae_pretrain_vit_<tag>.pth`` (encoder) and ``mae_pretrain_vit_<tag>_full.pth`` (+ decoder) from
+    a :class:`~vitbench.trainer.pretrain.mae.MaskedAutoencoder` state dict."""
     enc = out_dir / f"mae_pretrain_vit_{tag}.pth"
     full = out_dir / f"mae_pretrain_vit_{tag}_full.pth"
-    atomic_save({"model": _cpu(model.encoder_state_dict())}, enc)
-    atomic_save({"model": _cpu(model.state_dict())}, full)
+    cpu = _cpu(state)
+    atomic_save({"model": {k: v for k, v in cpu.items() if not k.startswith(MAE_DECODER_PREFIXES)}}, enc)
+    atomic_save({"model": cpu}, full)
     return [PretrainedFile("mae", enc), PretrainedFile("mae_full", full)]
 
 
-def deit_file(model: ViTClassifier, out_dir: Path, tag: str) -> list[PretrainedFile]:
-    """``deit_<tag>.pth``: the classifier's state dict (timm names, ``head.*`` included) under ``model``."""
+def deit_file(state: Mapping[str, Tensor], out_dir: Path, tag: str) -> list[PretrainedFile]:
+    """``deit_<tag>.pth``: a :class:`~vitbench.trainer.pretrain.supervised.ViTClassifier` state dict
+    (timm names, ``head.*`` included) under ``model``."""
     path = out_dir / f"deit_{tag}.pth"
-    atomic_save({"model": _cpu(model.state_dict())}, path)
+    atomic_save({"model": _cpu(state)}, path)
     return [PretrainedFile("supervised", path)]
 
 
 def mocov3_file(
-    model: MoCoV3,
+    state: Mapping[str, Tensor],
     out_dir: Path,
     tag: str,
     *,
@@ -70,16 +73,16 @@ def mocov3_file(
     optimizer: Mapping[str, Any] | None = None,
     scaler: Mapping[str, Any] | None = None,
 ) -> list[PretrainedFile]:
-    """``mocov3_vit_<tag>.pth.tar`` as the release's ``save_checkpoint`` writes it (``module.`` names).
+    """``mocov3_vit_<tag>.pth.tar`` as the release's ``save_checkpoint`` writes it: the
+    :class:`~vitbench.trainer.pretrain.mocov3.MoCoV3` state dict under DDP's ``module.`` names.
 
     ``optimizer`` / ``scaler`` are the state dicts of the run (written as given; empty when omitted).
     """
     path = out_dir / f"mocov3_vit_{tag}.pth.tar"
-    state = {f"module.{k}": v for k, v in _cpu(model.state_dict()).items()}
     payload = {
         "epoch": int(epoch),
         "arch": arch,
-        "state_dict": state,
+        "state_dict": {f"module.{k}": v for k, v in _cpu(state).items()},
         "optimizer": dict(optimizer or {}),
         "scaler": dict(scaler or {}),
     }

@@ -61,20 +61,20 @@ def released(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, 
     mae = MaskedAutoencoder(**TINY, decoder_dim=96, decoder_depth=2, decoder_heads=3)
     imgs = DataLoader(UnlabeledImages(find_images(root / "unlabeled"), mae_transform(64, MEAN, STD)), 8)
     _steps(mae, iter(imgs), mae)
-    for f in formats.mae_files(mae, out, "tiny"):
+    for f in formats.mae_files(mae.state_dict(), out, "tiny"):
         files[f.init] = (f.path, mae.encoder_state_dict())
 
     sup = ViTClassifier(**TINY, num_classes=3)
     crops = DataLoader(image_folder(root / "crops", supervised_transform(64, MEAN, STD)), 8, shuffle=True)
     _steps(sup, iter(crops), lambda b: sup.loss(*b)[0])
-    (f,) = formats.deit_file(sup, out, "tiny")
+    (f,) = formats.deit_file(sup.state_dict(), out, "tiny")
     files[f.init] = (f.path, sup.state_dict())
 
     moco = MoCoV3(**TINY, dim=32, mlp_dim=64)
     views = DataLoader(UnlabeledImages(find_images(root / "unlabeled"), mocov3_transform(64, MEAN, STD)), 8)
     _steps(moco, iter(views), lambda b: moco(*b))
     moco.update_momentum_encoder(0.99)
-    (f,) = formats.mocov3_file(moco, out, "tiny", epoch=1, arch="vit_tiny")
+    (f,) = formats.mocov3_file(moco.state_dict(), out, "tiny", epoch=1, arch="vit_tiny")
     base = {
         k.removeprefix("base_encoder."): v
         for k, v in moco.state_dict().items()
