@@ -56,8 +56,8 @@ def run_training(
     user mistakes into ``fail(...)`` (exit 2). Raises ``typer.Exit(143)`` when interrupted.
     ``echo_metrics`` also writes every metrics record as a JSON line to stderr.
     """
+    from vitbench.trainer import distributed as du
     from vitbench.trainer.data.check import DatasetError
-    from vitbench.trainer.engine import distributed as du
     from vitbench.trainer.engine.hooks import Hook, JsonlMetricsHook, RichProgressHook
     from vitbench.trainer.engine.loop import (
         EXIT_INTERRUPTED,
@@ -215,10 +215,10 @@ def register(app: typer.Typer) -> None:
         """COCO box and mask AP of a checkpoint; writes eval_<split>.json next to it."""
         import torch
 
+        from vitbench.trainer import distributed as du
         from vitbench.trainer.data import split_paths
         from vitbench.trainer.data.check import check_split
         from vitbench.trainer.data.coco import CocoDetection
-        from vitbench.trainer.engine import distributed as du
         from vitbench.trainer.engine.checkpoint import CheckpointError, load_inference_model
         from vitbench.trainer.evaluation.coco_eval import evaluate
 
