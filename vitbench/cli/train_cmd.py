@@ -15,7 +15,7 @@ from typing import Any
 
 import typer
 
-from vitbench.cli.common import HOME_HELP, fail, print_json, resolve_home
+from vitbench.cli.common import HOME_HELP, fail, open_registry, print_json, resolve_home
 
 
 def build_recipe(recipe: str, init: str, overrides: list[str]) -> Any:
@@ -56,6 +56,7 @@ def run_training(
     user mistakes into ``fail(...)`` (exit 2). Raises ``typer.Exit(143)`` when interrupted.
     ``echo_metrics`` also writes every metrics record as a JSON line to stderr.
     """
+    from vitbench.registry.client import RegistryError
     from vitbench.trainer import distributed as du
     from vitbench.trainer.data.check import DatasetError
     from vitbench.trainer.engine.hooks import Hook, JsonlMetricsHook, RichProgressHook
@@ -67,7 +68,28 @@ def run_training(
         TrainingSetupError,
     )
     from vitbench.trainer.inits import InitError
+    from vitbench.trainer.pretrain.registry import lineage_tags, resolve_weights
 
+    try:  # a registry reference (name@alias, name/N) becomes a sha256-verified local file
+        resolved = resolve_weights(
+            weights,
+            weights_sha256,
+            lambda: open_registry(resolve_home(home)),
+            resolve_home(home) / "weights",
+        )
+    except RegistryError as exc:
+        fail(str(exc))
+    if resolved is not None:
+        weights, weights_sha256 = resolved.location, resolved.sha256
+        if resolved.version is not None:
+            tagged_init = resolved.version.tags.get("init")
+            if init == "random" and tagged_init:
+                init = tagged_init  # the version says which init loads it
+            elif tagged_init and tagged_init != init:
+                fail(
+                    f"{resolved.version.ref} holds {tagged_init!r} weights, not {init!r}; "
+                    f"use --init {tagged_init}"
+                )
     final_recipe = build_recipe(recipe, init, list(overrides or []))
     info = du.DistInfo.from_env(os.environ)
     cfg = TrainConfig(
@@ -89,7 +111,6 @@ def run_training(
         bar = RichProgressHook(description or f"{init} · {final_recipe.name}")
         hooks.append(bar)
     if register and info.is_main:
-        from vitbench.cli.common import open_registry
         from vitbench.trainer.engine.registry_hook import RegistryHook
 
         hooks.append(
@@ -97,7 +118,12 @@ def run_training(
                 client=open_registry(resolve_home(home)),
                 model_name=model_name or f"vitbench-{recipe}",
                 experiment=experiment,
-                tags={"init": init, "recipe": final_recipe.name, "dataset": str(data)},
+                tags={
+                    "init": init,
+                    "recipe": final_recipe.name,
+                    "dataset": str(data),
+                    **lineage_tags(resolved),
+                },
             )
         )
     try:
@@ -139,7 +165,11 @@ def register(app: typer.Typer) -> None:
             ..., "--out", help="Run folder: recipe.json, metrics.jsonl, checkpoints/, ..."
         ),
         weights: str | None = typer.Option(
-            None, "--weights", help="Pre-trained weights: path, http(s):// or s3://."
+            None,
+            "--weights",
+            help="Pre-trained weights: path, http(s):// or s3://, or a registry reference NAME@ALIAS / "
+            "NAME/VERSION (e.g. from `vitbench pretrain`; downloaded and sha256-verified, its init tag "
+            "is used when --init is left at random).",
         ),
         weights_sha256: str | None = typer.Option(
             None, "--weights-sha256", help="Expected sha256 of --weights."

@@ -4,13 +4,11 @@ load with an exact LoadReport, and the detector's backbone then holds the pre-tr
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import torch
-from torch.utils.data import DataLoader
 from typer.testing import CliRunner
 
 from vitbench.cli.main import app
@@ -18,21 +16,8 @@ from vitbench.trainer.data.synth import SynthConfig, generate_pretrain_images
 from vitbench.trainer.inits import load_initialization
 from vitbench.trainer.models.detector import build_detector
 from vitbench.trainer.pretrain import formats
-from vitbench.trainer.pretrain.data import (
-    UnlabeledImages,
-    find_images,
-    image_folder,
-    mae_transform,
-    mocov3_transform,
-    supervised_transform,
-)
-from vitbench.trainer.pretrain.mae import MaskedAutoencoder
-from vitbench.trainer.pretrain.mocov3 import MoCoV3
-from vitbench.trainer.pretrain.supervised import ViTClassifier
 from vitbench.trainer.recipes import get_recipe
 
-MEAN, STD = (123.675, 116.28, 103.53), (58.395, 57.12, 57.375)
-TINY = dict(img_size=64, patch_size=16, embed_dim=96, depth=4, num_heads=3)
 RELPOS = [
     "backbone.net.rel_pos_window.relative_position_bias_table",
     "backbone.net.rel_pos_global.relative_position_bias_table",
@@ -40,47 +25,39 @@ RELPOS = [
 runner = CliRunner()
 
 
-def _steps(model: torch.nn.Module, batches: Iterator[Any], loss_fn: Any, n: int = 3) -> None:
-    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
-    model.train()
-    for _ in range(n):
-        opt.zero_grad()
-        loss_fn(next(batches)).backward()
-        opt.step()
+SMOKE = ["solver.batch_size=8", "solver.max_iters=3", "data.num_workers=0"]
+
+
+def _pretrain(method: str, data: Path, out: Path) -> dict[str, Path]:
+    """``vitbench pretrain`` for 3 steps; returns {init: release file}."""
+    res = runner.invoke(
+        app,
+        ["pretrain", "--method", method, "--recipe", "tiny", "--data", str(data), "--out", str(out)]
+        + [a for kv in SMOKE for a in ("--set", kv)]
+        + ["--no-register", "--no-progress", "--device", "cpu", "--json"],
+    )
+    assert res.exit_code == 0, res.output
+    return {k: Path(v) for k, v in json.loads(res.output)["files"].items()}
 
 
 @pytest.fixture(scope="module")
 def released(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[Path, dict[str, torch.Tensor]]]:
-    """{init: (file, encoder tensors by release name)} after 3 steps of each method on synthetic images."""
-    torch.manual_seed(0)
+    """{init: (release file, the trained encoder's tensors by release name)} after 3 engine steps of each
+    method on synthetic images; the encoder comes from the run's own ``model_final.pth``."""
     root = tmp_path_factory.mktemp("pretrain")
     generate_pretrain_images(root, 24, 0, SynthConfig(num_categories=3, max_objects=3))
-    out = root / "out"
     files: dict[str, tuple[Path, dict[str, torch.Tensor]]] = {}
-
-    mae = MaskedAutoencoder(**TINY, decoder_dim=96, decoder_depth=2, decoder_heads=3)
-    imgs = DataLoader(UnlabeledImages(find_images(root / "unlabeled"), mae_transform(64, MEAN, STD)), 8)
-    _steps(mae, iter(imgs), mae)
-    for f in formats.mae_files(mae.state_dict(), out, "tiny"):
-        files[f.init] = (f.path, mae.encoder_state_dict())
-
-    sup = ViTClassifier(**TINY, num_classes=3)
-    crops = DataLoader(image_folder(root / "crops", supervised_transform(64, MEAN, STD)), 8, shuffle=True)
-    _steps(sup, iter(crops), lambda b: sup.loss(*b)[0])
-    (f,) = formats.deit_file(sup.state_dict(), out, "tiny")
-    files[f.init] = (f.path, sup.state_dict())
-
-    moco = MoCoV3(**TINY, dim=32, mlp_dim=64)
-    views = DataLoader(UnlabeledImages(find_images(root / "unlabeled"), mocov3_transform(64, MEAN, STD)), 8)
-    _steps(moco, iter(views), lambda b: moco(*b))
-    moco.update_momentum_encoder(0.99)
-    (f,) = formats.mocov3_file(moco.state_dict(), out, "tiny", epoch=1, arch="vit_tiny")
-    base = {
-        k.removeprefix("base_encoder."): v
-        for k, v in moco.state_dict().items()
-        if k.startswith("base_encoder.")
-    }
-    files[f.init] = (f.path, base)
+    for method, data, prefix in (
+        ("mae", root / "unlabeled", ""),
+        ("supervised", root / "crops", ""),
+        ("mocov3", root / "unlabeled", "base_encoder."),
+    ):
+        out = root / method
+        written = _pretrain(method, data, out)
+        final = torch.load(out / "model_final.pth", map_location="cpu", weights_only=True)["model"]
+        encoder = {k.removeprefix(prefix): v for k, v in final.items() if k.startswith(prefix)}
+        for init, path in written.items():
+            files[init] = (path, encoder)
     return files
 
 
