@@ -39,6 +39,7 @@ class PretrainOutcome:
     wall_time_s: float
     images_per_s: float | None
     files: list[tuple[str, Path]]
+    detector_recipe: str
     registered: str | None = None
 
 
@@ -131,5 +132,6 @@ def run_pretraining(run: PretrainRun) -> PretrainOutcome:
         wall_time_s=result.wall_time_s,
         images_per_s=speed[-1] if speed else None,
         files=[(f.init, f.path) for f in task.files],
+        detector_recipe=pre.detector_recipe,
         registered=version.ref if version is not None else None,
     )

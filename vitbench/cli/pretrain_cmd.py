@@ -7,7 +7,6 @@ interrupted by SIGTERM after saving a checkpoint (rerun with ``--resume``).
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +37,11 @@ def register(app: typer.Typer) -> None:
         out: Path = typer.Option(
             ..., "--out", help="Run folder: release file(s), checkpoints/, metrics.jsonl."
         ),
-        resume: bool = typer.Option(False, "--resume", help="Continue from the newest checkpoint in --out."),
+        resume: bool = typer.Option(
+            False,
+            "--resume",
+            help="Continue from the newest checkpoint in --out (with the run's saved recipe).",
+        ),
         overrides: list[str] = typer.Option(
             [], "--set", help="Recipe override key=value (repeatable), e.g. --set solver.epochs=10."
         ),
@@ -114,14 +117,18 @@ def register(app: typer.Typer) -> None:
             "wall_time_s": round(outcome.wall_time_s, 2),
             "images_per_s": None if outcome.images_per_s is None else round(outcome.images_per_s, 1),
             "files": {init: str(path) for init, path in outcome.files},
+            "detector_recipe": outcome.detector_recipe,
             "registered": outcome.registered,
         }
         if as_json:
             print_json(summary)
             return
         for init, path in outcome.files:
-            typer.echo(f"{init}: {path}  (vitbench inits check --init {init} --path {path} --recipe ...)")
+            typer.echo(
+                f"{init}: {path}  (vitbench inits check --init {init} --path {path} "
+                f"--recipe {outcome.detector_recipe})"
+            )
         speed = f", {summary['images_per_s']} images/s" if outcome.images_per_s else ""
-        typer.echo(f"{outcome.iteration} steps in {summary['wall_time_s']} s{speed}", file=sys.stderr)
+        typer.echo(f"{outcome.iteration} steps in {summary['wall_time_s']} s{speed}", err=True)
         if outcome.registered:
             typer.echo(f"registered {outcome.registered} (fine-tune with --weights {outcome.registered})")

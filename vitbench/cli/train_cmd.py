@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -75,7 +76,7 @@ def run_training(
             weights,
             weights_sha256,
             lambda: open_registry(resolve_home(home)),
-            resolve_home(home) / "weights",
+            Path(tempfile.gettempdir()) / "vitbench-weights",  # writable in a pod (read-only root fs)
         )
     except RegistryError as exc:
         fail(str(exc))

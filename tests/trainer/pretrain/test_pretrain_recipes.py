@@ -96,3 +96,30 @@ def test_a_mismatched_encoder_is_refused() -> None:
     r = apply_overrides(get_pretrain_recipe("mae", "tiny"), ["encoder.depth=8"])
     with pytest.raises(RecipeError, match="depth 8 vs 4"):
         check_matches_detector(r)
+
+
+@pytest.mark.parametrize("name", ["mae-b", "supervised-b", "mocov3-b", "mae-l"])
+def test_full_size_encoders_have_the_release_shapes_of_their_detector(name: str) -> None:
+    """Built on the meta device: every encoder tensor the inits load has the detector's shape, and
+    ViT-B's are the release shapes of reference §5.2 (pos_embed (1, 197, 768), qkv (2304, 768))."""
+    import torch
+
+    from vitbench.trainer.models.detector import build_detector
+    from vitbench.trainer.pretrain.task import build_pretrain_model
+
+    method, _, size = name.partition("-")
+    pre = get_pretrain_recipe(method, size)
+    with torch.device("meta"):
+        model = build_pretrain_model(pre, num_classes=1000)
+        det = build_detector(check_matches_detector(pre), 80)
+    state = model.state_dict()
+    prefix = "base_encoder." if method == "mocov3" else ""
+    target = det.state_dict()
+    keys = [k for k in state if k.removeprefix(prefix).startswith(("patch_embed.", "pos_embed", "blocks."))]
+    keys = [k for k in keys if k.startswith(prefix)]
+    assert len(keys) == 3 + 12 * pre.encoder.depth
+    for k in keys:
+        assert state[k].shape == target[f"backbone.net.{k.removeprefix(prefix)}"].shape, k
+    if size == "b":
+        assert state[f"{prefix}pos_embed"].shape == (1, 197, 768)
+        assert state[f"{prefix}blocks.11.attn.qkv.weight"].shape == (2304, 768)
