@@ -13,8 +13,10 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from vitbench.registry.client import RegistryClient, RegistryError
+if TYPE_CHECKING:  # the client (pydantic, mlflow) is imported on use: `vitbench --help` stays fast
+    from vitbench.registry.client import RegistryClient
 
 DEFAULT_HOME = Path(".vitbench")
 DEFAULT_TIMEOUT_S = 10.0
@@ -31,6 +33,8 @@ class RegistryLocation:
 
     def open(self) -> RegistryClient:
         """A client for this location (raises :class:`RegistryError` for a bad URI or home)."""
+        from vitbench.registry.client import RegistryClient
+
         os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
         logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
         logging.getLogger("alembic").setLevel(logging.WARNING)
@@ -63,18 +67,9 @@ def registry_location(
     try:
         timeout = float(raw_timeout)
     except ValueError:
+        from vitbench.registry.client import RegistryError
+
         raise RegistryError(f"VITBENCH_REGISTRY_TIMEOUT={raw_timeout!r} is not a number of seconds") from None
     uri = (tracking_uri or env.get("MLFLOW_TRACKING_URI", "")).strip() or None
     reg = (registry_uri or env.get("MLFLOW_REGISTRY_URI") or None) if uri else None
     return RegistryLocation(uri, reg, resolve_home(home, env), timeout)
-
-
-def open_registry(
-    home: Path | None = None,
-    *,
-    tracking_uri: str | None = None,
-    registry_uri: str | None = None,
-    env: Mapping[str, str] | None = None,
-) -> RegistryClient:
-    """The registry client for :func:`registry_location` (raises :class:`RegistryError`)."""
-    return registry_location(home, tracking_uri=tracking_uri, registry_uri=registry_uri, env=env).open()

@@ -1,5 +1,6 @@
 """The pre-training flow behind ``vitbench pretrain``: resolve the recipe and data, run the engine
-with :class:`~vitbench.trainer.pretrain.task.PretrainTask`, register the release file.
+with :class:`~vitbench.trainer.pretrain.task.PretrainTask` (metrics file, optional progress bar), and
+register the release file when a :class:`~vitbench.trainer.runs.Registration` is given.
 
 CLI-agnostic: errors are :class:`PretrainError` (user mistakes) or
 :class:`~vitbench.trainer.engine.loop.TrainingInterruptedError` (SIGTERM after saving).
@@ -9,14 +10,16 @@ from __future__ import annotations
 
 import json
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from vitbench.registry.env import registry_location
 from vitbench.trainer import distributed as du
-from vitbench.trainer.engine.hooks import Hook
+from vitbench.trainer.engine.hooks import Hook, JsonlMetricsHook, RichProgressHook
 from vitbench.trainer.pretrain.recipes import PretrainRecipe, get_pretrain_recipe
+from vitbench.trainer.pretrain.registry import PretrainRegistryHook
 from vitbench.trainer.pretrain.task import (
     PRETRAIN_RECIPE,
     PretrainSpec,
@@ -25,6 +28,7 @@ from vitbench.trainer.pretrain.task import (
     engine_recipe,
 )
 from vitbench.trainer.recipes import RecipeError, apply_overrides
+from vitbench.trainer.runs import Registration
 
 
 class PretrainError(ValueError):
@@ -74,7 +78,8 @@ class PretrainRun:
     log_period: int = 10
     grace_period: float = 60.0
     hooks: Sequence[Hook] = ()
-    registry: Callable[[PretrainRecipe, PretrainTask], Hook | None] | None = None
+    progress: bool = False
+    registration: Registration | None = None
 
 
 def run_pretraining(run: PretrainRun) -> PretrainOutcome:
@@ -93,9 +98,21 @@ def run_pretraining(run: PretrainRun) -> PretrainOutcome:
         raise PretrainError(str(exc)) from None
     info = du.DistInfo.from_env(os.environ)
     task = PretrainTask(PretrainSpec(recipe=pre, data_root=run.data, out_dir=run.out))
-    hooks = list(run.hooks)
-    reg = run.registry(pre, task) if run.registry is not None and info.is_main else None
-    if reg is not None:
+    hooks: list[Hook] = [JsonlMetricsHook(), *run.hooks]
+    bar = RichProgressHook(f"pretrain {pre.name}") if run.progress and info.is_main else None
+    if bar is not None:
+        hooks.append(bar)
+    reg: PretrainRegistryHook | None = None
+    if run.registration is not None and info.is_main:
+        r = run.registration
+        reg = PretrainRegistryHook(
+            client=r.client or registry_location(r.home).open(),
+            model_name=r.model_name or pre.name,
+            experiment=r.experiment,
+            pretrain_recipe=pre.model_dump(mode="json"),
+            releases=lambda: [(f.init, f.path) for f in task.files],
+            tags={"dataset": str(run.data)},
+        )
         hooks.append(reg)
     cfg = EngineConfig(
         recipe=recipe,
@@ -125,6 +142,8 @@ def run_pretraining(run: PretrainRun) -> PretrainOutcome:
     except TrainingSetupError as exc:
         raise PretrainError(str(exc)) from None
     finally:
+        if bar is not None:
+            bar.close()
         du.destroy_process_group()
     version = getattr(reg, "version", None)
     return PretrainOutcome(

@@ -1,15 +1,13 @@
-"""Helpers shared by CLI command modules: where the registry is, and how its errors reach the user.
+"""Helpers shared by CLI command modules: how library errors and results reach the user.
 
-This is the only place that reads the registry environment: ``MLFLOW_TRACKING_URI`` (remote
-``mlflow server`` or SQL store), ``MLFLOW_REGISTRY_URI``, ``VITBENCH_HOME`` (embedded default's
-folder) and ``VITBENCH_REGISTRY_TIMEOUT`` (seconds per HTTP request, default 10).
+The registry comes from :mod:`vitbench.registry.env` (``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI``,
+``VITBENCH_HOME``, ``VITBENCH_REGISTRY_TIMEOUT``); :func:`open_registry` only turns its errors into exit
+codes.
 """
 
 from __future__ import annotations
 
 import json
-import logging
-import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,40 +19,27 @@ import typer
 if TYPE_CHECKING:
     from vitbench.registry.client import RegistryClient
 
-DEFAULT_HOME = Path(".vitbench")
+__all__ = [
+    "HOME_HELP",
+    "fail",
+    "open_registry",
+    "print_json",
+    "registry_errors",
+    "user_errors",
+]
 
 HOME_HELP = (
     "Data folder of the embedded registry (SQLite + artifacts); env VITBENCH_HOME, default ./.vitbench."
 )
 
 
-def resolve_home(home: Path | None) -> Path:
-    """``--home``, else ``VITBENCH_HOME``, else ``./.vitbench``."""
-    if home is not None:
-        return home
-    env = os.environ.get("VITBENCH_HOME")
-    return Path(env) if env else DEFAULT_HOME
-
-
 def open_registry(home: Path | None = None) -> RegistryClient:
-    """The registry the CLI talks to: ``MLFLOW_TRACKING_URI`` if set, else the embedded one under the home."""
-    from vitbench.registry.client import RegistryClient, RegistryError
+    """The registry the environment names (see :mod:`vitbench.registry.env`); errors exit 2."""
+    from vitbench.registry.client import RegistryError
+    from vitbench.registry.env import registry_location
 
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    raw_timeout = os.environ.get("VITBENCH_REGISTRY_TIMEOUT", "10")
     try:
-        timeout = float(raw_timeout)
-    except ValueError:
-        raise typer.BadParameter(
-            f"VITBENCH_REGISTRY_TIMEOUT={raw_timeout!r} is not a number of seconds"
-        ) from None
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    try:
-        if uri:
-            return RegistryClient(uri, os.environ.get("MLFLOW_REGISTRY_URI") or None, timeout_s=timeout)
-        return RegistryClient.embedded(resolve_home(home))
+        return registry_location(home).open()
     except RegistryError as exc:
         fail(str(exc))
 
@@ -78,6 +63,23 @@ def registry_errors() -> Iterator[None]:
         fail(str(exc), code=3)
     except RegistryError as exc:
         fail(str(exc))
+
+
+@contextmanager
+def user_errors(code: int = 2) -> Iterator[None]:
+    """Turn the library's user-facing errors (:data:`vitbench.trainer.runs.USER_ERRORS`, registry errors)
+    into ``error: message`` and exit ``code`` (3 when the registry is unreachable)."""
+    try:
+        yield
+    except Exception as exc:
+        from vitbench.registry.client import RegistryError, RegistryUnavailableError
+        from vitbench.trainer.runs import USER_ERRORS
+
+        if isinstance(exc, RegistryUnavailableError):
+            fail(str(exc), code=3)
+        if isinstance(exc, (*USER_ERRORS, RegistryError)):
+            fail(str(exc), code=code)
+        raise
 
 
 def print_json(data: Any) -> None:

@@ -1,18 +1,17 @@
 """``vitbench pretrain``: pre-train the study's ViT with MAE, supervised (DeiT) or MoCo v3 on your images.
 
-Thin: parses options, builds the hooks (metrics file, progress bar, registry) and calls
-:func:`vitbench.trainer.pretrain.flow.run_pretraining`. Exit codes: 0 done, 2 user mistake, 143
-interrupted by SIGTERM after saving a checkpoint (rerun with ``--resume``).
+Thin: parses options and calls :func:`vitbench.trainer.pretrain.flow.run_pretraining`. Exit codes:
+0 done, 2 user mistake, 3 registry unreachable, 143 interrupted by SIGTERM after saving a checkpoint
+(rerun with ``--resume``).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
 
-from vitbench.cli.common import HOME_HELP, fail, print_json, resolve_home
+from vitbench.cli.common import HOME_HELP, fail, print_json, user_errors
 
 
 def register(app: typer.Typer) -> None:
@@ -62,46 +61,27 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
     ) -> None:
         """Pre-train a ViT and write the method's official checkpoint format (loadable by its init)."""
-        from vitbench.trainer.engine.hooks import Hook, JsonlMetricsHook, RichProgressHook
         from vitbench.trainer.engine.loop import EXIT_INTERRUPTED, TrainingInterruptedError
         from vitbench.trainer.pretrain.flow import PretrainError, PretrainRun, run_pretraining
-
-        hooks: list[Hook] = [JsonlMetricsHook()]
-        bar = RichProgressHook(f"pretrain {method}") if progress else None
-        if bar is not None:
-            hooks.append(bar)
-        registry: Any = None
-        if do_register:
-
-            def registry(pre: Any, task: Any) -> Hook:
-                from vitbench.cli.common import open_registry
-                from vitbench.trainer.pretrain.registry import PretrainRegistryHook
-
-                return PretrainRegistryHook(
-                    client=open_registry(resolve_home(home)),
-                    model_name=model_name or pre.name,
-                    experiment=experiment,
-                    pretrain_recipe=pre.model_dump(mode="json"),
-                    releases=lambda: [(f.init, f.path) for f in task.files],
-                    tags={"dataset": str(data)},
-                )
+        from vitbench.trainer.runs import Registration
 
         try:
-            outcome = run_pretraining(
-                PretrainRun(
-                    method=method,
-                    recipe=recipe,
-                    data=data,
-                    out=out,
-                    overrides=overrides,
-                    resume=resume,
-                    device=device,
-                    log_period=log_period,
-                    grace_period=grace_period,
-                    hooks=hooks,
-                    registry=registry,
+            with user_errors():
+                outcome = run_pretraining(
+                    PretrainRun(
+                        method=method,
+                        recipe=recipe,
+                        data=data,
+                        out=out,
+                        overrides=overrides,
+                        resume=resume,
+                        device=device,
+                        log_period=log_period,
+                        grace_period=grace_period,
+                        progress=progress,
+                        registration=Registration(model_name, experiment, home) if do_register else None,
+                    )
                 )
-            )
         except TrainingInterruptedError as exc:
             typer.echo(
                 f"interrupted: saved step {exc.iteration} to {exc.checkpoint}; rerun with --resume", err=True
@@ -109,9 +89,6 @@ def register(app: typer.Typer) -> None:
             raise typer.Exit(EXIT_INTERRUPTED) from None
         except PretrainError as exc:
             fail(str(exc))
-        finally:
-            if bar is not None:
-                bar.close()
         summary = {
             "iteration": outcome.iteration,
             "wall_time_s": round(outcome.wall_time_s, 2),
