@@ -22,6 +22,7 @@ from typing import Any, Literal
 from vitbench.fileio import atomic_write_json
 from vitbench.registry.client import RegistryClient
 from vitbench.registry.env import registry_location
+from vitbench.registry.weights import ResolvedWeights, lineage_tags, resolve_weights
 from vitbench.trainer import distributed as du
 from vitbench.trainer.data.check import DatasetError
 from vitbench.trainer.engine.checkpoint import CheckpointError
@@ -30,7 +31,6 @@ from vitbench.trainer.engine.loop import TrainConfig, Trainer, TrainResult
 from vitbench.trainer.engine.task import TrainingSetupError
 from vitbench.trainer.inits import apply_init_overrides
 from vitbench.trainer.inits.errors import InitError
-from vitbench.trainer.pretrain.registry import ResolvedWeights, lineage_tags, resolve_weights
 from vitbench.trainer.recipes import Recipe, RecipeError, apply_overrides, get_recipe
 from vitbench.trainer.rundir import RunDir
 from vitbench.trainer.study import PlannedRun, plan_runs
