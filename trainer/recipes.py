@@ -49,6 +49,8 @@ __all__ = [
 
 RECIPE_FILENAME = rundir.RECIPE
 
+_R = typing.TypeVar("_R", bound=BaseModel)
+
 # One COCO epoch at batch 64: 118,000 / 64 images (detectron2's iteration bookkeeping).
 _ITERS_PER_EPOCH_COCO_B64 = 118_000 / 64
 
@@ -461,10 +463,10 @@ def get_recipe(name: str) -> Recipe:
 # ----------------------------------------------------------------------------------------------
 
 
-def recipe_keys() -> list[str]:
-    """Every overridable dotted key (``seed``, ``solver.lr``, ...)."""
+def recipe_keys(model: type[BaseModel] | None = None) -> list[str]:
+    """Every overridable dotted key (``seed``, ``solver.lr``, ...) of ``model`` (default :class:`Recipe`)."""
     keys: list[str] = []
-    for name, field in Recipe.model_fields.items():
+    for name, field in (model or Recipe).model_fields.items():
         ann = field.annotation
         if isinstance(ann, type) and issubclass(ann, BaseModel):
             keys.extend(f"{name}.{sub}" for sub in ann.model_fields)
@@ -473,9 +475,9 @@ def recipe_keys() -> list[str]:
     return keys
 
 
-def _annotation(key: str) -> Any:
+def _annotation(key: str, root: type[BaseModel] | None = None) -> Any:
     parts = key.split(".")
-    model: type[BaseModel] = Recipe
+    model: type[BaseModel] = root or Recipe
     ann: Any = None
     for part in parts:
         ann = model.model_fields[part].annotation
@@ -523,14 +525,17 @@ def _parse_value(raw: str, ann: Any) -> Any:
     return value
 
 
-def apply_overrides(recipe: Recipe, overrides: Sequence[str]) -> Recipe:
+def apply_overrides(recipe: _R, overrides: Sequence[str]) -> _R:
     """Return ``recipe`` with ``key=value`` overrides applied and the result validated.
+
+    Works for any two-level recipe model (:class:`Recipe`, the pre-training recipes).
 
     Raises :class:`RecipeError` naming the bad key (with close matches) or the bad value (with the
     expected type). Example: ``apply_overrides(r, ["solver.lr=1e-4", "backbone.global_blocks=2,5"])``.
     """
+    root = type(recipe)
     data = recipe.model_dump()
-    known = recipe_keys()
+    known = recipe_keys(root)
     touched: dict[str, str] = {}
     for item in overrides:
         key, sep, raw = item.partition("=")
@@ -543,7 +548,7 @@ def apply_overrides(recipe: Recipe, overrides: Sequence[str]) -> Recipe:
             raise RecipeError(
                 f"unknown recipe key {key!r}.{hint} Keys look like 'section.field', e.g. solver.lr."
             )
-        ann = _annotation(key)
+        ann = _annotation(key, root)
         value = _parse_value(raw, ann)
         node = data
         *parents, leaf = key.split(".")
@@ -552,12 +557,12 @@ def apply_overrides(recipe: Recipe, overrides: Sequence[str]) -> Recipe:
         node[leaf] = value
         touched[key] = raw
     try:
-        return Recipe.model_validate(data)
+        return root.model_validate(data)
     except ValidationError as exc:
-        raise RecipeError(_describe(exc, touched)) from None
+        raise RecipeError(_describe(exc, touched, root)) from None
 
 
-def _describe(exc: ValidationError, touched: Mapping[str, str]) -> str:
+def _describe(exc: ValidationError, touched: Mapping[str, str], root: type[BaseModel] | None = None) -> str:
     """One line per pydantic error, naming the dotted key, the given value and what was expected."""
     lines = []
     for err in exc.errors():
@@ -565,7 +570,7 @@ def _describe(exc: ValidationError, touched: Mapping[str, str]) -> str:
         key = ".".join(loc)
         msg = err["msg"].removeprefix("Value error, ")
         if key in touched:
-            expected = _expected(_annotation(key))
+            expected = _expected(_annotation(key, root))
             lines.append(f"invalid value {touched[key]!r} for {key!r}: expected {expected} ({msg})")
         elif key:
             culprits = [f"{k}={v}" for k, v in touched.items() if k.startswith(f"{key}.") or not key]

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any, Literal
 from vitbench.fileio import atomic_write_json
 from vitbench.registry.client import RegistryClient
 from vitbench.registry.env import registry_location
+from vitbench.registry.weights import ResolvedWeights, lineage_tags, resolve_weights
 from vitbench.trainer import distributed as du
 from vitbench.trainer.data.check import DatasetError
 from vitbench.trainer.engine.checkpoint import CheckpointError
@@ -94,6 +96,20 @@ class RunRequest:
     echo_records: bool = False
 
 
+def resolve_request_weights(r: RunRequest) -> ResolvedWeights | None:
+    """``r.weights`` as a local path / URI; a registry reference (``NAME@ALIAS``, ``NAME/N``) is downloaded
+    into ``$TMPDIR/vitbench-weights`` (writable in a pod) and sha256-verified against its version's tag."""
+    reg = r.registration
+
+    def client() -> RegistryClient:
+        if reg is not None and reg.client is not None:
+            return reg.client
+        return registry_location(reg.home if reg is not None else None).open()
+
+    cache = Path(tempfile.gettempdir()) / "vitbench-weights"
+    return resolve_weights(r.weights, r.weights_sha256, client, cache)
+
+
 def train_run(
     request: RunRequest,
     *,
@@ -109,15 +125,26 @@ def train_run(
     Raises one of :data:`USER_ERRORS` for a user mistake, ``RegistryError`` for registry trouble.
     """
     r = request
-    final_recipe = recipe if recipe is not None else build_recipe(r.recipe, r.init, r.overrides)
+    init, resolved = r.init, resolve_request_weights(r)
+    weights, weights_sha256 = (resolved.location, resolved.sha256) if resolved else (None, None)
+    if resolved is not None and resolved.version is not None:
+        tagged_init = resolved.version.tags.get("init")
+        if tagged_init and init == "random":
+            init = tagged_init  # the registered version says which init loads it
+        elif tagged_init and tagged_init != init:
+            raise InitError(
+                f"{resolved.version.ref} holds {tagged_init!r} weights, not {init!r}; "
+                f"use --init {tagged_init}"
+            )
+    final_recipe = recipe if recipe is not None else build_recipe(r.recipe, init, r.overrides)
     info = du.DistInfo.from_env(os.environ if env is None else env)
     cfg = TrainConfig(
         recipe=final_recipe,
-        init=r.init,
+        init=init,
         data_root=r.data,
         out_dir=r.out,
-        weights=r.weights,
-        weights_sha256=r.weights_sha256,
+        weights=weights,
+        weights_sha256=weights_sha256,
         resume=r.resume,
         device=r.device,
         dist=info,
@@ -127,7 +154,7 @@ def train_run(
     hooks: list[Hook] = [JsonlMetricsHook(echo=sys.stderr if r.echo_records else None)]
     bar: RichProgressHook | None = None
     if r.progress and info.is_main:
-        bar = RichProgressHook(r.description or f"{r.init} · {final_recipe.name}")
+        bar = RichProgressHook(r.description or f"{init} · {final_recipe.name}")
         hooks.append(bar)
     if r.registration is not None and info.is_main:
         from vitbench.trainer.engine.registry_hook import RegistryHook
@@ -138,7 +165,12 @@ def train_run(
                 client=reg.client or registry_location(reg.home).open(),
                 model_name=reg.model_name or f"vitbench-{r.recipe}",
                 experiment=reg.experiment,
-                tags={"init": r.init, "recipe": final_recipe.name, "dataset": str(r.data)},
+                tags={
+                    "init": init,
+                    "recipe": final_recipe.name,
+                    "dataset": str(r.data),
+                    **lineage_tags(resolved),
+                },
             )
         )
     try:

@@ -297,3 +297,59 @@ def generate_dataset(
     generate_split(root, "train", n_train, seed, cfg, first_image_id=1)
     generate_split(root, "val", n_val, seed, cfg, first_image_id=n_train + 1)
     return {"train": n_train, "val": n_val}
+
+
+def _object_crop(
+    rng: np.random.Generator, arr: np.ndarray, bbox: list[float], size: int, jitter: float
+) -> np.ndarray:
+    """A ``size`` x ``size`` RGB crop around ``bbox`` (COCO xywh): a square of side 1.2 × the longer box
+    side, its centre and side jittered by up to ``jitter`` of that side, clipped to the image."""
+    h, w = arr.shape[:2]
+    x, y, bw, bh = bbox
+    side = max(bw, bh) * 1.2 * (1 + rng.uniform(-jitter, jitter))
+    cx = x + bw / 2 + rng.uniform(-jitter, jitter) * side
+    cy = y + bh / 2 + rng.uniform(-jitter, jitter) * side
+    x0, y0 = max(0, round(cx - side / 2)), max(0, round(cy - side / 2))
+    x1, y1 = min(w, round(cx + side / 2)), min(h, round(cy + side / 2))
+    crop = Image.fromarray(arr[y0:y1, x0:x1]).resize((size, size), Image.Resampling.BICUBIC)
+    return np.asarray(crop)
+
+
+def generate_pretrain_images(
+    root: Path,
+    num_images: int,
+    seed: int,
+    cfg: SynthConfig | None = None,
+    crop_size: int = 64,
+    crop_jitter: float = 0.15,
+) -> dict[str, int]:
+    """Pre-training data from images of a third split (``unlabeled``, disjoint from train / val):
+
+    - ``root/unlabeled/<id>.jpg``: ``num_images`` images, pixels only (for ``mae`` / ``mocov3``);
+    - ``root/crops/<category>/<ann id>.jpg``: a ``crop_size``-px crop of every non-crowd object of those
+      images, one folder per category (a torchvision ``ImageFolder`` tree for ``supervised``).
+
+    Image ``k`` depends only on ``(seed, k)``. Returns ``{"unlabeled": n, "crops": m}``.
+    """
+    cfg = cfg or SynthConfig()
+    if num_images < 1:
+        raise ValueError(f"num_images must be >= 1, got {num_images}")
+    img_dir, crop_dir = root / "unlabeled", root / "crops"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    names = SHAPES[: cfg.num_categories]
+    for name in names:
+        (crop_dir / name).mkdir(parents=True, exist_ok=True)
+    split_key = sum(ord(c) for c in "unlabeled")
+    n_crops = 0
+    for k in range(num_images):
+        rng = np.random.default_rng([seed, split_key, k])
+        arr, anns = render_image(rng, cfg)
+        _atomic_save_jpeg(img_dir / f"{k + 1:08d}.jpg", arr, cfg.jpeg_quality)
+        for j, ann in enumerate(anns):
+            if ann["iscrowd"] or min(ann["bbox"][2:]) < 8:
+                continue
+            crop = _object_crop(rng, arr, ann["bbox"], crop_size, crop_jitter)
+            name = names[ann["category_index"]]
+            _atomic_save_jpeg(crop_dir / name / f"{k + 1:08d}_{j}.jpg", crop, cfg.jpeg_quality)
+            n_crops += 1
+    return {"unlabeled": num_images, "crops": n_crops}

@@ -18,21 +18,36 @@ def synth(
     ),
     categories: int = typer.Option(4, "--categories", min=1, max=5, help="Number of shape categories (1-5)."),
     max_objects: int = typer.Option(4, "--max-objects", min=1, help="Most objects drawn per image."),
+    unlabeled: int = typer.Option(
+        0,
+        "--unlabeled",
+        min=0,
+        help="Also write this many extra images for pre-training: pixels only under OUT/unlabeled/ "
+        "(mae, mocov3) and their objects as 64-px crops in an ImageFolder tree OUT/crops/<category>/ "
+        "(supervised). Disjoint from train and val.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
     """Write a synthetic COCO-format dataset of textured, occluding shapes with instance masks."""
-    from vitbench.trainer.data.synth import SynthConfig, generate_dataset
+    from vitbench.trainer.data.synth import SynthConfig, generate_dataset, generate_pretrain_images
 
     try:
         cfg = SynthConfig(num_categories=categories, max_objects=max_objects)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
     counts = generate_dataset(out, images, seed, cfg, val_fraction)
+    if unlabeled:
+        counts.update(generate_pretrain_images(out, unlabeled, seed, cfg))
     summary = {"out": str(out), "seed": seed, **{f"{k}_images": v for k, v in counts.items()}}
     if as_json:
         print_json(summary)
     else:
         typer.echo(f"wrote {counts['train']} train and {counts['val']} val images to {out} (seed {seed})")
+        if unlabeled:
+            typer.echo(
+                f"wrote {counts['unlabeled']} unlabeled images to {out / 'unlabeled'} and "
+                f"{counts['crops']} object crops to {out / 'crops'}"
+            )
 
 
 def check(

@@ -120,6 +120,10 @@ def show_cmd(
     head.add_row("created", _when(v.created_ms))
     head.add_row("run", f"{v.run_id or '-'} ({lineage.run_name or '-'}, {lineage.run_status or '-'})")
     head.add_row("experiment", lineage.experiment or "-")
+    if v.tags.get("pretrained_from"):
+        head.add_row(
+            "pre-trained from", f"{v.tags['pretrained_from']} (sha256 {v.tags.get('pretrained_sha256', '?')})"
+        )
     console.print(head)
     for title, rows in (
         ("Tags", sorted((k, t) for k, t in v.tags.items() if not k.startswith(PROMOTION_TAG_PREFIX))),

@@ -20,7 +20,11 @@ def train(
     data: Path = typer.Option(..., "--data", help="COCO-format dataset folder (train/, val/, annotations/)."),
     out: Path = typer.Option(..., "--out", help="Run folder: recipe.json, metrics.jsonl, checkpoints/, ..."),
     weights: str | None = typer.Option(
-        None, "--weights", help="Pre-trained weights: path, http(s):// or s3://."
+        None,
+        "--weights",
+        help="Pre-trained weights: path, http(s):// or s3://, or a registry reference NAME@ALIAS / "
+        "NAME/VERSION (e.g. from `vitbench pretrain`; downloaded and sha256-verified, its init tag "
+        "is used when --init is left at random).",
     ),
     weights_sha256: str | None = typer.Option(None, "--weights-sha256", help="Expected sha256 of --weights."),
     resume: bool = typer.Option(

@@ -1,0 +1,110 @@
+"""``vitbench pretrain``: pre-train the study's ViT with MAE, supervised (DeiT) or MoCo v3 on your images.
+
+Thin: parses options and calls :func:`vitbench.trainer.pretrain.flow.run_pretraining`. Exit codes:
+0 done, 2 user mistake, 3 registry unreachable, 143 interrupted by SIGTERM after saving a checkpoint
+(rerun with ``--resume``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from vitbench.cli.common import HOME_HELP, fail, print_json, user_errors
+
+
+def pretrain(
+    method: str = typer.Option(..., "--method", "-m", help="mae, supervised or mocov3."),
+    recipe: str = typer.Option(
+        "tiny",
+        "--recipe",
+        "-r",
+        help="Pre-training recipe: tiny (bench-tiny's ViT, 64 px, CPU), b or l (ViT-B/L, 224 px, the "
+        "papers' schedules), or a full name such as mae-b.",
+    ),
+    data: Path = typer.Option(
+        ...,
+        "--data",
+        help="mae/mocov3: any folder of images (recursive) or a COCO dataset (its train images); "
+        "supervised: an ImageFolder tree (one sub-folder per class).",
+    ),
+    out: Path = typer.Option(..., "--out", help="Run folder: release file(s), checkpoints/, metrics.jsonl."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help="Continue from the newest checkpoint in --out (with the run's saved recipe).",
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Recipe override key=value (repeatable), e.g. --set solver.epochs=10."
+    ),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    do_register: bool = typer.Option(
+        True, "--register/--no-register", help="Log the run and register its release file."
+    ),
+    model_name: str | None = typer.Option(
+        None, "--model-name", help="Registered model name (default: the recipe name, e.g. mae-tiny)."
+    ),
+    experiment: str = typer.Option("vitbench-pretrain", "--experiment", help="MLflow experiment."),
+    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    grace_period: float = typer.Option(
+        60.0, "--grace-period", help="Seconds allowed to save a checkpoint after SIGTERM before exiting."
+    ),
+    log_period: int = typer.Option(10, "--log-period", min=1, help="Log metrics every N steps."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+) -> None:
+    """Pre-train a ViT and write the method's official checkpoint format (loadable by its init)."""
+    from vitbench.trainer.engine.loop import EXIT_INTERRUPTED, TrainingInterruptedError
+    from vitbench.trainer.pretrain.flow import PretrainError, PretrainRun, run_pretraining
+    from vitbench.trainer.runs import Registration
+
+    try:
+        with user_errors():
+            outcome = run_pretraining(
+                PretrainRun(
+                    method=method,
+                    recipe=recipe,
+                    data=data,
+                    out=out,
+                    overrides=overrides,
+                    resume=resume,
+                    device=device,
+                    log_period=log_period,
+                    grace_period=grace_period,
+                    progress=progress,
+                    registration=Registration(model_name, experiment, home) if do_register else None,
+                )
+            )
+    except TrainingInterruptedError as exc:
+        typer.echo(
+            f"interrupted: saved step {exc.iteration} to {exc.checkpoint}; rerun with --resume", err=True
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    except PretrainError as exc:
+        fail(str(exc))
+    summary = {
+        "iteration": outcome.iteration,
+        "wall_time_s": round(outcome.wall_time_s, 2),
+        "images_per_s": None if outcome.images_per_s is None else round(outcome.images_per_s, 1),
+        "files": {init: str(path) for init, path in outcome.files},
+        "detector_recipe": outcome.detector_recipe,
+        "registered": outcome.registered,
+    }
+    if as_json:
+        print_json(summary)
+        return
+    for init, path in outcome.files:
+        typer.echo(
+            f"{init}: {path}  (vitbench inits check --init {init} --path {path} "
+            f"--recipe {outcome.detector_recipe})"
+        )
+    speed = f", {summary['images_per_s']} images/s" if outcome.images_per_s else ""
+    typer.echo(f"{outcome.iteration} steps in {summary['wall_time_s']} s{speed}", err=True)
+    if outcome.registered:
+        typer.echo(f"registered {outcome.registered} (fine-tune with --weights {outcome.registered})")
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``pretrain`` to the root app."""
+    app.command("pretrain")(pretrain)
