@@ -130,7 +130,8 @@ def test_service_images_own_their_cache(name: str) -> None:
 
 def test_mlflow_is_pinned_and_stops_on_sigterm() -> None:
     text = _text("mlflow")
-    assert "--constraint constraints.txt mlflow psycopg2-binary boto3" in text
+    # mlflow[auth]: the basic-auth app the chart runs
+    assert '--constraint constraints.txt "mlflow[auth]" psycopg2-binary boto3' in text
     assert "COPY docker/constraints.txt" in text
     # `mlflow server` launches uvicorn as a child: tini (PID 1, exec form) forwards SIGTERM to the group.
     final = _final_stage(text)
