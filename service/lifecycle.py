@@ -88,7 +88,7 @@ class ServiceState:
         logger.info("loading model", extra={"source": self.source.describe()})
         artifact = self.source.fetch()
         backend = self.backend_factory(artifact, self.settings)
-        pipeline = DetectorPipeline(artifact, backend)
+        pipeline = DetectorPipeline(artifact, backend, self.settings.jpeg_draft_factor)
         self.warmup_s = pipeline.warmup()
         logger.info(
             "model ready",

@@ -63,6 +63,12 @@ class ServiceSettings(BaseSettings):
         default=20 * 1024 * 1024, ge=1024, description="Largest request body (bytes)."
     )
     max_pixels: int = Field(default=40_000_000, ge=1, description="Largest image (width × height) decoded.")
+    jpeg_draft_factor: float = Field(
+        default=4.0,
+        ge=0.0,
+        description="Decode large JPEGs at a reduced DCT scale (1/2, 1/4, 1/8) that keeps the longest side "
+        ">= this × the model input; 0 = always decode at full size.",
+    )
 
     max_batch_size: int = Field(
         default=4, ge=1, le=256, description="Most images run together; 1 = no batching."

@@ -106,3 +106,69 @@ def test_exported_tiny_model_matches_eager_pytorch(
         union = (ours | theirs).sum()
         assert union == 0 or (ours & theirs).sum() / union > 0.9
     assert matched >= 0.9 * len(dets)
+
+
+def _photographs() -> list[tuple[str, bytes]]:
+    """Real photographs shipped with installed packages, re-encoded as 1920×1080 camera-size JPEGs."""
+    import io
+    from pathlib import Path
+
+    from PIL import Image
+
+    paths: list[Path] = []
+    matplotlib = pytest.importorskip("matplotlib")
+    paths.append(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    try:
+        import sklearn
+
+        folder = Path(sklearn.__file__).parent / "datasets" / "images"
+        paths += [folder / "china.jpg", folder / "flower.jpg"]
+    except ImportError:
+        pass
+    photos = []
+    for path in paths:
+        if not path.exists():
+            continue
+        buffer = io.BytesIO()
+        Image.open(path).convert("RGB").resize((1920, 1080), Image.Resampling.LANCZOS).save(
+            buffer, "JPEG", quality=90
+        )
+        photos.append((path.name, buffer.getvalue()))
+    if not photos:
+        pytest.skip("no sample photographs installed")
+    return photos
+
+
+def test_scaled_jpeg_decoding_keeps_detections_on_photographs(
+    exported_tiny: tuple[Path, Any], make_client: Callable[..., TestClient]
+) -> None:
+    """DCT-scaled decoding (default) vs full decoding: each of the full decode's 5 best detections
+    has a counterpart with the same label and box IoU >= 0.98; boxes are in original pixels."""
+    model_dir, _ = exported_tiny
+    full = make_client(create_app(settings_for(model_dir, jpeg_draft_factor=0)))
+    scaled = make_client(create_app(settings_for(model_dir)))
+    params = {"score_threshold": 0.0, "max_detections": 100, "mask_format": "none"}
+    headers = {"content-type": "image/jpeg"}
+    for name, data in _photographs():
+        ref = full.post("/detect", params=params, content=data, headers=headers).json()
+        got = scaled.post("/detect", params=params, content=data, headers=headers).json()
+        assert got["image"] == ref["image"] == {"width": 1920, "height": 1080}
+        for det in ref["detections"][:5]:
+            same = [d for d in got["detections"] if d["label"] == det["label"]]
+            best = max((_iou(np.array(det["box"]), np.array(d["box"])) for d in same), default=0.0)
+            assert best >= 0.98, (name, det, best)
+
+
+def test_unscaled_inputs_answer_exactly_as_before(
+    exported_tiny: tuple[Path, Any], make_client: Callable[..., TestClient]
+) -> None:
+    """A PNG and a JPEG too small to scale decode to the same pixels either way: identical answers."""
+    model_dir, _ = exported_tiny
+    full = make_client(create_app(settings_for(model_dir, jpeg_draft_factor=0)))
+    scaled = make_client(create_app(settings_for(model_dir)))
+    params = {"score_threshold": 0.0, "max_detections": 100}
+    for fmt, media in (("PNG", "image/png"), ("JPEG", "image/jpeg")):
+        data = image_bytes(300, 200, fmt)
+        a = full.post("/detect", params=params, content=data, headers={"content-type": media}).json()
+        b = scaled.post("/detect", params=params, content=data, headers={"content-type": media}).json()
+        assert a["detections"] == b["detections"] and len(a["detections"]) > 0
