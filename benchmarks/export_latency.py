@@ -50,6 +50,34 @@ def _time(fn: Callable[[], Any], warmup: int, repeats: int, sync: Callable[[], N
     return statistics.median(samples)
 
 
+def profile_ops(onnx_path: Path, opts: Any, feed: dict[str, Any], tmp: Path) -> dict[str, float]:
+    """Kernel milliseconds per ONNX op type in one profiled run (ORT's ``enable_profiling``).
+
+    Control-flow nodes (``If``, ``Loop``) include the time of the nodes inside them.
+    """
+    import collections
+
+    import onnxruntime as ort
+
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(tmp / "ort-profile")
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    sess.run(None, feed)  # warm-up, then the profiled run is the last ``model_run``
+    sess.run(None, feed)
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    opts.enable_profiling = False
+    last = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"][-1]
+    per_op: collections.Counter[str] = collections.Counter()
+    for e in events:
+        inside = last["ts"] <= e.get("ts", -1) <= last["ts"] + last["dur"]
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and inside:
+            per_op[e["args"]["op_name"]] += e["dur"] / 1000.0
+    print(f"ORT profile, one run of {last['dur'] / 1000:.1f} ms, kernel ms per op type:")
+    for op, ms in per_op.most_common(12):
+        print(f"  {op:<24} {ms:9.1f} ms  {100 * ms / (last['dur'] / 1000):5.1f} %")
+    return {op: round(ms, 1) for op, ms in per_op.most_common()}
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print a table and optionally write JSON."""
     parser = argparse.ArgumentParser(
@@ -71,6 +99,11 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="torch / ORT intra-op threads (default: all)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="CPU: also run ORT once with its profiler and print the time per op type",
+    )
     args = parser.parse_args(argv)
 
     import onnxruntime as ort
@@ -114,6 +147,8 @@ def main(argv: list[str] | None = None) -> int:
             sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
             lat["onnxruntime_cpu"] = _time(lambda: sess.run(None, feed), args.warmup, args.repeats)
             results["ratio_ort_cpu_over_eager"] = lat["onnxruntime_cpu"] / lat["pytorch_eager_cpu"]
+            if args.profile:
+                results["ort_profile_ms_by_op"] = profile_ops(onnx_path, opts, feed, Path(tmp))
         else:
             from vitbench.trainer.export.tensorrt import TensorRTDetector, export_split, require_tensorrt
 

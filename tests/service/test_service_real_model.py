@@ -172,3 +172,40 @@ def test_unscaled_inputs_answer_exactly_as_before(
         a = full.post("/detect", params=params, content=data, headers={"content-type": media}).json()
         b = scaled.post("/detect", params=params, content=data, headers={"content-type": media}).json()
         assert a["detections"] == b["detections"] and len(a["detections"]) > 0
+
+
+def test_backend_runs_a_batch_in_one_call_with_per_image_results(exported_tiny: tuple[Path, Any]) -> None:
+    from vitbench.registry.manifest import ModelManifest
+    from vitbench.service.backends import OnnxBackend
+    from vitbench.service.preprocess import preprocess
+
+    model_dir, _ = exported_tiny
+    manifest = ModelManifest.load(model_dir / "manifest.json")
+    assert manifest.outputs[-1].name == "batch_index"
+    backend = OnnxBackend(model_dir / "model.onnx", 128, ["CPUExecutionProvider"], intra_op_threads=1)
+    assert backend.supports_batch
+    rng = np.random.default_rng(3)
+    spec = manifest.input
+    batch = [
+        preprocess(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), 128, spec.pixel_mean, spec.pixel_std)[0]
+        for h, w in ((90, 128), (128, 70), (128, 128))
+    ]
+    calls: list[int] = []
+    session_run = backend._session.run
+
+    def counting_run(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return session_run(*args, **kwargs)
+
+    together = backend.run_batch(batch)
+    backend._session = type("S", (), {"run": staticmethod(counting_run)})()  # type: ignore[assignment]
+    backend.run_batch(batch)
+    assert len(calls) == 1  # one session call for the whole batch
+    backend._session.run = session_run  # type: ignore[method-assign]
+    for images, got in zip(batch, together, strict=True):
+        alone = backend.run(images)
+        assert len(alone.scores) == len(got.scores) > 0
+        np.testing.assert_allclose(got.scores, alone.scores, atol=1e-5)
+        np.testing.assert_allclose(got.boxes, alone.boxes, atol=1e-3)
+        np.testing.assert_array_equal(got.labels, alone.labels)
+        np.testing.assert_allclose(got.masks, alone.masks, atol=1e-4)

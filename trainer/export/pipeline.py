@@ -12,7 +12,7 @@ from torchvision.models.detection import MaskRCNN
 from vitbench.registry.hashing import sha256_file
 from vitbench.registry.manifest import ONNX_FILE, ModelManifest, ParityReport
 from vitbench.trainer.export.onnx import ExportableDetector, build_manifest, export_onnx, preprocess
-from vitbench.trainer.export.parity import Runner, onnx_runner, run_parity, torch_runner
+from vitbench.trainer.export.parity import Runner, onnx_batch_runner, onnx_runner, run_parity, torch_runner
 
 Format = Literal["onnx", "tensorrt"]
 
@@ -84,19 +84,27 @@ def export_checkpoint(
     images = parity_images(model, parity_count)
     import torch
 
-    result = export_onnx(model, size, out_dir / ONNX_FILE, sample=torch.from_numpy(images[0][1]))
+    # traced on two images so that nothing batch-sized can be folded to the constant 1
+    sample = torch.from_numpy(np.concatenate([images[0][1], images[1][1]]))
+    result = export_onnx(model, size, out_dir / ONNX_FILE, sample=sample)
     eager = torch_runner(ExportableDetector(model, size).eval())
     threshold = float(recipe.heads.score_thresh)
     files = [result.path]
     tensorrt_info: dict[str, str] | None = None
     if fmt == "onnx":
         session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
-        report = run_parity(
-            eager,
-            onnx_runner(session),
-            images,
-            f"onnxruntime {ort.__version__} CPUExecutionProvider",
-            threshold,
+        single = run_parity(eager, onnx_runner(session), images, "", threshold)
+        # the same images again, all in ONE session call (dynamic batch), compared per image
+        batched = run_parity(eager, onnx_batch_runner(session, images), images, "", threshold)
+        tag = f"@batch{len(images)}"
+        report = single.model_copy(
+            update={
+                "runtime": f"onnxruntime {ort.__version__} CPUExecutionProvider, batch 1 and batch "
+                f"{len(images)}",
+                "images": single.images
+                + tuple(r.model_copy(update={"image": r.image + tag}) for r in batched.images),
+                "passed": single.passed and batched.passed,
+            }
         )
     else:
         from vitbench.trainer.export.tensorrt import TensorRTDetector, export_split
