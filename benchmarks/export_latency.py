@@ -78,6 +78,22 @@ def profile_ops(onnx_path: Path, opts: Any, feed: dict[str, Any], tmp: Path) -> 
     return {op: round(ms, 1) for op, ms in per_op.most_common()}
 
 
+def _time_interleaved(
+    a: Callable[[], Any], b: Callable[[], Any], warmup: int, repeats: int
+) -> tuple[float, float]:
+    """Median ms of ``a`` and of ``b``, run alternately (a, b, a, b, ...) after ``warmup`` rounds."""
+    for _ in range(warmup):
+        a()
+        b()
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        for fn, out in ((a, times_a), (b, times_b)):
+            start = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - start) * 1000.0)
+    return statistics.median(times_a), statistics.median(times_b)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark; print a table and optionally write JSON."""
     parser = argparse.ArgumentParser(
@@ -99,6 +115,11 @@ def main(argv: list[str] | None = None) -> int:
         "--threads", type=int, default=None, help="torch / ORT intra-op threads (default: all)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="CPU: alternate eager and ORT runs (fair on a machine whose load changes)",
+    )
     parser.add_argument(
         "--profile",
         action="store_true",
@@ -141,11 +162,18 @@ def main(argv: list[str] | None = None) -> int:
             opts.intra_op_num_threads = args.threads
         feed = {"images": x.numpy()}
         if args.device == "cpu":
+            sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
             with torch.no_grad():
                 n_det = len(wrapper(x)[1])
-                lat["pytorch_eager_cpu"] = _time(lambda: wrapper(x), args.warmup, args.repeats)
-            sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-            lat["onnxruntime_cpu"] = _time(lambda: sess.run(None, feed), args.warmup, args.repeats)
+                if args.interleave:  # eager and ORT alternate run by run: both see the same load
+                    eager_ms, ort_ms = _time_interleaved(
+                        lambda: wrapper(x), lambda: sess.run(None, feed), args.warmup, args.repeats
+                    )
+                    lat["pytorch_eager_cpu"], lat["onnxruntime_cpu"] = eager_ms, ort_ms
+                else:
+                    lat["pytorch_eager_cpu"] = _time(lambda: wrapper(x), args.warmup, args.repeats)
+            if not args.interleave:
+                lat["onnxruntime_cpu"] = _time(lambda: sess.run(None, feed), args.warmup, args.repeats)
             results["ratio_ort_cpu_over_eager"] = lat["onnxruntime_cpu"] / lat["pytorch_eager_cpu"]
             if args.profile:
                 results["ort_profile_ms_by_op"] = profile_ops(onnx_path, opts, feed, Path(tmp))
