@@ -50,7 +50,7 @@ class GroupedNMS(torch.autograd.Function):
                 fill = torch.full_like(keep, g), torch.full_like(keep, k)
                 rows.append(torch.stack([fill[0], fill[1], keep], dim=1))
         if not rows:
-            return torch.zeros((0, 3), dtype=torch.int64)
+            return boxes.new_zeros((0, 3), dtype=torch.int64)
         return torch.cat(rows)
 
     @staticmethod
@@ -154,10 +154,10 @@ def propose(model: MaskRCNN, images: Tensor, features: dict[str, Tensor]) -> tup
     boxes = _gather_rows(proposals, idx).clamp(0, size)  # (B, N, 4) clipped to the canvas
     w, h = boxes[..., 2] - boxes[..., 0], boxes[..., 3] - boxes[..., 1]
     valid = (w >= rpn.min_size) & (h >= rpn.min_size) & (scores >= rpn.score_thresh)
-    lvl = torch.tensor(level_ids, dtype=torch.int64)
+    lvl = torch.tensor(level_ids, dtype=torch.int64, device=images.device)
     num_levels = len(per_level)
     # scores per (image, level): a box scores only in its own level's row
-    own = lvl[None, :] == torch.arange(num_levels)[:, None]  # (L, N)
+    own = lvl[None, :] == torch.arange(num_levels, device=images.device)[:, None]  # (L, N)
     grid = torch.where(own[None] & valid[:, None, :], scores[:, None, :], SENTINEL)  # (B, L, N)
     kept = _keep_scores(grouped_nms(boxes, grid, rpn.nms_thresh), grid).amax(1)  # (B, N)
     best, order = kept.topk(min(rpn.post_nms_top_n(), kept.shape[1]), dim=1)  # (B, P)

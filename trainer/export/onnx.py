@@ -26,7 +26,10 @@ from vitbench.trainer.export.batched import detect, propose
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "images"
-OUTPUT_NAMES = ("boxes", "scores", "labels", "mask_logits", "batch_index")
+#: Per-detection outputs (also those of the TensorRT path's batch-1 tail graph).
+OUTPUT_NAMES = ("boxes", "scores", "labels", "mask_logits")
+#: Outputs of the dynamic-batch graph: the per-detection ones and the image each detection belongs to.
+BATCHED_OUTPUT_NAMES = (*OUTPUT_NAMES, "batch_index")
 #: The manifest's description of the extra output that marks a graph with a dynamic batch dimension.
 BATCH_INDEX_OUTPUT = OutputSpec(
     name="batch_index",
@@ -130,7 +133,7 @@ def export_onnx(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    dynamic = {INPUT_NAME: {0: "B"}, **{name: {0: "N"} for name in OUTPUT_NAMES}}
+    dynamic = {INPUT_NAME: {0: "B"}, **{name: {0: "N"} for name in BATCHED_OUTPUT_NAMES}}
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer warnings
@@ -141,7 +144,7 @@ def export_onnx(
                 dynamo=False,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
+                output_names=list(BATCHED_OUTPUT_NAMES),
                 dynamic_axes=dynamic,
                 do_constant_folding=True,
             )

@@ -163,7 +163,7 @@ def torch_runner_cuda(module: ExportableDetector) -> Runner:
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         with torch.no_grad():
-            out = module(torch.from_numpy(x).cuda())
+            out = module(torch.from_numpy(x).cuda())[:4]  # batch_index is all 0 for one image
         boxes, scores, labels, masks = (t.cpu().numpy() for t in out)
         return boxes, scores, labels, masks
 
