@@ -57,13 +57,17 @@ def run_benchmark(
     repeats: int = 10,
     threads: int | None = None,
     parity_count: int = 0,
+    interleave: bool = False,
+    profile: bool = False,
     log: Callable[[str], None] = lambda _msg: None,
 ) -> dict[str, Any]:
     """Export the recipe's detector (random weights, seed 0) and time eager PyTorch on ``device`` against
     each ONNX Runtime path in ``runtimes`` (``ort-cpu``, ``ort-cuda``, ``trt``: TensorRT EP fp16 backbone +
     CUDA EP tail) on one pre-processed canvas. With ``parity_count`` > 0, also run the export parity check
     (:func:`trainer.export.parity.run_parity`) of each runtime against eager on that many synthetic images
-    plus the wide and the flat one. Returns latencies (ms), ratios and parity summaries."""
+    plus the wide and the flat one. On the CPU, ``interleave`` times eager and ONNX Runtime alternately run
+    by run (both see the same load) and ``profile`` adds ORT's kernel time per op type. Returns latencies
+    (ms), ratios and parity summaries."""
     import onnxruntime as ort
 
     from vitbench.trainer.export.parity import onnx_runner, run_parity, torch_runner
@@ -142,7 +146,15 @@ def run_benchmark(
                 provider = "CPUExecutionProvider" if runtime == "ort-cpu" else "CUDAExecutionProvider"
                 sess = ort.InferenceSession(str(onnx_path), opts, providers=[provider])
                 key, runner = f"onnxruntime_{runtime.removeprefix('ort-')}", onnx_runner(sess)
-            lat[key] = _time(lambda r=runner: r(feed["images"]), warmup, repeats)
+            if interleave and runtime == "ort-cpu":  # eager and ORT alternate: both see the same load
+                with torch.no_grad():
+                    lat[f"pytorch_eager_{device}"], lat[key] = _time_interleaved(
+                        lambda: eager_module(xd), lambda r=runner: r(feed["images"]), warmup, repeats
+                    )
+            else:
+                lat[key] = _time(lambda r=runner: r(feed["images"]), warmup, repeats)
+            if profile and runtime == "ort-cpu":
+                results["ort_profile_ms_by_op"] = profile_ops(onnx_path, opts, feed, Path(tmp))
             results[f"ratio_{key}_over_eager"] = lat[key] / lat[f"pytorch_eager_{device}"]
             runners[key] = runner
         for key, runner in runners.items():
@@ -160,6 +172,50 @@ def run_benchmark(
             }
         results["detections"] = n_det
     return results
+
+
+def profile_ops(onnx_path: Path, opts: Any, feed: dict[str, Any], tmp: Path) -> dict[str, float]:
+    """Kernel milliseconds per ONNX op type in one profiled run (ORT's ``enable_profiling``).
+
+    Control-flow nodes (``If``, ``Loop``) include the time of the nodes inside them.
+    """
+    import collections
+
+    import onnxruntime as ort
+
+    opts.enable_profiling = True
+    opts.profile_file_prefix = str(tmp / "ort-profile")
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    sess.run(None, feed)  # warm-up, then the profiled run is the last ``model_run``
+    sess.run(None, feed)
+    events = json.loads(Path(sess.end_profiling()).read_text())
+    opts.enable_profiling = False
+    last = [e for e in events if e.get("cat") == "Session" and e["name"] == "model_run"][-1]
+    per_op: collections.Counter[str] = collections.Counter()
+    for e in events:
+        inside = last["ts"] <= e.get("ts", -1) <= last["ts"] + last["dur"]
+        if e.get("cat") == "Node" and e["name"].endswith("_kernel_time") and inside:
+            per_op[e["args"]["op_name"]] += e["dur"] / 1000.0
+    print(f"ORT profile, one run of {last['dur'] / 1000:.1f} ms, kernel ms per op type:")
+    for op, ms in per_op.most_common(12):
+        print(f"  {op:<24} {ms:9.1f} ms  {100 * ms / (last['dur'] / 1000):5.1f} %")
+    return {op: round(ms, 1) for op, ms in per_op.most_common()}
+
+
+def _time_interleaved(
+    a: Callable[[], Any], b: Callable[[], Any], warmup: int, repeats: int
+) -> tuple[float, float]:
+    """Median ms of ``a`` and of ``b``, run alternately (a, b, a, b, ...) after ``warmup`` rounds."""
+    for _ in range(warmup):
+        a()
+        b()
+    times_a, times_b = [], []
+    for _ in range(repeats):
+        for fn, out in ((a, times_a), (b, times_b)):
+            start = time.perf_counter()
+            fn()
+            out.append((time.perf_counter() - start) * 1000.0)
+    return median(times_a), median(times_b)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,6 +242,16 @@ def main(argv: list[str] | None = None) -> int:
         "--parity", type=int, default=0, help="also check export parity on N synthetic images (+2 edge cases)"
     )
     parser.add_argument("--json", type=Path, default=None, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--interleave",
+        action="store_true",
+        help="CPU: alternate eager and ORT runs (fair on a machine whose load changes)",
+    )
+    parser.add_argument(
+        "--profile",
+        action="store_true",
+        help="CPU: also run ORT once with its profiler and print the time per op type",
+    )
     args = parser.parse_args(argv)
 
     results = run_benchmark(
@@ -198,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
         repeats=args.repeats,
         threads=args.threads,
         parity_count=args.parity,
+        interleave=args.interleave,
+        profile=args.profile,
     )
     lat = results["latency_ms"]
     width = max(len(k) for k in lat)

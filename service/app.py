@@ -94,6 +94,7 @@ def create_app(
             queue_size=settings.queue_size,
             on_batch=metrics.observe_batch,
             on_depth=metrics.queue_depth.set,
+            incoming=lambda: state.preparing,
         )
 
     @asynccontextmanager
@@ -113,6 +114,7 @@ def create_app(
                 await loader
             if state.batcher is not None:
                 await state.batcher.close(drain_timeout_s=settings.request_timeout_s)
+            state.close_pools()
             logger.info("stopped")
 
     app = FastAPI(

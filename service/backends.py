@@ -1,8 +1,10 @@
 """ONNX Runtime backend for the exported detector graph.
 
-Graph contract (docs/architecture.md): input ``images`` float32 [1, 3, S, S]; outputs ``boxes`` float32
+Graph contract (docs/architecture.md): input ``images`` float32 [B, 3, S, S]; outputs ``boxes`` float32
 [N, 4] (S×S canvas), ``scores`` float32 [N], ``labels`` int64 [N] (1-based), ``mask_logits`` float32
-[N, 28, 28] (probabilities). The session is thread-safe; one ``run`` uses ``intra_op_threads``.
+[N, 28, 28] (probabilities) and, in graphs with a dynamic batch, ``batch_index`` int64 [N] (the image
+of each detection). Graphs without ``batch_index`` are batch-1 exports: a batch runs image by image.
+The session is thread-safe; one ``run`` uses ``intra_op_threads``.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ logger = logging.getLogger(__name__)
 
 INPUT_NAME = "images"
 OUTPUT_NAMES: tuple[str, ...] = ("boxes", "scores", "labels", "mask_logits")
+BATCH_INDEX = "batch_index"
 
 
 class BackendError(RuntimeError):
@@ -121,6 +124,12 @@ class OnnxBackend:
         missing = [o for o in OUTPUT_NAMES if o not in outputs]
         if missing:
             raise BackendError(f"model lacks output(s) {missing}; expected {list(OUTPUT_NAMES)}")
+        self.batched = BATCH_INDEX in outputs and not isinstance(shape[0], int)
+
+    @property
+    def supports_batch(self) -> bool:
+        """Whether one ``run`` takes several images (dynamic batch graph with ``batch_index``)."""
+        return self.batched
 
     def run(self, images: np.ndarray) -> RawDetections:
         """Run one image, ``images`` float32 [1, 3, S, S] → its detections."""
@@ -133,5 +142,20 @@ class OnnxBackend:
         )
 
     def run_batch(self, batch: list[np.ndarray]) -> list[RawDetections]:
-        """Run several [1, 3, S, S] images one after another in the calling thread (batch-1 graph)."""
-        return [self.run(images) for images in batch]
+        """Run [1, 3, S, S] images: in ONE session call when the graph is batched, else one by one."""
+        if not self.batched or len(batch) == 1:
+            return [self.run(images) for images in batch]
+        names = [*OUTPUT_NAMES, BATCH_INDEX]
+        stacked = np.concatenate(batch)  # [B, 3, S, S]
+        boxes, scores, labels, masks, index = self._session.run(names, {INPUT_NAME: stacked})
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        masks = np.asarray(masks, dtype=np.float32).reshape(len(index), *np.shape(masks)[-2:])
+        return [
+            RawDetections(
+                boxes=np.asarray(boxes, dtype=np.float32).reshape(-1, 4)[index == i],
+                scores=np.asarray(scores, dtype=np.float32).reshape(-1)[index == i],
+                labels=np.asarray(labels, dtype=np.int64).reshape(-1)[index == i],
+                masks=masks[index == i],
+            )
+            for i in range(len(batch))
+        ]

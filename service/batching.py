@@ -1,11 +1,13 @@
 """Dynamic batching of inference requests on an asyncio queue.
 
-Requests wait in a bounded queue; one worker task takes the first waiting request, gathers more for at
-most ``max_delay_s`` or until ``max_batch_size`` are in hand, and runs the batch in a dedicated worker
-thread so the event loop keeps answering. ``max_batch_size = 1`` turns batching off (still bounded and
-off the loop). A full queue raises :class:`QueueFullError` (the app answers 503 + ``Retry-After``); a
-request that waits longer than its timeout raises :class:`RequestTimeoutError` and is skipped if it has
-not started yet.
+Requests wait in a bounded queue; one worker task takes the first waiting request plus every request
+already waiting (up to ``max_batch_size``) and runs them as one batch in a dedicated worker thread, so
+the event loop keeps answering. A lone request runs at once: the worker waits (at most
+``max_delay_s``) for more only while ``incoming()`` says requests are on their way (admitted and
+being decoded). While a batch runs, new requests queue up and form the next batch.
+``max_batch_size = 1`` turns batching off (still bounded and off the loop). A full queue raises
+:class:`QueueFullError` (the app answers 503 + ``Retry-After``); a request that waits longer than
+its timeout raises :class:`RequestTimeoutError` and is skipped if it has not started yet.
 """
 
 from __future__ import annotations
@@ -57,7 +59,8 @@ class _Pending(Generic[In, Out]):
 class DynamicBatcher(Generic[In, Out]):
     """Queue + batching worker around a blocking ``run_batch(list[In]) -> list[Out]``.
 
-    ``on_batch(size, seconds)`` and ``on_depth(depth)`` are observability hooks (metrics).
+    ``on_batch(size, seconds)`` and ``on_depth(depth)`` are observability hooks (metrics);
+    ``incoming()`` counts requests that will be submitted soon (default: none known).
     """
 
     def __init__(
@@ -68,6 +71,7 @@ class DynamicBatcher(Generic[In, Out]):
         queue_size: int,
         on_batch: Callable[[int, float], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
+        incoming: Callable[[], int] | None = None,
     ) -> None:
         if max_batch_size < 1 or queue_size < 1 or max_delay_s < 0:
             raise ValueError("max_batch_size and queue_size must be >= 1 and max_delay_s >= 0")
@@ -77,6 +81,7 @@ class DynamicBatcher(Generic[In, Out]):
         self.queue_size = queue_size
         self._on_batch = on_batch or (lambda size, seconds: None)
         self._on_depth = on_depth or (lambda depth: None)
+        self._incoming = incoming or (lambda: 0)
         self._queue: asyncio.Queue[_Pending[In, Out]] | None = None
         self._worker: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
@@ -136,6 +141,8 @@ class DynamicBatcher(Generic[In, Out]):
                 continue
             except asyncio.QueueEmpty:
                 pass
+            if self._incoming() <= 0:
+                break  # nothing on its way: do not make the batch wait
             remaining = deadline - time.perf_counter()
             if remaining <= 0:
                 break

@@ -4,6 +4,11 @@ Every failure is a :class:`DecodeError` carrying the HTTP status the service ans
 415 for bytes that are not a supported image format, 413 for images with more pixels than allowed
 (checked before any pixel is decoded), 422 for images that claim a supported format but cannot be
 decoded (truncated or corrupt).
+
+JPEGs much larger than what the model needs can be decoded at a reduced scale (libjpeg's DCT scaling
+by 1/2, 1/4 or 1/8 through Pillow's ``Image.draft``): ``min_side_target`` is the longest side the
+caller needs; the decoded image keeps its longest side at least that long, and :class:`DecodedImage`
+remembers the original size so results are reported in the original image's pixels.
 """
 
 from __future__ import annotations
@@ -29,13 +34,31 @@ class DecodeError(Exception):
         self.message = message
 
 
+# EXIF orientations that swap width and height (transpose, rotate 90/270, transverse).
+_SWAPS_AXES = frozenset({5, 6, 7, 8})
+_EXIF_ORIENTATION = 0x0112
+
+
 @dataclass(frozen=True)
 class DecodedImage:
-    """An RGB image: ``pixels`` uint8 [H, W, 3] after EXIF orientation; ``source_format`` as sniffed."""
+    """An RGB image: ``pixels`` uint8 [h, w, 3] after EXIF orientation; ``source_format`` as sniffed.
+
+    ``original_height``/``original_width`` are the full image's size after EXIF orientation; they
+    differ from the pixel array's when the JPEG was decoded at a reduced DCT scale (``scale_denom``
+    = 2, 4 or 8; 1 = full size).
+    """
 
     pixels: np.ndarray
     source_format: str
     source_mode: str
+    original_height: int = 0
+    original_width: int = 0
+    scale_denom: int = 1
+
+    def __post_init__(self) -> None:
+        if not self.original_height or not self.original_width:
+            object.__setattr__(self, "original_height", int(self.pixels.shape[0]))
+            object.__setattr__(self, "original_width", int(self.pixels.shape[1]))
 
     @property
     def height(self) -> int:
@@ -61,11 +84,26 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
-def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
+def draft_denominator(width: int, height: int, min_side_target: int) -> int:
+    """The largest DCT scale denominator (8, 4, 2 or 1) keeping the longest side >= ``min_side_target``.
+
+    libjpeg rounds a scaled side up (``ceil(side / d)``), so that is the size this guarantees.
+    """
+    longest = max(width, height)
+    for denom in (8, 4, 2):
+        if -(-longest // denom) >= min_side_target:
+            return denom
+    return 1
+
+
+def decode_image(data: bytes, max_pixels: int, min_side_target: int | None = None) -> DecodedImage:
     """Decode ``data`` into RGB uint8 [H, W, 3], refusing images over ``max_pixels`` before decoding.
 
-    Grayscale, palette, RGBA/LA (alpha dropped), CMYK, YCbCr and 16-bit or float images are converted
-    to 8-bit RGB; 16-bit samples are scaled by 255/65535. Multi-frame files use their first frame.
+    With ``min_side_target`` a JPEG whose longest side is at least twice that is decoded at the
+    largest DCT reduction (1/2, 1/4, 1/8) that keeps its longest side >= ``min_side_target``; other
+    formats are always decoded at full size. Grayscale, palette, RGBA/LA (alpha dropped), CMYK,
+    YCbCr and 16-bit or float images are converted to 8-bit RGB; 16-bit samples are scaled by
+    255/65535. Multi-frame files use their first frame.
     """
     fmt = sniff_format(data)
     if fmt is None:
@@ -81,15 +119,32 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
                 raise DecodeError(
                     413, f"image is {width}x{height} = {width * height} pixels; the limit is {max_pixels}"
                 )
+            denom = 1
+            if min_side_target and fmt == "JPEG":
+                denom = draft_denominator(width, height, min_side_target)
+                if denom > 1:
+                    # requests (w // d, h // d): Pillow then picks exactly scale 1/d
+                    image.draft(image.mode, (width // denom, height // denom))
+                    denom = max(1, round(width / image.size[0]))
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
             image.load()
             pixels, mode = _to_rgb(ImageOps.exif_transpose(image) or image)
+            if orientation in _SWAPS_AXES:
+                width, height = height, width
     except DecodeError:
         raise
     except Image.DecompressionBombError as exc:
         raise DecodeError(413, f"image has too many pixels: {exc}") from exc
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError, EOFError) as exc:
         raise DecodeError(422, f"{fmt} image could not be decoded (truncated or corrupt): {exc}") from exc
-    return DecodedImage(pixels=pixels, source_format=fmt, source_mode=mode)
+    return DecodedImage(
+        pixels=pixels,
+        source_format=fmt,
+        source_mode=mode,
+        original_height=height,
+        original_width=width,
+        scale_denom=denom,
+    )
 
 
 def _to_rgb(image: Image.Image) -> tuple[np.ndarray, str]:

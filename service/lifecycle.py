@@ -10,6 +10,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Literal
 
 import numpy as np
@@ -54,14 +55,32 @@ class ServiceState:
         self.pipeline: DetectorPipeline | None = None
         self.batcher: DynamicBatcher[np.ndarray, RawDetections] | None = None
         self.in_flight = 0
+        self.preparing = 0  # admitted requests still reading/decoding (they will reach the batcher)
+        self.prepare_pool: ThreadPoolExecutor | None = None
+        self.finish_pool: ThreadPoolExecutor | None = None
         self.warmup_s: float | None = None
         self.failure_callbacks: list[Callable[[str], None]] = []
         self.status_callbacks: list[Callable[[Status], None]] = []
 
     def reset(self) -> None:
-        """Back to ``loading`` with nothing loaded (each lifespan starts from here)."""
-        self.pipeline, self.batcher, self.in_flight, self.warmup_s = None, None, 0, None
+        """Back to ``loading`` with nothing loaded (each lifespan starts from here); opens the pools.
+
+        Decode/preprocess and postprocess get their own thread pools (``settings.stage_threads``
+        each) so that these CPU stages of some requests run while the inference thread runs others.
+        """
+        self.pipeline, self.batcher, self.in_flight, self.preparing, self.warmup_s = None, None, 0, 0, None
+        self.close_pools()
+        threads = self.settings.stage_threads
+        self.prepare_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="prepare")
+        self.finish_pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="postprocess")
         self.set_status("loading")
+
+    def close_pools(self) -> None:
+        """Shut the stage pools down (after the batcher has drained)."""
+        for pool in (self.prepare_pool, self.finish_pool):
+            if pool is not None:
+                pool.shutdown(wait=True)
+        self.prepare_pool = self.finish_pool = None
 
     @property
     def ready(self) -> bool:
@@ -88,7 +107,7 @@ class ServiceState:
         logger.info("loading model", extra={"source": self.source.describe()})
         artifact = self.source.fetch()
         backend = self.backend_factory(artifact, self.settings)
-        pipeline = DetectorPipeline(artifact, backend)
+        pipeline = DetectorPipeline(artifact, backend, self.settings.jpeg_draft_factor)
         self.warmup_s = pipeline.warmup()
         logger.info(
             "model ready",

@@ -2,8 +2,8 @@
 
 Pasting reproduces torchvision's ``paste_masks_in_image`` (1-pixel zero border, box expanded by the
 same ratio, integer box, bilinear resize) followed by the ``> 0.5`` threshold used by COCO evaluation.
-Encoders take the pasted mask as a crop plus its offset so that the full-image mask is built only
-where a format needs it (RLE).
+Encoders take the pasted mask as a crop plus its offset: COCO RLE and polygons are computed from
+the crop alone (work proportional to the box, not the image); only PNG builds the full-image mask.
 """
 
 from __future__ import annotations
@@ -75,17 +75,47 @@ def paste_mask(probs: np.ndarray, box: np.ndarray, height: int, width: int, padd
     return PastedMask(crop, x_0, y_0, height, width)
 
 
+def rle_counts(mask: PastedMask) -> np.ndarray:
+    """Uncompressed COCO RLE counts of the full mask, computed from the crop alone (O(crop) work).
+
+    COCO RLE runs over the image in column-major order and alternates background/foreground runs,
+    starting with background (a leading 0 when pixel (0, 0) is set); the last count is the final
+    run (pycocotools' ``rleEncode``). The foreground runs of each crop column are shifted to their
+    full-image offsets ``(x0 + c) * H + y0 + r``; runs that touch across a column boundary (crop
+    spanning the image's full height) are merged. Returns int64 [K].
+    """
+    total = mask.height * mask.width
+    h, w = mask.crop.shape
+    if h == 0 or w == 0 or not mask.crop.any():
+        return np.array([total], dtype=np.int64)
+    columns = np.zeros((w, h + 2), dtype=np.int8)  # [w, h+2]: each crop column framed by background
+    columns[:, 1:-1] = mask.crop.T
+    change_c, change_r = np.nonzero(columns[:, 1:] != columns[:, :-1])  # [w, h+1] → 2R changes
+    # row-major over [w, ·] is column-major over the crop; in each column the changes alternate
+    # start (first set pixel) / end (one past the last), since every column begins and ends unset.
+    offsets = (mask.x0 + change_c).astype(np.int64) * mask.height + mask.y0 + change_r  # [2R]
+    starts, ends = offsets[0::2], offsets[1::2]  # [R], [R]
+    touching = ends[:-1] == starts[1:]  # run i ends where run i+1 begins: one run
+    if touching.any():
+        starts = np.concatenate([starts[:1], starts[1:][~touching]])
+        ends = np.concatenate([ends[:-1][~touching], ends[-1:]])
+    edges = np.empty(2 * len(starts) + 2, dtype=np.int64)  # 0, s0, e0, s1, e1, ..., total
+    edges[0], edges[-1] = 0, total
+    edges[1:-1:2], edges[2:-1:2] = starts, ends
+    counts = np.diff(edges)
+    return counts[:-1] if counts[-1] == 0 else counts  # no empty background run after the last object
+
+
 def encode_rle(mask: PastedMask) -> dict[str, Any]:
     """COCO compressed RLE of the full mask (column-major, as pycocotools).
 
-    Returns ``{"size": [H, W], "counts": str}``; ``pycocotools.mask.decode`` reads it back. The crop
-    is written straight into a Fortran-ordered uint8 [H, W, 1] buffer (one allocation, no copies).
+    Returns ``{"size": [H, W], "counts": str}``, byte-identical to ``pycocotools.mask.encode`` of
+    the full H×W mask, which is never built: the counts come from the crop (:func:`rle_counts`) and
+    pycocotools only compresses them.
     """
-    full = np.zeros((mask.height, mask.width, 1), dtype=np.uint8, order="F")  # [H, W, 1]
-    h, w = mask.crop.shape
-    full[mask.y0 : mask.y0 + h, mask.x0 : mask.x0 + w, 0] = mask.crop
-    rle = mask_utils.encode(full)[0]
-    return {"size": [int(rle["size"][0]), int(rle["size"][1])], "counts": rle["counts"].decode("ascii")}
+    counts = rle_counts(mask)
+    rle = mask_utils.frPyObjects({"size": [mask.height, mask.width], "counts": counts.tolist()}, 0, 0)
+    return {"size": [mask.height, mask.width], "counts": rle["counts"].decode("ascii")}
 
 
 def encode_png(mask: PastedMask) -> dict[str, Any]:

@@ -6,6 +6,7 @@ thread pool and inference through the :class:`~service.batching.DynamicBatcher`.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -41,9 +42,12 @@ class Prepared:
 class DetectorPipeline:
     """One loaded model: its manifest, its backend and the stages around it."""
 
-    def __init__(self, artifact: ModelArtifact, backend: Backend) -> None:
+    def __init__(self, artifact: ModelArtifact, backend: Backend, jpeg_draft_factor: float = 0.0) -> None:
+        """``jpeg_draft_factor`` > 0: JPEGs are decoded at the largest DCT reduction that keeps their
+        longest side >= factor × S (see :func:`~service.decode.decode_image`); 0 = always full size."""
         self.artifact = artifact
         self.backend = backend
+        self.jpeg_draft_factor = jpeg_draft_factor
         spec = artifact.manifest.input
         self.image_size = spec.size
         self.pixel_mean = spec.pixel_mean
@@ -53,9 +57,16 @@ class DetectorPipeline:
     def prepare(self, data: bytes, max_pixels: int) -> Prepared:
         """Decode ``data`` (raises :class:`~service.decode.DecodeError`) and build the graph input."""
         t0 = time.perf_counter()
-        image = decode_image(data, max_pixels)
+        target = math.ceil(self.jpeg_draft_factor * self.image_size) if self.jpeg_draft_factor > 0 else None
+        image = decode_image(data, max_pixels, target)
         t1 = time.perf_counter()
-        images, letterbox = preprocess(image.pixels, self.image_size, self.pixel_mean, self.pixel_std)
+        images, letterbox = preprocess(
+            image.pixels,
+            self.image_size,
+            self.pixel_mean,
+            self.pixel_std,
+            (image.original_height, image.original_width),
+        )
         t2 = time.perf_counter()
         return Prepared(images, letterbox, t1 - t0, t2 - t1)
 

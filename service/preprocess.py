@@ -7,6 +7,7 @@ manifest's mean/std on the 0–255 scale and zero-padded at the bottom/right.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ class Letterbox:
 
     ``resized_height``/``resized_width`` are the pixel size after resizing; boxes in the canvas map
     back to the original with ``x * original_width / resized_width`` (torchvision's ``resize_boxes``).
+    The original may be larger than the decoded pixels (JPEG DCT-scaled decoding); the ratio then
+    covers both steps.
     """
 
     original_height: int
@@ -82,11 +85,18 @@ def preprocess(
     canvas: int,
     pixel_mean: tuple[float, float, float],
     pixel_std: tuple[float, float, float],
+    original_size: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, Letterbox]:
-    """uint8 RGB [H, W, 3] → (float32 [1, 3, S, S] graph input, its :class:`Letterbox`)."""
+    """uint8 RGB [h, w, 3] → (float32 [1, 3, S, S] graph input, its :class:`Letterbox`).
+
+    ``original_size`` (H, W) is the full image's size when ``pixels`` is a reduced decode of it (JPEG
+    DCT scaling); the letterbox then maps canvas coordinates to the original's pixels.
+    """
     if pixels.ndim != 3 or pixels.shape[2] != 3:
         raise ValueError(f"expected an RGB image [H, W, 3], got shape {pixels.shape}")
     box = letterbox_for(pixels.shape[0], pixels.shape[1], canvas)
+    if original_size is not None and original_size != pixels.shape[:2]:
+        box = dataclasses.replace(box, original_height=original_size[0], original_width=original_size[1])
     resized = resize_bilinear(pixels, box.resized_height, box.resized_width)  # [h, w, 3] 0–255
     mean = np.asarray(pixel_mean, dtype=np.float32)
     std = np.asarray(pixel_std, dtype=np.float32)

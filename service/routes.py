@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import secrets
 import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -190,12 +190,18 @@ def build_router(state: ServiceState, metrics: ServiceMetrics, index_html: str) 
                 label_ids=label_ids,
                 mask_format=query.mask_format,
             )
-            data = await _read_image_bytes(request)
+            loop = asyncio.get_running_loop()
+            state.preparing += 1  # tells the batcher that this request is on its way
             try:
-                prepared = await run_in_threadpool(pipeline.prepare, data, settings.max_pixels)
+                data = await _read_image_bytes(request)
+                prepared = await loop.run_in_executor(
+                    state.prepare_pool, pipeline.prepare, data, settings.max_pixels
+                )
             except DecodeError as exc:
                 metrics.rejected.labels(reason=_REJECT_REASON.get(exc.status, "undecodable")).inc()
                 raise ServiceError(exc.status, exc.message) from exc
+            finally:
+                state.preparing -= 1
             try:
                 result = await state.batcher.submit(prepared.images, settings.request_timeout_s)
             except QueueFullError as exc:
@@ -209,7 +215,9 @@ def build_router(state: ServiceState, metrics: ServiceMetrics, index_html: str) 
             except BatcherClosedError as exc:
                 raise ServiceError(503, str(exc), retry_after()) from exc
             t_post = time.perf_counter()
-            detections = await run_in_threadpool(pipeline.finish, result.output, prepared, options)
+            detections = await loop.run_in_executor(
+                state.finish_pool, pipeline.finish, result.output, prepared, options
+            )
             post_s = time.perf_counter() - t_post
         finally:
             state.in_flight -= 1

@@ -6,6 +6,7 @@ modules receive the object and never read the environment themselves.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -67,7 +68,13 @@ class ServiceSettings(BaseSettings):
         description="ONNX Runtime execution providers in order of preference; unavailable ones are skipped.",
     )
     intra_op_threads: int = Field(
-        default=0, ge=0, description="ORT intra-op threads per run; 0 = ORT default."
+        default=0, ge=0, description="ORT intra-op threads per run; 0 = ORT default (one per core)."
+    )
+    cpu_threads: int = Field(
+        default=0,
+        ge=0,
+        description="Threads for decode/preprocess and for mask paste/encode (one pool each), so these "
+        "stages of some requests overlap inference of others; 0 = the machine's cores (at most 8).",
     )
     trt_cache_dir: Path | None = Field(default=None, description="TensorRT engine/timing cache folder.")
     trt_fp16: bool = Field(default=True, description="Build TensorRT engines in fp16.")
@@ -78,11 +85,22 @@ class ServiceSettings(BaseSettings):
         default=20 * 1024 * 1024, ge=1024, description="Largest request body (bytes)."
     )
     max_pixels: int = Field(default=40_000_000, ge=1, description="Largest image (width × height) decoded.")
+    jpeg_draft_factor: float = Field(
+        default=4.0,
+        ge=0.0,
+        description="Decode large JPEGs at a reduced DCT scale (1/2, 1/4, 1/8) that keeps the longest side "
+        ">= this × the model input; 0 = always decode at full size.",
+    )
 
     max_batch_size: int = Field(
         default=4, ge=1, le=256, description="Most images run together; 1 = no batching."
     )
-    max_queue_delay_ms: float = Field(default=2.0, ge=0.0, description="Longest wait to fill a batch (ms).")
+    max_queue_delay_ms: float = Field(
+        default=2.0,
+        ge=0.0,
+        description="Longest wait to fill a batch (ms), only while admitted requests are still being "
+        "decoded; a lone request runs at once.",
+    )
     queue_size: int = Field(default=64, ge=1, description="Requests waiting for inference before 503.")
     request_timeout_s: float = Field(default=30.0, gt=0.0, description="Queue + inference time limit (s).")
     retry_after_s: int = Field(default=1, ge=0, description="`Retry-After` seconds sent with 503 answers.")
@@ -167,6 +185,11 @@ class ServiceSettings(BaseSettings):
                     "serve the pin (leave model unset) or an alias that points at it"
                 )
         return self
+
+    @property
+    def stage_threads(self) -> int:
+        """Threads per CPU-stage pool (``cpu_threads`` or the cores, capped at 8)."""
+        return self.cpu_threads or max(1, min(8, os.cpu_count() or 1))
 
     @property
     def serving_cache(self) -> Path:

@@ -93,6 +93,77 @@ def test_full_queue_and_timeout() -> None:
     assert ran == [[0]]  # the timed-out requests were dropped, never run
 
 
+def test_lone_request_runs_at_once_despite_a_long_batching_window() -> None:
+    async def scenario() -> float:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(
+            lambda items: items, 8, max_delay_s=5.0, queue_size=8
+        )
+        await batcher.start()
+        started = time.perf_counter()
+        result = await batcher.submit(1, 10.0)
+        elapsed = time.perf_counter() - started
+        await batcher.close()
+        assert result.batch_size == 1
+        return elapsed
+
+    assert _run(scenario) < 1.0  # not the 5 s window: nothing else was on its way
+
+
+def test_batcher_waits_only_for_requests_on_their_way() -> None:
+    """With one more request being decoded, the first waits for it and both run in one batch."""
+    seen: list[list[int]] = []
+    on_their_way = 0
+
+    def run_batch(items: list[int]) -> list[int]:
+        seen.append(list(items))
+        return items
+
+    async def scenario() -> None:
+        nonlocal on_their_way
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(
+            run_batch, 8, max_delay_s=2.0, queue_size=8, incoming=lambda: on_their_way
+        )
+        await batcher.start()
+        on_their_way = 1  # a second request is still decoding
+
+        async def late() -> object:
+            nonlocal on_their_way
+            await asyncio.sleep(0.1)
+            on_their_way = 0
+            return await batcher.submit(2, 5.0)
+
+        await asyncio.gather(batcher.submit(1, 5.0), late())
+        await batcher.close()
+
+    _run(scenario)
+    assert seen == [[1, 2]]
+
+
+def test_requests_queued_during_a_run_form_the_next_batch() -> None:
+    gate = threading.Event()
+    seen: list[list[int]] = []
+
+    def run_batch(items: list[int]) -> list[int]:
+        seen.append(list(items))
+        if items == [0]:
+            gate.wait(5)
+        return items
+
+    async def scenario() -> None:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(run_batch, 8, max_delay_s=0.0, queue_size=8)
+        await batcher.start()
+        first = asyncio.create_task(batcher.submit(0, 5.0))
+        await asyncio.sleep(0.05)  # item 0 runs alone, at once
+        rest = [asyncio.create_task(batcher.submit(i, 5.0)) for i in (1, 2, 3)]
+        await asyncio.sleep(0.05)
+        gate.set()
+        await asyncio.gather(first, *rest)
+        await batcher.close()
+
+    _run(scenario)
+    assert seen == [[0], [1, 2, 3]]
+
+
 def test_errors_reach_every_request_of_the_batch() -> None:
     def run_batch(items: list[int]) -> list[int]:
         raise RuntimeError("device lost")

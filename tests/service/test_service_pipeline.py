@@ -192,3 +192,41 @@ def test_sniff_format() -> None:
     assert sniff_format(b"RIFF\0\0\0\0WEBPVP8 ") == "WEBP"
     assert sniff_format(b"II*\0rest") == "TIFF" and sniff_format(b"MM\0*rest") == "TIFF"
     assert sniff_format(b"GIF89a") is None and sniff_format(b"") is None
+
+
+def test_large_jpeg_is_decoded_at_reduced_scale_with_original_size() -> None:
+    from vitbench.service.decode import draft_denominator
+
+    data = _encode(Image.new("RGB", (1920, 1080), (200, 30, 40)), "JPEG")
+    full = decode_image(data, 10**8)
+    assert full.pixels.shape == (1080, 1920, 3) and full.scale_denom == 1
+    for target, denom in ((128, 8), (240, 8), (241, 4), (481, 2), (961, 1)):
+        assert draft_denominator(1920, 1080, target) == denom
+        image = decode_image(data, 10**8, target)
+        assert image.scale_denom == denom
+        assert image.pixels.shape[:2] == (-(-1080 // denom), -(-1920 // denom))
+        assert (image.original_height, image.original_width) == (1080, 1920)
+        assert max(image.pixels.shape[:2]) >= target
+        assert np.abs(image.pixels.astype(int) - (200, 30, 40)).max() <= 6  # the same colour
+    png = decode_image(_encode(Image.new("RGB", (1920, 1080)), "PNG"), 10**8, 128)
+    assert png.pixels.shape == (1080, 1920, 3)  # other formats: full size, resized once later
+
+
+def test_reduced_jpeg_with_exif_rotation_reports_rotated_original_size() -> None:
+    image = Image.new("RGB", (1600, 800), (10, 120, 200))
+    exif = image.getexif()
+    exif[0x0112] = 6  # rotate 90° when displayed
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", exif=exif.tobytes())
+    decoded = decode_image(buffer.getvalue(), 10**8, 300)
+    assert decoded.scale_denom == 4
+    assert decoded.pixels.shape[:2] == (400, 200)  # rotated
+    assert (decoded.original_height, decoded.original_width) == (1600, 800)
+
+
+def test_letterbox_maps_reduced_decode_back_to_original_pixels() -> None:
+    pixels = np.zeros((135, 240, 3), np.uint8)  # 1920x1080 decoded at 1/8
+    _, box = preprocess(pixels, 128, MEAN, STD, (1080, 1920))
+    assert (box.resized_height, box.resized_width) == (72, 128)
+    assert (box.original_height, box.original_width) == (1080, 1920)
+    assert box.ratio_x == 1920 / 128 and box.ratio_y == 1080 / 72

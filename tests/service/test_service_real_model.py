@@ -116,3 +116,106 @@ def test_exported_tiny_model_matches_eager_pytorch_one_to_one(
         union = (ours | theirs).sum()
         assert union == 0 or (ours & theirs).sum() / union >= 0.98
     assert not unmatched
+
+
+def _photographs() -> list[tuple[str, bytes]]:
+    """Real photographs shipped with installed packages, re-encoded as 1920×1080 camera-size JPEGs."""
+    import io
+    from pathlib import Path
+
+    from PIL import Image
+
+    paths: list[Path] = []
+    matplotlib = pytest.importorskip("matplotlib")
+    paths.append(Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg")
+    try:
+        import sklearn
+
+        folder = Path(sklearn.__file__).parent / "datasets" / "images"
+        paths += [folder / "china.jpg", folder / "flower.jpg"]
+    except ImportError:
+        pass
+    photos = []
+    for path in paths:
+        if not path.exists():
+            continue
+        buffer = io.BytesIO()
+        Image.open(path).convert("RGB").resize((1920, 1080), Image.Resampling.LANCZOS).save(
+            buffer, "JPEG", quality=90
+        )
+        photos.append((path.name, buffer.getvalue()))
+    if not photos:
+        pytest.skip("no sample photographs installed")
+    return photos
+
+
+def test_scaled_jpeg_decoding_keeps_detections_on_photographs(
+    exported_tiny: tuple[Path, Any], make_client: Callable[..., TestClient]
+) -> None:
+    """DCT-scaled decoding (default) vs full decoding: each of the full decode's 5 best detections
+    has a counterpart with the same label and box IoU >= 0.98; boxes are in original pixels."""
+    model_dir, _ = exported_tiny
+    full = make_client(create_app(settings_for(model_dir, jpeg_draft_factor=0)))
+    scaled = make_client(create_app(settings_for(model_dir)))
+    params = {"score_threshold": 0.0, "max_detections": 100, "mask_format": "none"}
+    headers = {"content-type": "image/jpeg"}
+    for name, data in _photographs():
+        ref = full.post("/detect", params=params, content=data, headers=headers).json()
+        got = scaled.post("/detect", params=params, content=data, headers=headers).json()
+        assert got["image"] == ref["image"] == {"width": 1920, "height": 1080}
+        for det in ref["detections"][:5]:
+            same = [d for d in got["detections"] if d["label"] == det["label"]]
+            best = max((_iou(np.array(det["box"]), np.array(d["box"])) for d in same), default=0.0)
+            assert best >= 0.98, (name, det, best)
+
+
+def test_unscaled_inputs_answer_exactly_as_before(
+    exported_tiny: tuple[Path, Any], make_client: Callable[..., TestClient]
+) -> None:
+    """A PNG and a JPEG too small to scale decode to the same pixels either way: identical answers."""
+    model_dir, _ = exported_tiny
+    full = make_client(create_app(settings_for(model_dir, jpeg_draft_factor=0)))
+    scaled = make_client(create_app(settings_for(model_dir)))
+    params = {"score_threshold": 0.0, "max_detections": 100}
+    for fmt, media in (("PNG", "image/png"), ("JPEG", "image/jpeg")):
+        data = image_bytes(300, 200, fmt)
+        a = full.post("/detect", params=params, content=data, headers={"content-type": media}).json()
+        b = scaled.post("/detect", params=params, content=data, headers={"content-type": media}).json()
+        assert a["detections"] == b["detections"] and len(a["detections"]) > 0
+
+
+def test_backend_runs_a_batch_in_one_call_with_per_image_results(exported_tiny: tuple[Path, Any]) -> None:
+    from vitbench.registry.manifest import ModelManifest
+    from vitbench.service.backends import OnnxBackend
+    from vitbench.service.preprocess import preprocess
+
+    model_dir, _ = exported_tiny
+    manifest = ModelManifest.load(model_dir / "manifest.json")
+    assert manifest.outputs[-1].name == "batch_index"
+    backend = OnnxBackend(model_dir / "model.onnx", 128, ["CPUExecutionProvider"], intra_op_threads=1)
+    assert backend.supports_batch
+    rng = np.random.default_rng(3)
+    spec = manifest.input
+    batch = [
+        preprocess(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), 128, spec.pixel_mean, spec.pixel_std)[0]
+        for h, w in ((90, 128), (128, 70), (128, 128))
+    ]
+    calls: list[int] = []
+    session_run = backend._session.run
+
+    def counting_run(*args: Any, **kwargs: Any) -> Any:
+        calls.append(1)
+        return session_run(*args, **kwargs)
+
+    together = backend.run_batch(batch)
+    backend._session = type("S", (), {"run": staticmethod(counting_run)})()  # type: ignore[assignment]
+    backend.run_batch(batch)
+    assert len(calls) == 1  # one session call for the whole batch
+    backend._session.run = session_run  # type: ignore[method-assign]
+    for images, got in zip(batch, together, strict=True):
+        alone = backend.run(images)
+        assert len(alone.scores) == len(got.scores) > 0
+        np.testing.assert_allclose(got.scores, alone.scores, atol=1e-5)
+        np.testing.assert_allclose(got.boxes, alone.boxes, atol=1e-3)
+        np.testing.assert_array_equal(got.labels, alone.labels)
+        np.testing.assert_allclose(got.masks, alone.masks, atol=1e-4)

@@ -1,9 +1,10 @@
 """Export a vitbench Mask R-CNN to ONNX at its fixed square input size.
 
-The exported graph is :class:`ExportableDetector`: backbone (ViT + neck) → RPN → RoI heads on one
-normalized, padded ``float32[1, 3, S, S]`` image, returning ``boxes [N, 4]`` (canvas pixels),
-``scores [N]``, ``labels [N]`` (int64, 1-based) and ``mask_logits [N, 28, 28]`` (mask
-probabilities in the box, sigmoid applied). Image decoding, resizing, normalization and mask
+The exported graph is :class:`ExportableDetector`: backbone (ViT + neck) → RPN → RoI heads on a
+batch of normalized, padded ``float32[B, 3, S, S]`` images (B dynamic), returning every image's
+detections concatenated: ``boxes [N, 4]`` (canvas pixels), ``scores [N]``, ``labels [N]`` (int64,
+1-based), ``mask_logits [N, 28, 28]`` (mask probabilities in the box, sigmoid applied) and
+``batch_index [N]`` (int64, the image of each detection). Image decoding, resizing, normalization and mask
 pasting stay outside the graph. Uses torch's legacy TorchScript exporter (``dynamo=False``), the
 only one that handles torchvision's NMS in torch 2.14; opset 17 (RoiAlign needs >= 16).
 """
@@ -20,11 +21,23 @@ from torch import Tensor, nn
 from torchvision.models.detection import MaskRCNN
 from torchvision.models.detection.image_list import ImageList
 
-from vitbench.registry.manifest import ONNX_FILE, InputSpec, ModelManifest
+from vitbench.registry.manifest import ONNX_FILE, InputSpec, ModelManifest, OutputSpec, default_outputs
+from vitbench.trainer.export.batched import detect, propose
 
 DEFAULT_OPSET = 17
 INPUT_NAME = "images"
+#: Per-detection outputs (also those of the TensorRT path's batch-1 tail graph).
 OUTPUT_NAMES = ("boxes", "scores", "labels", "mask_logits")
+#: Outputs of the dynamic-batch graph: the per-detection ones and the image each detection belongs to.
+BATCHED_OUTPUT_NAMES = (*OUTPUT_NAMES, "batch_index")
+#: The manifest's description of the extra output that marks a graph with a dynamic batch dimension.
+BATCH_INDEX_OUTPUT = OutputSpec(
+    name="batch_index",
+    dtype="int64",
+    shape=("N",),
+    description="index in the input batch of the image each detection belongs to (outputs are concatenated "
+    "image by image); the input's first dimension is dynamic",
+)
 
 
 class ExportError(RuntimeError):
@@ -32,29 +45,38 @@ class ExportError(RuntimeError):
 
 
 class ExportableDetector(nn.Module):
-    """Backbone + RPN + RoI heads of a torchvision ``MaskRCNN`` on one pre-processed image.
+    """Backbone + RPN + RoI heads of a torchvision ``MaskRCNN`` on a batch of pre-processed images.
 
-    Input: ``(1, 3, S, S)`` float32, normalized, padded bottom/right. The whole canvas is the image
-    (boxes are clipped to ``S × S``). Output: boxes ``(N, 4)``, scores ``(N,)``, labels ``(N,)``
-    int64, mask probabilities ``(N, 28, 28)``; no mask pasting.
+    Input: ``(B, 3, S, S)`` float32, normalized, padded bottom/right; each whole canvas is its image
+    (boxes are clipped to ``S × S``). Output, all images' detections concatenated (image by image,
+    by decreasing score): boxes ``(N, 4)``, scores ``(N,)``, labels ``(N,)`` int64, mask
+    probabilities ``(N, 28, 28)``, batch_index ``(N,)`` int64; no mask pasting. The inference is
+    torchvision's, written over the batch (:mod:`trainer.export.batched`).
     """
 
     def __init__(self, model: MaskRCNN, image_size: int) -> None:
         super().__init__()
-        self.backbone = model.backbone
-        self.rpn = model.rpn
-        self.roi_heads = model.roi_heads
+        self.model = model
         self.image_size = int(image_size)
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        sizes = [(self.image_size, self.image_size)]
-        image_list = ImageList(images, sizes)
-        features = self.backbone(images)  # OrderedDict of (1, C, S/k, S/k)
-        proposals, _ = self.rpn(image_list, features)
-        detections, _ = self.roi_heads(features, proposals, sizes)
-        det = detections[0]
-        masks = det["masks"][:, 0]  # (N, 1, 28, 28) -> (N, 28, 28)
-        return det["boxes"], det["scores"], det["labels"], masks
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+        features = self.model.backbone(images)  # OrderedDict of (B, C, S/k, S/k)
+        proposals, valid = propose(self.model, images, features)  # (B, P, 4), (B, P)
+        return detect(self.model, images, features, proposals, valid)
+
+
+def reference_detections(model: MaskRCNN, images: Tensor) -> list[dict[str, Tensor]]:
+    """torchvision's own per-image inference on ``(B, 3, S, S)`` canvases (RPN → RoI heads, no paste).
+
+    The reference :class:`ExportableDetector` must reproduce; ``masks`` are ``(N, 28, 28)``.
+    """
+    size = int(images.shape[-1])
+    sizes = [(size, size)] * int(images.shape[0])
+    with torch.no_grad():
+        features = model.backbone(images)
+        proposals, _ = model.rpn(ImageList(images, sizes), features)
+        detections, _ = model.roi_heads(features, proposals, sizes)
+    return [{**d, "masks": d["masks"][:, 0]} for d in detections]
 
 
 def preprocess(image: np.ndarray, model: MaskRCNN) -> tuple[Tensor, float]:
@@ -96,22 +118,22 @@ def export_onnx(
 ) -> ExportResult:
     """Trace ``model`` wrapped in :class:`ExportableDetector` and write ONNX to ``path`` (atomically).
 
-    ``sample`` is a ``(1, 3, S, S)`` pre-processed image used for tracing (default: zeros = the mean
-    colour). The number of detections ``N`` is a dynamic axis.
+    ``sample`` is a ``(B, 3, S, S)`` batch of pre-processed images used for tracing (default: zeros =
+    the mean colour). The batch size ``B`` and the number of detections ``N`` are dynamic axes.
     """
     if opset < 16:
         raise ExportError(f"opset {opset} is too old: RoiAlign needs opset >= 16")
     wrapper = ExportableDetector(model, image_size).eval()
     if sample is None:
-        sample = torch.zeros(1, 3, image_size, image_size)
-    if tuple(sample.shape) != (1, 3, image_size, image_size):
+        sample = torch.zeros(2, 3, image_size, image_size)  # B = 2: nothing folds to a batch of 1
+    if sample.dim() != 4 or tuple(sample.shape[1:]) != (3, image_size, image_size):
         raise ExportError(
-            f"sample must have shape (1, 3, {image_size}, {image_size}), got {tuple(sample.shape)}"
+            f"sample must have shape (B, 3, {image_size}, {image_size}), got {tuple(sample.shape)}"
         )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    dynamic = {"boxes": {0: "N"}, "scores": {0: "N"}, "labels": {0: "N"}, "mask_logits": {0: "N"}}
+    dynamic = {INPUT_NAME: {0: "B"}, **{name: {0: "N"} for name in BATCHED_OUTPUT_NAMES}}
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")  # legacy-exporter deprecation and tracer warnings
@@ -122,7 +144,7 @@ def export_onnx(
                 dynamo=False,
                 opset_version=opset,
                 input_names=[INPUT_NAME],
-                output_names=list(OUTPUT_NAMES),
+                output_names=list(BATCHED_OUTPUT_NAMES),
                 dynamic_axes=dynamic,
                 do_constant_folding=True,
             )
@@ -173,6 +195,7 @@ def build_manifest(
         ),
         class_names=class_names,
         opset=opset,
+        outputs=(*default_outputs(), BATCH_INDEX_OUTPUT),
         score_threshold=recipe.heads.score_thresh,
         detections_per_image=recipe.heads.detections_per_img,
         exporter=exporter,

@@ -126,22 +126,44 @@ def run_parity(
 
 
 def torch_runner(module: object) -> Runner:
-    """Eager runner around an :class:`~trainer.export.onnx.ExportableDetector`."""
+    """Eager runner around an :class:`~trainer.export.onnx.ExportableDetector` (one image)."""
     import torch
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         with torch.no_grad():
-            boxes, scores, labels, masks = module(torch.from_numpy(x))  # type: ignore[operator]
+            boxes, scores, labels, masks = module(torch.from_numpy(x))[:4]  # type: ignore[operator]
         return boxes.numpy(), scores.numpy(), labels.numpy(), masks.numpy()
 
     return run
 
 
 def onnx_runner(session: object) -> Runner:
-    """Runner around an ``onnxruntime.InferenceSession`` of the exported graph."""
+    """Runner around an ``onnxruntime.InferenceSession`` of the exported graph (one image)."""
 
     def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         out = session.run(["boxes", "scores", "labels", "mask_logits"], {"images": x})  # type: ignore[attr-defined]
         return out[0], out[1], out[2], out[3]
+
+    return run
+
+
+def onnx_batch_runner(session: object, images: Sequence[tuple[str, np.ndarray]]) -> Runner:
+    """Runner answering each image from ONE session call on all ``images`` stacked into a batch.
+
+    The batch's outputs are split by ``batch_index``; asking for an image not in ``images`` fails.
+    """
+    names = ["boxes", "scores", "labels", "mask_logits", "batch_index"]
+    batch = np.concatenate([x for _, x in images])  # (B, 3, S, S)
+    boxes, scores, labels, masks, index = session.run(names, {"images": batch})  # type: ignore[attr-defined]
+    by_image = {
+        i: (boxes[index == i], scores[index == i], labels[index == i], masks[index == i])
+        for i in range(len(images))
+    }
+
+    def run(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        for i, (_, candidate) in enumerate(images):
+            if candidate is x or np.array_equal(candidate, x):
+                return by_image[i]
+        raise KeyError("image was not part of the batch")
 
     return run

@@ -1,0 +1,263 @@
+"""Service throughput against its bare model, on real photographs at camera sizes.
+
+For each image size (default 640×480 and 1920×1080: a photograph shipped with matplotlib, resized
+with Lanczos and saved as JPEG quality 90), each mask format (``rle``, ``none``) and each client
+count (1, 4, 8), C clients post the photograph back to back for D seconds to one ``vitbench serve``
+process (its default settings: batching, scaled JPEG decoding, stage thread pools). Right before each
+level, the *bare* session — an ``OnnxBackend`` on the same ``model.onnx`` with the same providers and
+intra-op threads, in this process while the server idles — runs the pre-processed photograph back
+to back for D/2 seconds: its images/s is what the model alone delivers, and service ÷ bare says how
+much of it the service keeps. Reported per level: images/s, ratio, p50/p99 latency, per-stage p50
+(server timings), mean batch size, errors; and at 1 client the bare inference p50 + in-process
+decode p50, the floor for the service's p50.
+
+    .venv/bin/python benchmarks/service_throughput.py --export-tiny --duration 10 \\
+        --json benchmarks/results/service_throughput.json
+
+The clients run in this process and share the machine with the server: on a 2-core machine they take
+part of the cores the service could use, so the ratio is a lower bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import platform
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from load_test import export_tiny, free_port, percentile, start_server
+
+STAGES = ("decode", "preprocess", "queue", "inference", "postprocess")
+
+
+def photograph(width: int, height: int) -> bytes:
+    """matplotlib's sample photograph (Grace Hopper) at ``width``×``height``, JPEG quality 90."""
+    import matplotlib
+    from PIL import Image
+
+    path = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
+    image = Image.open(path).convert("RGB").resize((width, height), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    image.save(buffer, "JPEG", quality=90)
+    return buffer.getvalue()
+
+
+class Bare:
+    """The bare session: same model file, providers and threads as the server; pre-processed input."""
+
+    def __init__(self, model_dir: Path, providers: list[str], threads: int, draft_factor: float) -> None:
+        from vitbench.registry.manifest import ModelManifest
+        from vitbench.service.backends import OnnxBackend
+
+        self.manifest = ModelManifest.load(model_dir / "manifest.json")
+        self.size = self.manifest.input.size
+        self.backend = OnnxBackend(model_dir / "model.onnx", self.size, providers, intra_op_threads=threads)
+        self.draft_factor = draft_factor
+
+    def prepare(self, image: bytes) -> tuple[np.ndarray, float]:
+        """(graph input, median decode ms) for ``image`` with the service's decoding settings."""
+        from vitbench.service.decode import decode_image
+        from vitbench.service.preprocess import preprocess
+
+        target = int(np.ceil(self.draft_factor * self.size)) if self.draft_factor > 0 else None
+        times = []
+        for _ in range(7):
+            t0 = time.perf_counter()
+            decoded = decode_image(image, 10**9, target)
+            times.append((time.perf_counter() - t0) * 1000)
+        spec = self.manifest.input
+        batch, _ = preprocess(decoded.pixels, self.size, spec.pixel_mean, spec.pixel_std)
+        return batch, statistics.median(times)
+
+    def run_for(self, batch: np.ndarray, seconds: float) -> tuple[float, float]:
+        """(images/s, p50 ms) of back-to-back ``run`` calls for ``seconds``."""
+        self.backend.run(batch)
+        times: list[float] = []
+        stop = time.perf_counter() + seconds
+        started = time.perf_counter()
+        while time.perf_counter() < stop or len(times) < 3:
+            t0 = time.perf_counter()
+            self.backend.run(batch)
+            times.append((time.perf_counter() - t0) * 1000)
+        return len(times) / (time.perf_counter() - started), statistics.median(times)
+
+
+async def drive(
+    base: str, image: bytes, clients: int, seconds: float, mask_format: str
+) -> tuple[list[float], Counter[str], list[dict[str, float]], float]:
+    """``clients`` clients posting ``image`` back to back; returns latencies, statuses, timings, wall s."""
+    latencies: list[float] = []
+    statuses: Counter[str] = Counter()
+    timings: list[dict[str, float]] = []
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    params = {"mask_format": mask_format, "score_threshold": 0.0}
+    async with httpx.AsyncClient(base_url=base, limits=limits, timeout=120) as client:
+        started = time.perf_counter()
+        stop = started + seconds
+
+        async def worker() -> None:
+            while time.perf_counter() < stop:
+                t0 = time.perf_counter()
+                try:
+                    resp = await client.post(
+                        "/detect", params=params, content=image, headers={"content-type": "image/jpeg"}
+                    )
+                except httpx.TransportError as exc:
+                    statuses[type(exc).__name__] += 1
+                    continue
+                statuses[str(resp.status_code)] += 1
+                if resp.status_code == 200:
+                    latencies.append((time.perf_counter() - t0) * 1000)
+                    body = resp.json()
+                    timings.append({**body["timings_ms"], "_n": float(len(body["detections"]))})
+
+        await asyncio.gather(*(worker() for _ in range(clients)))
+        wall = time.perf_counter() - started
+    return latencies, statuses, timings, wall
+
+
+def batch_stats(base: str) -> tuple[float, float]:
+    """(count, sum) of the service's ``vitbench_batch_size`` histogram."""
+    count = total = 0.0
+    for line in httpx.get(f"{base}/metrics").text.splitlines():
+        if line.startswith("vitbench_batch_size_count"):
+            count = float(line.split()[-1])
+        elif line.startswith("vitbench_batch_size_sum"):
+            total = float(line.split()[-1])
+    return count, total
+
+
+def level(
+    base: str, bare: Bare, batch: np.ndarray, image: bytes, clients: int, seconds: float, mask: str
+) -> dict[str, Any]:
+    """One measurement: bare first (server idle), then the service."""
+    bare_ips, bare_p50 = bare.run_for(batch, seconds / 2)
+    before = batch_stats(base)
+    latencies, statuses, timings, wall = asyncio.run(drive(base, image, clients, seconds, mask))
+    after = batch_stats(base)
+    batches = after[0] - before[0]
+    service_ips = len(latencies) / wall
+    errors = sum(n for status, n in statuses.items() if status != "200")
+    return {
+        "clients": clients,
+        "mask_format": mask,
+        "service_images_per_s": round(service_ips, 2),
+        "bare_images_per_s": round(bare_ips, 2),
+        "ratio": round(service_ips / bare_ips, 3),
+        "bare_p50_ms": round(bare_p50, 1),
+        "p50_ms": percentile(latencies, 50),
+        "p99_ms": percentile(latencies, 99),
+        "stage_p50_ms": {s: round(percentile([t[s] for t in timings], 50) or 0.0, 2) for s in STAGES},
+        "mean_batch": round((after[1] - before[1]) / batches, 2) if batches else 0.0,
+        "detections_per_image": round(statistics.mean(t["_n"] for t in timings), 1) if timings else 0.0,
+        "requests": sum(statuses.values()),
+        "errors": errors,
+        "statuses": dict(statuses),
+    }
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    lines = [
+        "| image | masks | clients | service img/s | bare img/s | service ÷ bare | p50 ms | p99 ms "
+        "| decode | preprocess | queue | inference | postprocess | mean batch | errors |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in rows:
+        st = r["stage_p50_ms"]
+        lines.append(
+            f"| {r['image']} | {r['mask_format']} | {r['clients']} | {r['service_images_per_s']:.2f} "
+            f"| {r['bare_images_per_s']:.2f} | **{r['ratio']:.2f}** | {r['p50_ms'] or 0:.1f} "
+            f"| {r['p99_ms'] or 0:.1f} | "
+            + " | ".join(f"{st[s]:.1f}" for s in STAGES)
+            + f" | {r['mean_batch']} | {r['errors']} |"
+        )
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-dir", type=Path, help="exported folder (model.onnx + manifest.json)")
+    source.add_argument("--export-tiny", action="store_true", help="export bench-tiny (random weights) first")
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per level (bare: half)")
+    parser.add_argument("--sizes", default="640x480,1920x1080", help="WxH of the posted photographs")
+    parser.add_argument("--concurrency", default="1,4,8", help="client counts")
+    parser.add_argument("--masks", default="rle,none", help="mask formats")
+    parser.add_argument("--providers", default="CPUExecutionProvider", help="ORT providers, best first")
+    parser.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0 = ORT default)")
+    parser.add_argument("--json", type=Path, help="write the rows here")
+    args = parser.parse_args()
+
+    rows: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        model_dir = args.model_dir or export_tiny(Path(tmp))
+        env = {
+            "VITBENCH_PROVIDERS": args.providers,
+            "VITBENCH_INTRA_OP_THREADS": str(args.threads),
+            "VITBENCH_QUEUE_SIZE": "64",
+            "VITBENCH_REQUEST_TIMEOUT_S": "120",
+        }
+        from vitbench.service.settings import ServiceSettings
+
+        bare = Bare(model_dir, args.providers.split(","), args.threads, ServiceSettings().jpeg_draft_factor)
+        port = free_port()
+        proc = start_server(model_dir, port, env)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            for size in args.sizes.split(","):
+                width, height = (int(v) for v in size.split("x"))
+                image = photograph(width, height)
+                batch, decode_ms = bare.prepare(image)
+                asyncio.run(drive(base, image, 1, 2.0, "rle"))  # warm the path
+                for mask in args.masks.split(","):
+                    for clients in (int(c) for c in args.concurrency.split(",")):
+                        row = {"image": size, "decode_ms_in_process": round(decode_ms, 2)}
+                        row |= level(base, bare, batch, image, clients, args.duration, mask)
+                        rows.append(row)
+                        floor = row["bare_p50_ms"] + decode_ms
+                        print(
+                            f"{size} {mask:>4} c={clients}: service {row['service_images_per_s']:.2f} img/s, "
+                            f"bare {row['bare_images_per_s']:.2f} img/s, ratio {row['ratio']:.2f}, "
+                            f"p50 {row['p50_ms'] or 0:.1f} ms (bare+decode {floor:.1f}), "
+                            f"errors {row['errors']}",
+                            flush=True,
+                        )
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=30)
+            except Exception:
+                proc.kill()
+    table = markdown(rows)
+    print(table)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        payload = {
+            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load": os.getloadavg()},
+            "args": {k: str(v) for k, v in vars(args).items()},
+            "rows": rows,
+            "markdown": table,
+        }
+        args.json.write_text(json.dumps(payload, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,70 @@
+"""COCO RLE built from the box-sized crop equals pycocotools' encoding of the full-image mask."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from vitbench.service.masks import PastedMask, encode_rle, paste_mask, rle_counts
+
+
+def _reference_rle(mask: PastedMask) -> dict[str, object]:
+    """The pre-crop implementation: the whole H×W mask in a Fortran buffer through pycocotools."""
+    full = np.asfortranarray(mask.full().astype(np.uint8)[:, :, None])  # [H, W, 1]
+    rle = mask_utils.encode(full)[0]
+    return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+
+
+def _random_box(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Boxes of every kind: inside, straddling an edge, outside, tiny, zero-size, full-image."""
+    kind = rng.integers(0, 6)
+    if kind == 0:  # zero width or height
+        x, y = rng.uniform(-5, width + 5), rng.uniform(-5, height + 5)
+        return np.array([x, y, x + rng.choice([0.0, rng.uniform(0, 3)]), y], np.float32)
+    if kind == 1:  # tiny
+        x, y = rng.uniform(0, width), rng.uniform(0, height)
+        return np.array([x, y, x + rng.uniform(0, 2), y + rng.uniform(0, 2)], np.float32)
+    if kind == 2:  # the whole image (scale_boxes clips to it), or larger
+        pad = rng.uniform(0, 3)
+        return np.array([-pad, -pad, width + pad, height + pad], np.float32)
+    if kind == 3:  # wholly outside
+        x = rng.choice([rng.uniform(-60, -20), rng.uniform(width + 5, width + 60)])
+        return np.array([x, 10, x + 15, 40], np.float32)
+    x1, y1 = rng.uniform(-0.3 * width, width), rng.uniform(-0.3 * height, height)
+    return np.array([x1, y1, x1 + rng.uniform(1, width), y1 + rng.uniform(1, height)], np.float32)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_crop_rle_is_identical_to_full_image_encoding(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    for _ in range(150):
+        height, width = int(rng.integers(1, 90)), int(rng.integers(1, 90))
+        box = _random_box(rng, height, width)
+        # probabilities: blobs, all-on, all-off, speckle — so runs start/end at every crop edge
+        style = rng.integers(0, 4)
+        probs = {
+            0: rng.random((28, 28)),
+            1: np.ones((28, 28)),
+            2: np.zeros((28, 28)),
+            3: (rng.random((28, 28)) > 0.5).astype(np.float64),
+        }[int(style)].astype(np.float32)
+        mask = paste_mask(probs, box, height, width)
+        ours, reference = encode_rle(mask), _reference_rle(mask)
+        assert ours == reference, (height, width, box, style)
+        decoded = mask_utils.decode({"size": ours["size"], "counts": ours["counts"].encode()})
+        assert np.array_equal(decoded.astype(bool), mask.full())
+
+
+def test_runs_merge_across_columns_of_a_full_height_crop() -> None:
+    crop = np.zeros((5, 3), dtype=bool)
+    crop[3:, 0] = crop[:, 1] = crop[:2, 2] = True  # one run from column 0 through column 2
+    mask = PastedMask(crop, x0=2, y0=0, height=5, width=6)
+    assert rle_counts(mask).tolist() == [2 * 5 + 3, 2 + 5 + 2, 5 - 2 + 5]
+    assert encode_rle(mask) == _reference_rle(mask)
+
+
+def test_mask_touching_the_last_pixel_has_no_trailing_zero_run() -> None:
+    mask = PastedMask(np.ones((2, 2), dtype=bool), x0=3, y0=2, height=4, width=5)
+    assert rle_counts(mask).tolist() == [3 * 4 + 2, 2, 2, 2]
+    assert encode_rle(mask) == _reference_rle(mask)
