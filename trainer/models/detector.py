@@ -23,8 +23,9 @@ from torchvision.models.detection.mask_rcnn import MaskRCNNHeads, MaskRCNNPredic
 from torchvision.models.detection.rpn import RPNHead
 from torchvision.models.detection.transform import GeneralizedRCNNTransform
 from torchvision.ops import MultiScaleRoIAlign
+from torchvision.ops.poolers import initLevelMapper
 
-from vitbench.trainer.models.necks import LEVELS, MultiScaleFPN, SimpleFeaturePyramid, make_norm
+from vitbench.trainer.models.necks import LEVELS, STRIDES, MultiScaleFPN, SimpleFeaturePyramid, make_norm
 from vitbench.trainer.models.vit import ViT
 from vitbench.trainer.recipes import Recipe
 
@@ -134,6 +135,22 @@ def build_backbone(recipe: Recipe) -> nn.Module:
     return ViTBackbone(net, neck, neck_cfg.out_channels)
 
 
+def canvas_roi_align(output_size: int) -> MultiScaleRoIAlign:
+    """RoIAlign over p2–p5 with the level scales fixed to 1/stride of the S×S canvas.
+
+    torchvision infers the scales on the first call from the largest image size of that batch, rounding
+    ``feature / image`` height to a power of two. Our transform always pads to the S×S canvas, so for a
+    landscape image the inferred scale is off by 2×: a 640×427 COCO image on a 1024 canvas gives 1/2 for p2
+    (256 / 683 rounds to 2^-1) instead of 1/4, and every later batch of the process keeps it.
+    """
+    names = list(LEVELS[:4])
+    pooler = MultiScaleRoIAlign(names, output_size=output_size, sampling_ratio=0)
+    pooler.scales = [1.0 / STRIDES[n] for n in names]
+    # levels k = -log2(scale): p2..p5 -> 2..5, mapped as torchvision's FPN level mapper does
+    pooler.map_levels = initLevelMapper(2, 5, pooler.canonical_scale, pooler.canonical_level)
+    return pooler
+
+
 def build_detector(recipe: Recipe, num_classes: int) -> MaskRCNN:
     """Mask R-CNN for ``num_classes`` object classes (background excluded; COCO: 80).
 
@@ -163,7 +180,7 @@ def build_detector(recipe: Recipe, num_classes: int) -> MaskRCNN:
         rpn_nms_thresh=h.rpn_nms_thresh,
         rpn_batch_size_per_image=h.rpn_batch_size_per_image,
         rpn_positive_fraction=h.rpn_positive_fraction,
-        box_roi_pool=MultiScaleRoIAlign(list(LEVELS[:4]), output_size=7, sampling_ratio=0),
+        box_roi_pool=canvas_roi_align(output_size=7),
         box_head=box_head,
         box_predictor=FastRCNNPredictor(h.box_fc, num_classes + 1),
         box_score_thresh=h.score_thresh,
@@ -172,7 +189,7 @@ def build_detector(recipe: Recipe, num_classes: int) -> MaskRCNN:
         box_batch_size_per_image=h.roi_batch_size_per_image,
         box_positive_fraction=h.roi_positive_fraction,
         bbox_reg_weights=h.bbox_reg_weights,
-        mask_roi_pool=MultiScaleRoIAlign(list(LEVELS[:4]), output_size=14, sampling_ratio=0),
+        mask_roi_pool=canvas_roi_align(output_size=14),
         mask_head=mask_head,
         mask_predictor=MaskRCNNPredictor(h.mask_conv_dim, h.mask_conv_dim, num_classes + 1),
     )

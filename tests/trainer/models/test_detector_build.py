@@ -149,3 +149,25 @@ def test_transform_pads_to_the_fixed_square_with_recipe_normalization() -> None:
 def test_bad_class_count_is_rejected() -> None:
     with pytest.raises(ValueError, match="num_classes"):
         build_detector(get_recipe("bench-tiny"), 0)
+
+
+def test_predictions_do_not_depend_on_the_first_image_the_model_saw() -> None:
+    """The RoI poolers work on the S×S canvas: a landscape first image (height < S/√2) must not change
+    the level scales. torchvision infers them from the first batch, which gave 1/2 instead of 1/4 for p2."""
+    recipe = apply_overrides(get_recipe("bench-tiny"), ["heads.score_thresh=0.0"])
+    torch.manual_seed(0)
+    first_landscape = build_detector(recipe, 3).eval()
+    first_square = build_detector(recipe, 3).eval()
+    first_square.load_state_dict(first_landscape.state_dict())
+    torch.manual_seed(1)
+    landscape, square = torch.rand(3, 60, 128), torch.rand(3, 128, 128)
+    with torch.no_grad():
+        first_square([square])
+        a = first_landscape([landscape])[0]
+        b = first_square([landscape])[0]
+    strides = [1 / s for s in (4, 8, 16, 32)]
+    assert first_landscape.roi_heads.box_roi_pool.scales == strides
+    assert first_landscape.roi_heads.mask_roi_pool.scales == strides
+    assert len(a["boxes"]) == len(b["boxes"]) > 0
+    torch.testing.assert_close(a["boxes"], b["boxes"])
+    torch.testing.assert_close(a["masks"], b["masks"])
