@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -312,3 +313,59 @@ def generate_dataset(
     generate_split(root, "train", n_train, seed, cfg, first_image_id=1)
     generate_split(root, "val", n_val, seed, cfg, first_image_id=n_train + 1)
     return {"train": n_train, "val": n_val}
+
+
+DATASET_PARTS: tuple[str, ...] = ("train", "val", "annotations")
+
+
+class SynthOutputError(ValueError):
+    """The output folder cannot take the dataset: it is a file, not writable, or holds one (no ``force``)."""
+
+
+def write_dataset(
+    root: Path,
+    num_images: int = 200,
+    seed: int = 0,
+    cfg: SynthConfig | None = None,
+    val_fraction: float = 0.2,
+    force: bool = False,
+) -> dict[str, int]:
+    """:func:`generate_dataset` into ``root`` without mixing old and new files.
+
+    The dataset is generated in a hidden staging folder inside ``root`` and then moved into place, so an
+    interrupted run leaves the previous dataset (or nothing) behind. ``train/``, ``val/`` and
+    ``annotations/`` already in ``root`` are refused unless ``force``, which replaces them whole (no stale
+    images); other files in ``root`` are left alone. Raises :class:`SynthOutputError`.
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise SynthOutputError(f"--out {root} is a file; expected a folder to write the dataset into")
+    existing = [p for p in DATASET_PARTS if (root / p).exists()]
+    if existing and not force:
+        raise SynthOutputError(
+            f"{root} already holds a dataset ({', '.join(p + '/' for p in existing)}); "
+            "pass --force to replace it or choose another --out"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".synth-", dir=root))
+    except OSError as exc:
+        raise SynthOutputError(f"cannot write to {root}: {exc.strerror or exc}") from exc
+    trash = staging / "previous"
+    moved: list[str] = []
+    try:
+        counts = generate_dataset(staging / "new", num_images, seed, cfg, val_fraction)
+        trash.mkdir()
+        for part in existing:
+            os.replace(root / part, trash / part)
+            moved.append(part)
+        for part in DATASET_PARTS:
+            os.replace(staging / "new" / part, root / part)
+    except OSError as exc:
+        for part in moved:  # put the previous dataset back
+            shutil.rmtree(root / part, ignore_errors=True)
+            os.replace(trash / part, root / part)
+        raise SynthOutputError(f"cannot write the dataset to {root}: {exc.strerror or exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return counts

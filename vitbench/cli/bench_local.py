@@ -15,7 +15,14 @@ from typing import Any
 
 import typer
 
-from vitbench.cli.common import HOME_HELP, fail, print_json
+from vitbench.cli.common import (
+    DEVICE_HELP,
+    HOME_HELP,
+    check_device_option,
+    check_folder_option,
+    fail,
+    print_json,
+)
 
 WEIGHTS_ENV_PREFIX = "VITBENCH_WEIGHTS_"
 
@@ -223,7 +230,12 @@ def register(bench: typer.Typer) -> None:
         ),
         recipe: str = typer.Option(..., "--recipe", "-r", help="Recipe name, e.g. bench-b or bench-tiny."),
         data: Path = typer.Option(..., "--data", help="COCO-format dataset folder."),
-        out: Path = typer.Option(..., "--out", help="Study folder; each init trains into OUT/<init>/."),
+        out: Path = typer.Option(
+            ...,
+            "--out",
+            help="Study folder; each init trains into OUT/<init>/.",
+            callback=check_folder_option,
+        ),
         weights: list[str] = typer.Option(
             [], "--weights", help=f"INIT=URI weights (repeatable); or env {WEIGHTS_ENV_PREFIX}<INIT>."
         ),
@@ -231,7 +243,7 @@ def register(bench: typer.Typer) -> None:
         resume: bool = typer.Option(
             False, "--resume", help="Continue unfinished runs from their checkpoints."
         ),
-        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        device: str = typer.Option("auto", "--device", help=DEVICE_HELP, callback=check_device_option),
         do_register: bool = typer.Option(
             True, "--register/--no-register", help="Log each run and register its final model."
         ),

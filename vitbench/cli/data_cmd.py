@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from vitbench.cli.common import print_json
+from vitbench.cli.common import fail, print_json
 
 
 def register(app: typer.Typer) -> None:
@@ -25,16 +25,25 @@ def register(app: typer.Typer) -> None:
             4, "--categories", min=1, max=5, help="Number of shape categories (1-5)."
         ),
         max_objects: int = typer.Option(4, "--max-objects", min=1, help="Most objects drawn per image."),
+        force: bool = typer.Option(
+            False, "--force", help="Replace train/, val/ and annotations/ already in --out."
+        ),
         as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
     ) -> None:
-        """Write a synthetic COCO-format dataset of textured, occluding shapes with instance masks."""
-        from vitbench.trainer.data.synth import SynthConfig, generate_dataset
+        """Write a synthetic COCO-format dataset of textured, occluding shapes with instance masks.
+
+        Refuses an --out that already holds a dataset unless --force (which replaces it whole).
+        """
+        from vitbench.trainer.data.synth import SynthConfig, SynthOutputError, write_dataset
 
         try:
             cfg = SynthConfig(num_categories=categories, max_objects=max_objects)
         except ValueError as exc:
             raise typer.BadParameter(str(exc)) from None
-        counts = generate_dataset(out, images, seed, cfg, val_fraction)
+        try:
+            counts = write_dataset(out, images, seed, cfg, val_fraction, force=force)
+        except SynthOutputError as exc:
+            fail(str(exc))
         summary = {"out": str(out), "seed": seed, **{f"{k}_images": v for k, v in counts.items()}}
         if as_json:
             print_json(summary)

@@ -8,7 +8,14 @@ from pathlib import Path
 
 import typer
 
-from vitbench.cli.common import HOME_HELP, fail, open_registry, print_json, registry_errors
+from vitbench.cli.common import (
+    HOME_HELP,
+    check_folder_option,
+    fail,
+    open_registry,
+    print_json,
+    registry_errors,
+)
 
 
 class ExportFormat(StrEnum):
@@ -27,7 +34,10 @@ def export(
     ),
     home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
     out: Path | None = typer.Option(
-        None, "--out", help="Also keep the exported files in this folder (default: temporary folder only)."
+        None,
+        "--out",
+        help="Also keep the exported files in this folder (default: temporary folder only).",
+        callback=check_folder_option,
     ),
     parity_images: int = typer.Option(
         4, "--parity-images", min=1, max=64, help="Synthetic images in the parity check (plus 2 fixed ones)."
@@ -51,7 +61,7 @@ def export(
             require_tensorrt()
         except TensorRTUnavailableError as exc:
             fail(str(exc))
-    client = open_registry(home)
+    client = open_registry(home, create=False)
     from vitbench.trainer.export.onnx import ExportError
     from vitbench.trainer.export.pipeline import export_checkpoint
 
@@ -102,15 +112,22 @@ def export(
         console.print(table)
         console.print(
             f"thresholds: box IoU ≥ {report.box_iou_min}, |Δscore| ≤ {report.score_diff_max}, "
-            f"mask IoU ≥ {report.mask_iou_min}"
+            f"mask IoU ≥ {report.mask_iou_min}; detections at score ≥ {report.score_threshold}"
         )
+        if report.score_threshold is not None and report.score_threshold < outcome.manifest.score_threshold:
+            console.print(
+                f"note: no detection reached the model's score threshold {outcome.manifest.score_threshold}, "
+                f"so parity was checked on a second export at score ≥ {report.score_threshold}"
+            )
         if not report.passed:
             outcome.manifest.save(target / "manifest.json")
-            fail(
-                f"parity check failed for {info.ref}; nothing was uploaded "
-                f"(report: {target / 'manifest.json'})",
-                1,
+            why = (
+                f"nothing to compare: neither side detected anything on {len(report.images)} images at "
+                f"score ≥ {report.score_threshold} (is the model trained?)"
+                if not report.compared
+                else "parity check failed"
             )
+            fail(f"{why} for {info.ref}; nothing was uploaded (report: {target / 'manifest.json'})", 1)
         if out is not None:
             outcome.manifest.save(out / "manifest.json")
         if upload:

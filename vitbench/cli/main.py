@@ -20,6 +20,9 @@ from vitbench.cli import (
     serve_cmd,
     train_cmd,
 )
+from vitbench.cli.help_format import fold_long_words
+
+fold_long_words()
 
 app = typer.Typer(
     name="vitbench",

@@ -15,7 +15,15 @@ from typing import Any
 
 import typer
 
-from vitbench.cli.common import HOME_HELP, fail, print_json, resolve_home
+from vitbench.cli.common import (
+    DEVICE_HELP,
+    HOME_HELP,
+    check_device_option,
+    check_folder_option,
+    fail,
+    print_json,
+    resolve_home,
+)
 
 
 def build_recipe(recipe: str, init: str, overrides: list[str]) -> Any:
@@ -136,7 +144,10 @@ def register(app: typer.Typer) -> None:
             ..., "--data", help="COCO-format dataset folder (train/, val/, annotations/)."
         ),
         out: Path = typer.Option(
-            ..., "--out", help="Run folder: recipe.json, metrics.jsonl, checkpoints/, ..."
+            ...,
+            "--out",
+            help="Run folder: recipe.json, metrics.jsonl, checkpoints/, ...",
+            callback=check_folder_option,
         ),
         weights: str | None = typer.Option(
             None, "--weights", help="Pre-trained weights: path, http(s):// or s3://."
@@ -150,7 +161,7 @@ def register(app: typer.Typer) -> None:
         overrides: list[str] = typer.Option(
             [], "--set", help="Recipe override key=value (repeatable), e.g. --set solver.max_iters=100."
         ),
-        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        device: str = typer.Option("auto", "--device", help=DEVICE_HELP, callback=check_device_option),
         do_register: bool = typer.Option(
             True, "--register/--no-register", help="Log the run and register the final model in the registry."
         ),
@@ -209,7 +220,7 @@ def register(app: typer.Typer) -> None:
         ),
         data: Path = typer.Option(..., "--data", help="COCO-format dataset folder."),
         split: str = typer.Option("val", "--split", help="Which split to evaluate."),
-        device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+        device: str = typer.Option("auto", "--device", help=DEVICE_HELP, callback=check_device_option),
         as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
     ) -> None:
         """COCO box and mask AP of a checkpoint; writes eval_<split>.json next to it."""
