@@ -28,8 +28,10 @@ from typing import Any, Final
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-#: Init names of the catalog (trainer/inits); the CLI checks inits against this list.
-KNOWN_INITS: Final[tuple[str, ...]] = ("random", "supervised", "mocov3", "beit", "mae", "moby", "detectron2")
+from vitbench.trainer.inits.catalog import list_inits
+
+#: Init names of the catalog (the one list: vitbench.trainer.inits.catalog, torch-free).
+KNOWN_INITS: Final[tuple[str, ...]] = tuple(list_inits())
 #: Exit code of ``vitbench`` for user/configuration errors; the Job fails at once on it.
 CONFIG_ERROR_EXIT_CODE: Final[int] = 2
 TRAINER_CONTAINER: Final[str] = "trainer"

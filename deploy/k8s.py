@@ -16,7 +16,6 @@ Semantics users rely on:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -34,6 +33,7 @@ from vitbench.deploy.jobs import (
     LABEL_STUDY,
     TRAINER_CONTAINER,
 )
+from vitbench.trainer import records
 
 Action = Literal["created", "unchanged", "conflict"]
 Phase = Literal["Queued", "Pending", "Running", "Succeeded", "Failed"]
@@ -306,59 +306,11 @@ def _job_phase(job: Any) -> tuple[Phase, str]:
     return "Pending", ""
 
 
-def _json_records(log_text: str) -> list[dict[str, Any]]:
-    """JSON objects in a log, newest first: one-line objects, and a final indented object (``--json``)."""
-    lines = log_text.splitlines()
-    records: list[dict[str, Any]] = []
-    # `vitbench train --json` ends the log with an indented object: "{" ... "}" each at column 0.
-    while lines and not lines[-1].strip():
-        lines = lines[:-1]
-    if lines and lines[-1] == "}":
-        opening = max((i for i, ln in enumerate(lines) if ln == "{"), default=None)
-        if opening is not None:
-            try:
-                block = json.loads("\n".join(lines[opening:]))
-            except ValueError:
-                block = None
-            if isinstance(block, dict):
-                records.append(block)
-                lines = lines[:opening]
-    for line in reversed(lines):
-        line = line.strip()
-        if not line.startswith("{"):
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(record, dict):
-            records.append(record)
-    return records
-
-
 def parse_progress(log_text: str) -> tuple[int | None, float | None, float | None]:
-    """(iteration, box AP, mask AP) from the newest JSON records of a trainer log.
-
-    Records are the metrics lines (``{"iteration": ..., "bbox/AP": ...}``) and the final summary of
-    ``vitbench train --json`` (``{"iteration": ..., "metrics": {"bbox/AP": ...}}``). Scanning from the end,
-    the iteration comes from the newest record with ``iteration``, the APs from the newest one carrying
-    ``bbox/AP`` (``segm/AP`` from the same record). Non-JSON lines (progress bars, warnings) are skipped.
-    """
-    iteration: int | None = None
-    ap_box: float | None = None
-    ap_mask: float | None = None
-    for record in _json_records(log_text):
-        metrics = record.get("metrics")
-        values = {**record, **metrics} if isinstance(metrics, dict) else record
-        if iteration is None and isinstance(values.get("iteration"), int):
-            iteration = values["iteration"]
-        if ap_box is None and isinstance(values.get("bbox/AP"), int | float):
-            ap_box = float(values["bbox/AP"])
-            mask = values.get("segm/AP")
-            ap_mask = float(mask) if isinstance(mask, int | float) else None
-        if iteration is not None and ap_box is not None:
-            break
-    return iteration, ap_box, ap_mask
+    """(iteration, box AP, mask AP) from a trainer log: the train record stream of
+    :mod:`vitbench.trainer.records` (``vitbench train --json``), newest records first."""
+    p = records.progress(records.parse_records(log_text))
+    return p.iteration, p.ap_box, p.ap_mask
 
 
 def _progress(core: CoreApi, namespace: str, pod: Any) -> tuple[int | None, float | None, float | None]:

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vitbench.registry.client import RegistryClient
+from vitbench.registry.env import open_registry
 from vitbench.service.backends import RawDetections
 from vitbench.service.batching import DynamicBatcher
 from vitbench.service.lifecycle import BackendFactory, ServiceState, onnx_backend_factory
@@ -49,10 +50,10 @@ def source_from_settings(settings: ServiceSettings) -> ModelSource:
             "no model to serve: set VITBENCH_MODEL (name@alias or name/version) or VITBENCH_MODEL_DIR"
         )
 
-    def client() -> RegistryClient:
-        if settings.tracking_uri:
-            return RegistryClient(settings.tracking_uri, registry_uri=settings.registry_uri)
-        return RegistryClient.embedded(settings.home)
+    def client() -> RegistryClient:  # the settings already hold what the environment said
+        return open_registry(
+            settings.home, tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri, env={}
+        )
 
     return RegistryModelSource(settings.model, client, settings.serving_cache)
 

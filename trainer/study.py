@@ -12,26 +12,69 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from vitbench.fileio import atomic_path, atomic_write_text
+from vitbench.trainer.inits.catalog import get_init, list_inits
+from vitbench.trainer.rundir import RunDir
+
 if TYPE_CHECKING:
     from vitbench.registry.client import ModelVersionInfo, RegistryClient
+    from vitbench.trainer.recipes import Recipe
 
-# The paper's order of initializations; others follow alphabetically.
-INIT_ORDER: tuple[str, ...] = (
-    "random",
-    "supervised",
-    "mocov3",
-    "beit",
-    "mae",
-    "mimdet",
-    "moby",
-    "detectron2",
-)
+WEIGHTS_ENV_PREFIX = "VITBENCH_WEIGHTS_"
+
+# The catalog's order (the paper's order of initializations first); unknown names follow alphabetically.
+INIT_ORDER: tuple[str, ...] = tuple(list_inits())
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """An init of the study: run it with ``weights`` or skip it for ``skip_reason``."""
+
+    init: str
+    weights: str | None
+    skip_reason: str | None = None
+
+
+def parse_weights(items: Sequence[str]) -> dict[str, str]:
+    """``["mae=/p/mae.pth", ...]`` → ``{"mae": "/p/mae.pth"}``; raises ValueError naming a bad item."""
+    out: dict[str, str] = {}
+    for item in items:
+        init, sep, uri = item.partition("=")
+        if not sep or not init.strip() or not uri.strip():
+            raise ValueError(
+                f"--weights {item!r}: expected INIT=URI, e.g. mae=/ckpt/mae_pretrain_vit_base.pth"
+            )
+        out[init.strip()] = uri.strip()
+    return out
+
+
+def plan_runs(
+    inits: Sequence[str], recipe: Recipe, weights: Mapping[str, str], env: Mapping[str, str]
+) -> list[PlannedRun]:
+    """Decide per init whether it can run: known init (else :class:`InitError`), applies to the recipe's
+    backbone, weights at hand (``weights`` or ``VITBENCH_WEIGHTS_<INIT>`` in ``env``)."""
+    plan: list[PlannedRun] = []
+    for init in inits:
+        spec = get_init(init)
+        uri = weights.get(init) or env.get(WEIGHTS_ENV_PREFIX + init.upper()) or None
+        if recipe.backbone.kind not in spec.applies_to:
+            reason = f"does not apply to recipe {recipe.name!r} (backbone {recipe.backbone.kind!r})"
+            plan.append(PlannedRun(init, None, reason))
+        elif spec.needs_weights and not uri:
+            where = f" (published file: {spec.url})" if spec.url else ""
+            reason = (
+                f"needs weights{where}: pass --weights {init}=PATH or set {WEIGHTS_ENV_PREFIX}{init.upper()}"
+            )
+            plan.append(PlannedRun(init, None, reason))
+        else:
+            plan.append(PlannedRun(init, uri if spec.needs_weights else None))
+    return plan
+
 
 COLUMNS: tuple[str, ...] = (
     "init",
@@ -95,10 +138,10 @@ def read_curve(metrics_file: Path) -> list[tuple[float, float, float]]:
 def read_run(run_dir: Path) -> RunSummary | None:
     """Summary of a finished run folder, or None when it has no readable ``eval.json``."""
     try:
-        ev = json.loads((run_dir / "eval.json").read_text(encoding="utf-8"))
+        ev = json.loads(RunDir(run_dir).eval.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError):
         return None
-    curve = read_curve(run_dir / "metrics.jsonl")
+    curve = read_curve(RunDir(run_dir).metrics)
     return RunSummary(
         init=str(ev.get("init", run_dir.name)),
         recipe=str(ev.get("recipe", "?")),
@@ -122,7 +165,7 @@ def collect_runs(out_dir: Path) -> tuple[list[RunSummary], list[Path]]:
     if not out_dir.is_dir():
         return runs, unfinished
     for sub in sorted(p for p in out_dir.iterdir() if p.is_dir()):
-        if not ((sub / "eval.json").exists() or (sub / "recipe.json").exists()):
+        if not RunDir(sub).looks_like_run():
             continue
         summary = read_run(sub)
         if summary is None:
@@ -187,17 +230,10 @@ def plot_curves(runs: list[RunSummary], path: Path) -> Path:
         ax.grid(alpha=0.3)
         if runs:
             ax.legend()
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110)
+    with atomic_path(path, suffix=".tmp.png") as tmp:
+        fig.savefig(tmp, dpi=110)
     plt.close(fig)
-    os.replace(tmp, path)
     return path
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 @dataclass(frozen=True)
@@ -228,9 +264,9 @@ def write_report(out_dir: Path, runs: list[RunSummary] | None = None) -> ReportF
         raise FileNotFoundError("no registered run matches: nothing to report")
     out_dir.mkdir(parents=True, exist_ok=True)
     md = out_dir / "study.md"
-    _write_text(md, "# Study: detection transfer by initialization\n\n" + markdown_table(runs))
+    atomic_write_text(md, "# Study: detection transfer by initialization\n\n" + markdown_table(runs))
     csv_path = out_dir / "study.csv"
-    _write_text(csv_path, csv_text(runs))
+    atomic_write_text(csv_path, csv_text(runs))
     png = plot_curves(runs, out_dir / "study_ap_vs_epoch.png")
     return ReportFiles(md, csv_path, png, runs, unfinished)
 

@@ -11,6 +11,7 @@ from kubernetes.client.exceptions import ApiException
 
 from vitbench.deploy import k8s
 from vitbench.deploy.jobs import StudySpec, render_study
+from vitbench.trainer import records
 
 NS = "ml"
 
@@ -181,11 +182,12 @@ def test_progress_from_pod_annotations_wins_over_logs(
 def test_parse_progress_skips_noise_and_takes_newest() -> None:
     text = "\n".join(
         [
-            json.dumps({"iteration": 10, "bbox/AP": 1.0, "segm/AP": 0.5}),
-            json.dumps({"iteration": 20, "bbox/AP": 2.0}),
+            json.dumps({"type": "eval", "iteration": 10, "bbox/AP": 1.0, "segm/AP": 0.5}),
+            json.dumps({"type": "eval", "iteration": 20, "bbox/AP": 2.0}),
             "{not json",
             "[1, 2]",
-            json.dumps({"iteration": 30, "loss": 0.1}),
+            json.dumps({"iteration": 25, "bbox/AP": 9.0}),  # no type: not a train record
+            json.dumps({"type": "train", "iteration": 30, "loss": 0.1}),
             "Epoch 3 ━━━━━━━━ 30/100",
         ]
     )
@@ -193,19 +195,22 @@ def test_parse_progress_skips_noise_and_takes_newest() -> None:
     assert k8s.parse_progress("") == (None, None, None)
 
 
-def test_parse_progress_reads_the_final_train_json_summary() -> None:
-    # What `vitbench train --json` prints last (indented), after the progress bar and metrics lines.
-    summary = {"iteration": 90000, "metrics": {"bbox/AP": 50.25, "segm/AP": 44.5}, "wall_time_s": 1.0}
+def test_parse_progress_reads_the_final_result_record() -> None:
+    # What `vitbench train --json` prints last (one line on stdout), after the progress bar and records.
+    result = records.result_record(90000, {"bbox/AP": 50.25, "segm/AP": 44.5}, 1.0)
     text = "\n".join(
         [
-            json.dumps({"iteration": 89990, "loss": 0.3}),
+            json.dumps({"type": "train", "iteration": 89990, "loss": 0.3}),
             "train ━━━━ 90000/90000",
-            json.dumps(summary, indent=2),
+            records.dumps(result),
         ]
     )
     assert k8s.parse_progress(text + "\n") == (90000, 50.25, 44.5)
-    # A truncated final block (log still being written) falls back to the one-line records.
+    # A result line cut while being written is skipped: the last complete record wins.
     assert k8s.parse_progress(text[:-5]) == (89990, None, None)
+    # A result of a newer schema this reader does not know is skipped too.
+    newer = records.dumps({**result, "schema": records.SCHEMA + 1})
+    assert k8s.parse_progress(text.rsplit("\n", 1)[0] + "\n" + newer) == (89990, None, None)
 
 
 def test_logs_read_the_newest_rank0_pod(cluster: FakeCluster, apis: tuple[FakeBatchApi, FakeCoreApi]) -> None:

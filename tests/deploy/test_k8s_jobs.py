@@ -246,3 +246,33 @@ def test_quantity_bytes() -> None:
     assert quantity_bytes("1.5Ki") == 1536
     with pytest.raises(ValueError, match="not a Kubernetes quantity"):
         quantity_bytes("12 GB")
+
+
+def test_init_names_come_from_the_catalog() -> None:
+    """Jobs, the study and the chart's schema accept exactly the catalog's init names."""
+    import json
+    from pathlib import Path
+
+    from vitbench.deploy.jobs import KNOWN_INITS
+    from vitbench.trainer.inits.catalog import list_inits
+    from vitbench.trainer.study import INIT_ORDER
+
+    assert list(KNOWN_INITS) == list(INIT_ORDER) == list_inits()
+    schema = json.loads(
+        (Path(__file__).resolve().parents[2] / "helm" / "vitbench" / "values.schema.json").read_text()
+    )
+    enums: list[list[str]] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            if "random" in node.get("enum", []):
+                enums.append(node["enum"])
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(schema)
+    assert len(enums) == 2  # benchmark.inits items and benchmark.weights keys
+    assert all(e == list_inits() for e in enums), enums

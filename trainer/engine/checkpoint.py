@@ -10,10 +10,7 @@ complete; loading uses ``torch.load(weights_only=True)`` (no pickled code runs).
 
 from __future__ import annotations
 
-import os
 import random
-import re
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,40 +18,23 @@ import numpy as np
 import torch
 from torch import nn
 
-CHECKPOINT_DIR = "checkpoints"
-FINAL_NAME = "model_final.pth"
-_NAME_RE = re.compile(r"^model_(\d{7,})\.pth$")
+from vitbench.fileio import atomic_path
+from vitbench.trainer import rundir
+
+CHECKPOINT_DIR = rundir.CHECKPOINTS
+FINAL_NAME = rundir.FINAL_MODEL
+_NAME_RE = rundir.CHECKPOINT_RE
+checkpoint_name = rundir.checkpoint_name
 
 
 class CheckpointError(RuntimeError):
     """A checkpoint is missing, unreadable or lacks the expected keys."""
 
 
-def checkpoint_name(iteration: int) -> str:
-    return f"model_{iteration:07d}.pth"
-
-
 def atomic_save(obj: Any, path: Path) -> Path:
     """``torch.save`` to a temporary file next to ``path``, fsync, then ``os.replace`` onto ``path``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    try:  # make the rename durable
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
+    with atomic_path(path, durable=True) as tmp, tmp.open("wb") as fh:
+        torch.save(obj, fh)
     return path
 
 

@@ -1,15 +1,21 @@
-"""The training loop: data → Mask R-CNN losses → AdamW step, with hooks, checkpoints, eval and DDP.
+"""The training engine: setup, resume, one optimizer step at a time, and hooks around the steps.
 
-One :class:`Trainer` runs one training run described by a :class:`TrainConfig`. It validates the data
-up front, builds the detector, loads the initialization, then steps ``recipe.solver.max_iters``
-optimizer steps of ``solver.batch_size`` images in total (split over ranks and ``grad_accum``
-micro-batches). Every ``checkpoint_period`` steps rank 0 writes the full training state atomically;
-every ``eval_period`` steps (and at the end) it evaluates COCO box/mask AP on the val split.
+In the manner of detectron2's ``TrainerBase``/``SimpleTrainer``: :meth:`Trainer.run` is the loop
+(setup → ``before_train`` → for each step ``before_iteration``, :meth:`Trainer.run_step`,
+``after_iteration`` → ``after_train``); :meth:`Trainer.run_step` is one optimizer step (micro-batches
+with gradient accumulation, autocast, grad scaling, clipping, lr schedule); periodic checkpoints,
+evaluation, metrics averaging and the final save are hooks (:mod:`vitbench.trainer.engine.hooks`).
+What is trained comes from a :class:`~vitbench.trainer.engine.task.TrainTask`; without one, the
+trainer runs the detection task of its :class:`TrainConfig`.
 
-Interruption: :meth:`Trainer.request_stop` (wired to SIGTERM by the CLI) makes every rank stop at the
-next step boundary; rank 0 saves a checkpoint and :class:`TrainingInterruptedError` is raised. If that does
-not finish within ``stop_grace_s`` seconds the process exits (code 143) — the previous checkpoint stays
-intact because files are only ever renamed into place complete.
+A run steps ``recipe.solver.max_iters`` optimizer steps of ``solver.batch_size`` samples in total
+(split over ranks and ``grad_accum`` micro-batches). Every ``checkpoint_period`` steps rank 0 writes the
+full training state atomically; every ``eval_period`` steps (and at the end) the task evaluates.
+
+Interruption: :meth:`Trainer.request_stop` (wired to SIGTERM by ``train_run``) makes every rank stop at
+the next step boundary; rank 0 saves a checkpoint and :class:`TrainingInterruptedError` is raised. If
+that does not finish within ``stop_grace_s`` seconds the process exits (code 143) — the previous
+checkpoint stays intact because files are only ever renamed into place complete.
 """
 
 from __future__ import annotations
@@ -19,25 +25,18 @@ import json
 import os
 import threading
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
 
-from vitbench.trainer.data import split_paths
-from vitbench.trainer.data.check import DatasetError, check_dataset
-from vitbench.trainer.data.coco import CocoDetection, TrainingSampler, collate, to_model_inputs
-from vitbench.trainer.data.transforms import build_eval_transform, build_train_transform
-from vitbench.trainer.engine import distributed as du
+from vitbench.fileio import atomic_write_json, atomic_write_text
+from vitbench.trainer import distributed as du
 from vitbench.trainer.engine.checkpoint import (
-    CHECKPOINT_DIR,
-    FINAL_NAME,
     atomic_save,
-    checkpoint_name,
     latest_checkpoint,
     list_checkpoints,
     prune_checkpoints,
@@ -45,11 +44,29 @@ from vitbench.trainer.engine.checkpoint import (
     set_rng_state,
     unwrap,
 )
-from vitbench.trainer.engine.hooks import Hook
+from vitbench.trainer.engine.detection import DetectionTask, TrainConfig
+from vitbench.trainer.engine.hooks import (
+    FinalSave,
+    Hook,
+    PeriodicCheckpointer,
+    PeriodicEvaluator,
+    StepMetrics,
+)
 from vitbench.trainer.engine.optim import build_optimizer
 from vitbench.trainer.engine.schedule import build_scheduler
-from vitbench.trainer.evaluation.coco_eval import evaluate
+from vitbench.trainer.engine.task import EngineConfig, TrainingSetupError, TrainTask
 from vitbench.trainer.recipes import Recipe, save_resolved_recipe
+from vitbench.trainer.rundir import RunDir
+
+__all__ = [
+    "EXIT_INTERRUPTED",
+    "EngineConfig",
+    "TrainConfig",
+    "TrainResult",
+    "Trainer",
+    "TrainingInterruptedError",
+    "TrainingSetupError",
+]
 
 EXIT_INTERRUPTED = 143  # 128 + SIGTERM: a preempted run, not a finished one
 
@@ -61,30 +78,6 @@ class TrainingInterruptedError(RuntimeError):
         super().__init__(f"training interrupted at iteration {iteration}; saved {checkpoint}")
         self.iteration = iteration
         self.checkpoint = checkpoint
-
-
-class TrainingSetupError(ValueError):
-    """A user-facing problem found before training starts (bad data, existing run, bad batch split)."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything one run needs. ``recipe`` is final (init and ``--set`` overrides already applied)."""
-
-    recipe: Recipe
-    init: str
-    data_root: Path
-    out_dir: Path
-    weights: str | None = None
-    weights_sha256: str | None = None
-    resume: bool = False
-    device: str = "auto"
-    dist: du.DistInfo = field(default_factory=du.DistInfo)
-    log_period: int = 10
-    keep_checkpoints: int = 3
-    stop_grace_s: float = 60.0
-    check_data: bool = True
-    eval_batch_size: int = 2
 
 
 @dataclass(frozen=True)
@@ -108,19 +101,36 @@ def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
 
 
 class Trainer:
-    """Runs one training run; implements :class:`trainer.engine.hooks.LoopState` for hooks."""
+    """Runs one training run of ``task`` (default: the detection task of ``cfg``).
 
-    def __init__(self, cfg: TrainConfig, hooks: Sequence[Hook] = ()) -> None:
+    Implements :class:`~vitbench.trainer.engine.hooks.LoopState` for hooks and
+    :class:`~vitbench.trainer.engine.task.TaskContext` for the task.
+    """
+
+    def __init__(self, cfg: EngineConfig, hooks: Sequence[Hook] = (), task: TrainTask | None = None) -> None:
+        if task is None:
+            if not isinstance(cfg, TrainConfig):
+                raise TypeError("Trainer needs a task, or a TrainConfig for the detection task")
+            task = DetectionTask(cfg)
         self.cfg = cfg
-        self.hooks = list(hooks)
+        self.task = task
+        self.user_hooks = list(hooks)
+        self.hooks: list[Hook] = []
+        self.run_dir = RunDir(cfg.out_dir)
+        self.device = du.select_device(cfg.dist, cfg.device)
+        self.amp_dtype = _amp_dtype(cfg.recipe.solver.amp, self.device)
         self._recipe = cfg.recipe
         self._iteration = 0
         self._stop = threading.Event()
-        self._dataset_size = 1
         self._meta: dict[str, Any] = {}
-        self.device = du.select_device(cfg.dist, cfg.device)
+        self.last_losses: dict[str, float] = {}
+        self.last_lr = 0.0
+        self.model: nn.Module | None = None
+        self._final = FinalSave(self)
+        self._t_start = 0.0
+        self._wall_s = 0.0
 
-    # --- LoopState -------------------------------------------------------------------------
+    # --- LoopState / TaskContext ------------------------------------------------------------
     @property
     def iteration(self) -> int:
         return self._iteration
@@ -138,6 +148,10 @@ class Trainer:
         return self.cfg.out_dir
 
     @property
+    def dist(self) -> du.DistInfo:
+        return self.cfg.dist
+
+    @property
     def is_main(self) -> bool:
         return self.cfg.dist.is_main
 
@@ -147,12 +161,49 @@ class Trainer:
 
     @property
     def epoch(self) -> float:
-        return self._iteration * self._recipe.solver.batch_size / self._dataset_size
+        return self._iteration * self._recipe.solver.batch_size / max(1, self.task.dataset_size)
+
+    @property
+    def log_period(self) -> int:
+        return self.cfg.log_period
+
+    @property
+    def global_batch(self) -> int:
+        return self._recipe.solver.batch_size
 
     # --- control ---------------------------------------------------------------------------
     def request_stop(self) -> None:
         """Ask the loop to save and stop at the next step boundary (safe to call from a signal handler)."""
         self._stop.set()
+
+    # --- the loop --------------------------------------------------------------------------
+    def run(self) -> TrainResult:
+        """Train to ``max_iters`` (or resume and finish); returns the final metrics (same on every rank)."""
+        self._t_start = time.perf_counter()
+        self.setup()
+        self._call("before_train")
+        assert self.model is not None
+        self.model.train()
+        while self._iteration < self.max_iters:
+            if du.any_flag(self._stop.is_set(), self.device):
+                self._interrupt()
+            self._call("before_iteration")
+            self.run_step()
+            self._iteration += 1
+            self._call("after_iteration")
+        self._call("after_train")
+        du.barrier()
+        return TrainResult(
+            self._iteration,
+            self._final.metrics,
+            self._wall_s,
+            self.run_dir.final_model,
+            self.run_dir.eval,
+        )
+
+    def _call(self, event: str, *args: Any) -> None:
+        for h in self.hooks:
+            getattr(h, event)(self, *args)
 
     # --- setup -----------------------------------------------------------------------------
     def _per_rank_batch(self) -> int:
@@ -165,76 +216,80 @@ class Trainer:
             )
         return s.batch_size // denom
 
-    def _check_data(self) -> None:
-        problems = check_dataset(self.cfg.data_root) if self.is_main else []
-        problems = du.broadcast_object(problems)
-        if problems:
-            raise DatasetError(problems)
-
-    def _build_data(self) -> tuple[CocoDetection, CocoDetection]:
-        r = self._recipe
-        img_dir, ann = split_paths(self.cfg.data_root, "train")
-        train_ds = CocoDetection(
-            img_dir,
-            ann,
-            build_train_transform(
-                r.input.image_size, r.data.train_scale_range, r.input.pixel_mean, r.data.hflip_prob
-            ),
-            train=True,
-        )
-        v_dir, v_ann = split_paths(self.cfg.data_root, "val")
-        val_ds = CocoDetection(v_dir, v_ann, build_eval_transform(), train=False)
-        if train_ds.class_names != val_ds.class_names:
+    def _guard_run_dir(self) -> None:
+        if not self.is_main:
+            return
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        rd = self.run_dir
+        if not self.cfg.resume and (list_checkpoints(rd.checkpoints) or rd.final_model.exists()):
             raise TrainingSetupError(
-                f"train and val categories differ: {train_ds.class_names} vs {val_ds.class_names}"
+                f"{self.out_dir} already holds a run; pass --resume to continue it or choose another --out"
             )
-        return train_ds, val_ds
 
-    def _build_model(self, num_classes: int) -> tuple[nn.Module, Any]:
-        from vitbench.trainer.inits import load_initialization
-        from vitbench.trainer.models.detector import build_detector
-
-        torch.manual_seed(self._recipe.seed)  # same initial weights on every rank
-        model = build_detector(self._recipe, num_classes)
-        report = load_initialization(
-            model, self._recipe, self.cfg.init, self.cfg.weights, self.cfg.weights_sha256
+    def setup(self) -> None:
+        """Check the run folder, build data, model (DDP), optimizer, schedule, scaler; resume; build hooks."""
+        cfg, r, task = self.cfg, self._recipe, self.task
+        per_rank = self._per_rank_batch()
+        self._guard_run_dir()
+        task.prepare(self)
+        model = task.build_model(self)
+        self._meta = task.meta
+        model.to(self.device)
+        if cfg.dist.distributed:
+            if self.device.type == "cuda" and task.sync_batchnorm():
+                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+            model = nn.parallel.DistributedDataParallel(
+                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
+            )
+        self.model = model
+        s = r.solver
+        self.optimizer = build_optimizer(
+            unwrap(model), s.lr, s.weight_decay, s.betas, s.layer_decay, r.backbone.depth
         )
-        return model, report
-
-    # --- checkpoints -----------------------------------------------------------------------
-    def _state(
-        self, model: nn.Module, full: bool, opt: Any = None, sched: Any = None, scaler: Any = None
-    ) -> dict[str, Any]:
-        self._meta["iteration"] = self._iteration
-        state: dict[str, Any] = {
-            "model": unwrap(model).state_dict(),
-            "recipe": self._recipe.model_dump(mode="json"),
-            "meta": dict(self._meta),
-        }
-        if full:
-            state.update(
-                optimizer=opt.state_dict(),
-                scheduler=sched.state_dict(),
-                scaler=scaler.state_dict(),
-                iteration=self._iteration,
-                rng=rng_state(),
-            )
-        return state
-
-    def _save_checkpoint(self, model: nn.Module, opt: Any, sched: Any, scaler: Any) -> Path | None:
-        path: Path | None = None
+        self.scheduler = build_scheduler(
+            self.optimizer, s.max_iters, s.schedule, s.warmup_iters, s.warmup_factor, s.steps, s.gamma
+        )
+        self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        resumed_from = self.resume_or_start()
+        self._meta["resumed_from"] = str(resumed_from) if resumed_from else None
         if self.is_main:
-            ckpt_dir = self.out_dir / CHECKPOINT_DIR
-            path = atomic_save(
-                self._state(model, True, opt, sched, scaler), ckpt_dir / checkpoint_name(self._iteration)
-            )
-            prune_checkpoints(ckpt_dir, self.cfg.keep_checkpoints)
-        du.barrier()
-        return path
+            save_resolved_recipe(r, cfg.out_dir)
+            task.write_setup_files(self)
+        self._batches: Iterator[Any] = task.build_loader(self, per_rank, self._iteration * s.batch_size)
+        self.hooks = [
+            StepMetrics(self),
+            PeriodicCheckpointer(self, s.checkpoint_period),
+            PeriodicEvaluator(self, s.eval_period),
+            self._final,
+            *self.user_hooks,
+        ]
+
+    def resume_or_start(self) -> Path | None:
+        """With ``resume``, load the newest complete checkpoint (every rank); else seed per rank."""
+        found_path: str | None = None
+        if self.cfg.resume:
+            ckpt_dir = self.run_dir.checkpoints
+            found = latest_checkpoint(ckpt_dir) if self.is_main else None
+            found_path = du.broadcast_object(str(found[0]) if found else None)
+            if found_path is not None:
+                state = found[1] if found else latest_checkpoint(ckpt_dir)[1]  # type: ignore[index]
+                assert self.model is not None
+                unwrap(self.model).load_state_dict(state["model"])
+                self.optimizer.load_state_dict(state["optimizer"])
+                self.scheduler.load_state_dict(state["scheduler"])
+                self.scaler.load_state_dict(state["scaler"])
+                self._iteration = int(state["iteration"])
+                set_rng_state(state["rng"])
+                self._truncate_metrics(self._iteration)
+                return Path(found_path)
+        torch.manual_seed(self._recipe.seed + self.cfg.dist.rank)  # per-rank sampling streams
+        if self.is_main:
+            self.run_dir.metrics.unlink(missing_ok=True)
+        return None
 
     def _truncate_metrics(self, iteration: int) -> None:
         """Drop metrics lines logged after ``iteration`` (they belong to the interrupted tail)."""
-        path = self.out_dir / "metrics.jsonl"
+        path = self.run_dir.metrics
         if not self.is_main or not path.is_file():
             return
         kept = []
@@ -244,197 +299,122 @@ class Trainer:
                     kept.append(line)
             except json.JSONDecodeError:
                 continue  # a line cut by kill -9
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text("".join(f"{k}\n" for k in kept), encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, "".join(f"{k}\n" for k in kept))
 
-    # --- evaluation ------------------------------------------------------------------------
-    def _evaluate(self, model: nn.Module, val_ds: CocoDetection) -> dict[str, float]:
-        net = unwrap(model)
+    # --- one step --------------------------------------------------------------------------
+    def run_step(self) -> None:
+        """One optimizer step: ``grad_accum`` micro-batches, clip, scaler step, lr schedule step."""
+        assert self.model is not None
+        model, opt, scaler, s = self.model, self.optimizer, self.scaler, self._recipe.solver
+        opt.zero_grad(set_to_none=True)
+        step_losses: dict[str, float] = {}
+        ddp = isinstance(model, nn.parallel.DistributedDataParallel)
+        for micro in range(s.grad_accum):
+            batch = next(self._batches)
+            sync = micro == s.grad_accum - 1 or not ddp
+            ctx = contextlib.nullcontext() if sync else model.no_sync()  # type: ignore[operator]
+            with ctx:
+                amp = self.amp_dtype
+                with torch.autocast(self.device.type, dtype=amp or torch.float32, enabled=amp is not None):
+                    loss_dict = self.task.losses(model, batch, self)
+                loss = cast(torch.Tensor, sum(loss_dict.values())) / s.grad_accum
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(
+                        f"loss became {loss.item()} at iteration {self._iteration}: "
+                        + ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items())
+                    )
+                scaler.scale(loss).backward()
+            for k, v in loss_dict.items():
+                step_losses[k] = step_losses.get(k, 0.0) + float(v.detach()) / s.grad_accum
+        if s.clip_grad is not None:
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip_grad)
+        scaler.step(opt)
+        scaler.update()
+        self.last_lr = opt.param_groups[0]["lr"] / opt.param_groups[0].get("lr_scale", 1.0)
+        self.scheduler.step()
+        self.task.after_step(model, self)
+        self.last_losses = step_losses
+
+    # --- what the engine's hooks call ------------------------------------------------------
+    def mean_over_ranks(self, values: Mapping[str, float]) -> dict[str, float]:
+        return du.mean_dict(values, self.device)
+
+    def publish_metrics(self, metrics: Mapping[str, float]) -> None:
+        """Hand averaged step metrics to every hook's ``after_step``."""
+        self._call("after_step", metrics)
+
+    def state(self, full: bool) -> dict[str, Any]:
+        """The checkpoint dict: ``model``, ``recipe``, ``meta`` (+ training state when ``full``)."""
+        assert self.model is not None
+        self._meta["iteration"] = self._iteration
+        state: dict[str, Any] = {
+            "model": unwrap(self.model).state_dict(),
+            "recipe": self._recipe.model_dump(mode="json"),
+            "meta": dict(self._meta),
+        }
+        if full:
+            state.update(
+                optimizer=self.optimizer.state_dict(),
+                scheduler=self.scheduler.state_dict(),
+                scaler=self.scaler.state_dict(),
+                iteration=self._iteration,
+                rng=rng_state(),
+            )
+        return state
+
+    def save_checkpoint(self) -> Path | None:
+        """Rank 0 writes ``checkpoints/model_<it>.pth`` and prunes old ones; every rank waits."""
+        path: Path | None = None
+        if self.is_main:
+            path = atomic_save(self.state(True), self.run_dir.checkpoint(self._iteration))
+            prune_checkpoints(self.run_dir.checkpoints, self.cfg.keep_checkpoints)
+        du.barrier()
+        return path
+
+    def evaluate(self) -> dict[str, float]:
+        """The task's metrics of the current model ({} if the task has none); calls ``after_eval``."""
+        assert self.model is not None
+        net = unwrap(self.model)
         was_training = net.training
-        results = evaluate(
-            net,
-            val_ds,
-            self.device,
-            batch_size=self.cfg.eval_batch_size,
-            amp_dtype=_amp_dtype(self._recipe.solver.amp, self.device),
-        )
+        results = self.task.evaluate(net, self)
         net.train(was_training)
-        for h in self.hooks:
-            h.after_eval(self, results)
+        if results is None:
+            return {}
+        self._call("after_eval", results)
         return results
 
-    # --- the loop --------------------------------------------------------------------------
-    def run(self) -> TrainResult:
-        """Train to ``max_iters`` (or resume and finish); returns the final metrics (same on every rank)."""
-        t_start = time.perf_counter()
-        cfg, r = self.cfg, self._recipe
-        per_rank = self._per_rank_batch()
-        ckpt_dir = cfg.out_dir / CHECKPOINT_DIR
+    def save_final(self) -> Path:
+        """Rank 0 writes the task's final state to ``model_final.pth``."""
+        path = self.run_dir.final_model
         if self.is_main:
-            cfg.out_dir.mkdir(parents=True, exist_ok=True)
-            if not cfg.resume and (list_checkpoints(ckpt_dir) or (cfg.out_dir / FINAL_NAME).exists()):
-                raise TrainingSetupError(
-                    f"{cfg.out_dir} already holds a run; pass --resume to continue it or choose another --out"
-                )
-        if cfg.check_data:
-            self._check_data()
-        train_ds, val_ds = self._build_data()
-        self._dataset_size = len(train_ds)
-        num_classes = len(train_ds.class_names)
-        model, report = self._build_model(num_classes)
-        self._meta = {
-            "init": cfg.init,
-            "num_classes": num_classes,
-            "class_names": list(train_ds.class_names),
-            "dataset": str(cfg.data_root),
-            "iteration": 0,
-            "weights": cfg.weights,
-        }
-        model.to(self.device)
-        if cfg.dist.distributed:
-            if self.device.type == "cuda" and "syncbn" in (r.neck.norm, r.heads.norm):
-                model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
-            model = nn.parallel.DistributedDataParallel(
-                model, device_ids=[self.device.index] if self.device.type == "cuda" else None
-            )
-        s = r.solver
-        opt = build_optimizer(unwrap(model), s.lr, s.weight_decay, s.betas, s.layer_decay, r.backbone.depth)
-        sched = build_scheduler(
-            opt, s.max_iters, s.schedule, s.warmup_iters, s.warmup_factor, s.steps, s.gamma
-        )
-        amp_dtype = _amp_dtype(s.amp, self.device)
-        scaler = torch.amp.GradScaler(self.device.type, enabled=amp_dtype == torch.float16)
+            atomic_save(self.task.final_state(self.state(False)), path)
+        return path
 
-        resumed_from: Path | None = None
-        if cfg.resume:
-            found = latest_checkpoint(ckpt_dir) if self.is_main else None
-            found_path = du.broadcast_object(str(found[0]) if found else None)
-            if found_path is not None:
-                state = found[1] if found else latest_checkpoint(ckpt_dir)[1]  # type: ignore[index]
-                unwrap(model).load_state_dict(state["model"])
-                opt.load_state_dict(state["optimizer"])
-                sched.load_state_dict(state["scheduler"])
-                scaler.load_state_dict(state["scaler"])
-                self._iteration = int(state["iteration"])
-                set_rng_state(state["rng"])
-                resumed_from = Path(found_path)
-                self._truncate_metrics(self._iteration)
-        if resumed_from is None:
-            torch.manual_seed(r.seed + cfg.dist.rank)  # per-rank sampling streams (RPN/RoI, drop path)
-            if self.is_main:
-                (cfg.out_dir / "metrics.jsonl").unlink(missing_ok=True)
-        self._meta["resumed_from"] = str(resumed_from) if resumed_from else None
-        if self.is_main:
-            save_resolved_recipe(r, cfg.out_dir)
-            with contextlib.suppress(AttributeError):
-                (cfg.out_dir / "load_report.json").write_text(json.dumps(report.to_dict(), indent=2))
-
-        sampler = TrainingSampler(
-            len(train_ds), r.seed, cfg.dist.rank, cfg.dist.world_size, start=self._iteration * s.batch_size
-        )
-        loader: DataLoader[Any] = DataLoader(
-            train_ds,
-            batch_size=per_rank,
-            sampler=sampler,
-            num_workers=r.data.num_workers,
-            collate_fn=collate,
-            persistent_workers=r.data.num_workers > 0,
-            # a private generator: creating the iterator must not draw from the (restored) global RNG
-            generator=torch.Generator().manual_seed(r.seed),
-        )
-        batches = iter(loader)
-        for h in self.hooks:
-            h.before_train(self)
-
-        model.train()
-        sums: dict[str, float] = {}
-        n_sums = 0
-        t_log = time.perf_counter()
-        it_log = self._iteration
-        while self._iteration < s.max_iters:
-            if du.any_flag(self._stop.is_set(), self.device):
-                self._interrupt(model, opt, sched, scaler)
-            opt.zero_grad(set_to_none=True)
-            step_losses: dict[str, float] = {}
-            for micro in range(s.grad_accum):
-                images, targets = next(batches)
-                inputs, tgts = to_model_inputs(images, targets, self.device)
-                sync = micro == s.grad_accum - 1 or not isinstance(model, nn.parallel.DistributedDataParallel)
-                ctx = contextlib.nullcontext() if sync else model.no_sync()  # type: ignore[operator]
-                with ctx:
-                    with torch.autocast(
-                        self.device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None
-                    ):
-                        loss_dict = model(inputs, tgts)
-                    loss = sum(loss_dict.values()) / s.grad_accum
-                    if not torch.isfinite(loss):
-                        raise FloatingPointError(
-                            f"loss became {loss.item()} at iteration {self._iteration}: "
-                            + ", ".join(f"{k}={v.item():.4g}" for k, v in loss_dict.items())
-                        )
-                    scaler.scale(loss).backward()
-                for k, v in loss_dict.items():
-                    step_losses[k] = step_losses.get(k, 0.0) + float(v.detach()) / s.grad_accum
-            if s.clip_grad is not None:
-                scaler.unscale_(opt)
-                torch.nn.utils.clip_grad_norm_(model.parameters(), s.clip_grad)
-            scaler.step(opt)
-            scaler.update()
-            lr = opt.param_groups[0]["lr"] / opt.param_groups[0].get("lr_scale", 1.0)
-            sched.step()
-            self._iteration += 1
-            for k, v in step_losses.items():
-                sums[k] = sums.get(k, 0.0) + v
-            n_sums += 1
-
-            if self._iteration % cfg.log_period == 0 or self._iteration == s.max_iters:
-                avg = {k: v / n_sums for k, v in sums.items()}
-                avg = du.mean_dict(avg, self.device)
-                avg["total_loss"] = sum(avg.values())
-                dt = time.perf_counter() - t_log
-                avg["lr"] = lr
-                avg["time_per_iter_s"] = dt / max(1, self._iteration - it_log)
-                avg["images_per_s"] = s.batch_size * (self._iteration - it_log) / max(dt, 1e-9)
-                for h in self.hooks:
-                    h.after_step(self, avg)
-                sums, n_sums, t_log, it_log = {}, 0, time.perf_counter(), self._iteration
-            if self._iteration % s.checkpoint_period == 0 and self._iteration < s.max_iters:
-                self._save_checkpoint(model, opt, sched, scaler)
-            if s.eval_period and self._iteration % s.eval_period == 0 and self._iteration < s.max_iters:
-                self._evaluate(model, val_ds)
-
-        final_path = cfg.out_dir / FINAL_NAME
-        if self.is_main:
-            atomic_save(self._state(model, False), final_path)
-        metrics = self._evaluate(model, val_ds)
-        wall = time.perf_counter() - t_start
-        eval_path = cfg.out_dir / "eval.json"
+    def write_summary(self, metrics: Mapping[str, float]) -> Path:
+        """Rank 0 writes ``eval.json``: iteration, epoch, task fields, recipe, metrics, wall time, file."""
+        path = self.run_dir.eval
+        self._wall_s = time.perf_counter() - self._t_start
         if self.is_main:
             payload = {
                 "iteration": self._iteration,
                 "epoch": self.epoch,
-                "init": cfg.init,
-                "recipe": r.name,
-                "metrics": metrics,
-                "wall_time_s": wall,
-                "checkpoint": str(final_path),
+                **self.task.summary(),
+                "recipe": self._recipe.name,
+                "metrics": dict(metrics),
+                "wall_time_s": self._wall_s,
+                "checkpoint": str(self.run_dir.final_model),
             }
-            tmp = eval_path.with_name(".eval.json.tmp")
-            tmp.write_text(json.dumps(payload, indent=2), encoding="utf-8")
-            os.replace(tmp, eval_path)
-        for h in self.hooks:
-            h.after_train(self)
-        du.barrier()
-        return TrainResult(self._iteration, metrics, wall, final_path, eval_path)
+            atomic_write_json(path, payload)
+        return path
 
-    def _interrupt(self, model: nn.Module, opt: Any, sched: Any, scaler: Any) -> None:
+    def _interrupt(self) -> None:
         """Save a checkpoint within the grace period and raise :class:`TrainingInterruptedError`."""
         timer = threading.Timer(self.cfg.stop_grace_s, lambda: os._exit(EXIT_INTERRUPTED))
         timer.daemon = True
         timer.start()
         try:
-            path = self._save_checkpoint(model, opt, sched, scaler)
+            path = self.save_checkpoint()
         finally:
             timer.cancel()
         raise TrainingInterruptedError(self._iteration, path)

@@ -18,10 +18,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from vitbench.fileio import atomic_path
 from vitbench.registry.client import ModelVersionInfo, RegistryClient, RegistryError
 from vitbench.trainer.engine.hooks import Hook, LoopState
-
-FINAL_CHECKPOINT = "model_final.pth"
+from vitbench.trainer.rundir import RunDir
 
 
 def code_version(repo_dir: Path | None = None) -> str:
@@ -135,10 +135,9 @@ class RegistryHook(Hook):
                 ax.legend(fontsize=7)
         fig.tight_layout()
         path = out_dir / "training_curves.png"
-        tmp = path.with_suffix(".tmp.png")
-        fig.savefig(tmp, dpi=100)
+        with atomic_path(path, suffix=".tmp.png") as tmp:
+            fig.savefig(tmp, dpi=100)
         plt.close(fig)
-        tmp.replace(path)
         return path
 
     # ------------------------------------------------------------------ hook points
@@ -196,15 +195,14 @@ class RegistryHook(Hook):
         if not loop.is_main or self.run_id is None:
             return
         out_dir = Path(loop.out_dir)
-        final = out_dir / FINAL_CHECKPOINT
+        run = RunDir(out_dir)
+        final = run.final_model
         if not final.is_file():
             self.client.end_run(self.run_id, "FAILED")
             raise RegistryError(f"cannot register: the final checkpoint {final} does not exist")
-        for name in ("metrics.jsonl", "recipe.json"):
-            if (out_dir / name).is_file():
-                self.client.log_artifact(
-                    self.run_id, out_dir / name, "metrics" if name.endswith("jsonl") else None
-                )
+        for path, folder in ((run.metrics, "metrics"), (run.recipe, None)):
+            if path.is_file():
+                self.client.log_artifact(self.run_id, path, folder)
         plot = self._plot(out_dir)
         if plot is not None:
             self.client.log_artifact(self.run_id, plot, "plots")

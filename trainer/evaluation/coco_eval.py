@@ -18,8 +18,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Subset
 
+from vitbench.trainer import distributed as du
 from vitbench.trainer.data.coco import CocoDetection, collate, to_model_inputs
-from vitbench.trainer.engine import distributed as du
 
 METRIC_NAMES: tuple[str, ...] = ("AP", "AP50", "AP75", "APs", "APm", "APl")
 IOU_TYPES: tuple[str, ...] = ("bbox", "segm")

@@ -6,10 +6,15 @@ This module is the only place that reads kubeconfig / in-cluster config; ``deplo
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast
+from typing import TYPE_CHECKING, Annotated, Any, cast, get_type_hints
 
 import typer
 
@@ -27,8 +32,7 @@ InitsOpt = Annotated[
     typer.Option(
         "--inits",
         "-i",
-        help="Comma-separated initializations, one Job each: random, supervised, mocov3, beit, mae, moby, "
-        "detectron2.",
+        help="Comma-separated initializations, one Job each (see `vitbench inits`), e.g. random,mae.",
     ),
 ]
 RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="Recipe name (see `vitbench recipes`).")]
@@ -135,67 +139,106 @@ def _check_recipe(recipe: str) -> None:
         )
 
 
-def build_study(
-    *,
-    inits: str,
-    recipe: str,
-    gpus: int,
-    nodes: int,
-    study: str | None,
-    namespace: str | None,
-    image: str | None,
-    data_pvc: str,
-    outputs_pvc: str,
-    outputs_s3: str | None,
-    weights_pvc: str | None,
-    weights: list[str] | None,
-    overrides: list[str] | None,
-    shm_size: str,
-    cpu: str,
-    memory: str,
-    queue: str | None,
-    node_selector: list[str] | None,
-    backoff_limit: int,
-    deadline_hours: float,
-    ttl_hours: float,
-    registry_configmap: str,
-    registry_secret: str,
-) -> StudySpec:
+@dataclass(frozen=True)
+class StudyOptions:
+    """The options of ``bench render`` and ``bench submit``, declared once (each field's annotation
+    carries its flag and help; :func:`study_command` turns the fields into a command's parameters)."""
+
+    inits: InitsOpt
+    recipe: RecipeOpt
+    gpus: GpusOpt = 1
+    nodes: NodesOpt = 1
+    study: StudyOpt = None
+    namespace: NamespaceOpt = None
+    image: ImageOpt = None
+    data_pvc: DataPvcOpt = "vitbench-data"
+    outputs_pvc: OutputsPvcOpt = "vitbench-outputs"
+    outputs_s3: OutputsS3Opt = None
+    weights_pvc: WeightsPvcOpt = None
+    weights: WeightsOpt = None
+    overrides: SetOpt = None
+    shm_size: ShmOpt = "16Gi"
+    cpu: CpuOpt = "8"
+    memory: MemoryOpt = "64Gi"
+    queue: QueueOpt = None
+    node_selector: NodeSelectorOpt = None
+    backoff_limit: BackoffOpt = 3
+    deadline_hours: DeadlineOpt = 72.0
+    ttl_hours: TtlOpt = 168.0
+    registry_configmap: RegistryCmOpt = "vitbench-registry"
+    registry_secret: RegistrySecretOpt = "vitbench-registry-credentials"
+
+
+def study_command(fn: Callable[..., None]) -> Callable[..., None]:
+    """A command whose parameters are :class:`StudyOptions`' fields followed by ``fn``'s own keyword
+    parameters; ``fn(opts, **own)`` receives the study options as one object."""
+    hints = get_type_hints(StudyOptions, include_extras=True)
+    names = [f.name for f in dataclasses.fields(StudyOptions)]
+    params = [
+        inspect.Parameter(
+            f.name,
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=hints[f.name],
+            default=inspect.Parameter.empty if f.default is dataclasses.MISSING else f.default,
+        )
+        for f in dataclasses.fields(StudyOptions)
+    ]
+    own = [  # fn's parameters after `opts`, keyword-only like the options
+        p.replace(kind=inspect.Parameter.KEYWORD_ONLY)
+        for p in list(inspect.signature(fn, eval_str=True).parameters.values())[1:]
+    ]
+    clash = {p.name for p in own} & set(names)
+    if clash:
+        raise TypeError(f"{fn.__name__} redeclares study options {sorted(clash)}")
+
+    @functools.wraps(fn)
+    def command(**kwargs: Any) -> None:
+        opts = StudyOptions(**{k: kwargs.pop(k) for k in names})
+        fn(opts, **kwargs)
+
+    del command.__wrapped__  # typer reads the signature below, not fn's
+    command.__signature__ = inspect.Signature(params + own)  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in params + own}
+    return command
+
+
+def build_study(opts: StudyOptions) -> StudySpec:
     """A :class:`StudySpec` from the command-line options; bad values exit 2 with the field named."""
     from pydantic import ValidationError
 
     from vitbench.deploy.jobs import DEFAULT_IMAGE, StudySpec
 
-    _check_recipe(recipe)
-    init_list = tuple(i.strip() for i in inits.split(",") if i.strip())
-    for override in overrides or []:
+    o = opts
+    _check_recipe(o.recipe)
+    init_list = tuple(i.strip() for i in o.inits.split(",") if i.strip())
+    for override in o.overrides or []:
         if "=" not in override:
             raise typer.BadParameter(f"override {override!r} must look like key=value", param_hint="--set")
     try:
         spec = StudySpec(
-            name=study or recipe,
-            recipe=recipe,
+            name=o.study or o.recipe,
+            recipe=o.recipe,
             inits=init_list,
-            gpus=gpus,
-            nodes=nodes,
-            namespace=namespace,
-            image=image or DEFAULT_IMAGE,
-            data_pvc=data_pvc,
-            outputs_pvc=outputs_pvc,
-            outputs_s3=outputs_s3,
-            weights_pvc=weights_pvc,
-            weights=_pairs(weights, "--weights"),
-            overrides=tuple(overrides or ()),
-            shm_size=shm_size,
-            cpu=cpu,
-            memory=memory,
-            queue_name=queue,
-            node_selector=_pairs(node_selector, "--node-selector"),
-            backoff_limit=backoff_limit,
-            active_deadline_seconds=max(1, round(deadline_hours * 3600)),
-            ttl_seconds_after_finished=round(ttl_hours * 3600),
-            registry_configmap=registry_configmap,
-            registry_secret=registry_secret or None,
+            gpus=o.gpus,
+            nodes=o.nodes,
+            namespace=o.namespace,
+            image=o.image or DEFAULT_IMAGE,
+            data_pvc=o.data_pvc,
+            outputs_pvc=o.outputs_pvc,
+            outputs_s3=o.outputs_s3,
+            weights_pvc=o.weights_pvc,
+            weights=_pairs(o.weights, "--weights"),
+            overrides=tuple(o.overrides or ()),
+            shm_size=o.shm_size,
+            cpu=o.cpu,
+            memory=o.memory,
+            queue_name=o.queue,
+            node_selector=_pairs(o.node_selector, "--node-selector"),
+            backoff_limit=o.backoff_limit,
+            active_deadline_seconds=max(1, round(o.deadline_hours * 3600)),
+            ttl_seconds_after_finished=round(o.ttl_hours * 3600),
+            registry_configmap=o.registry_configmap,
+            registry_secret=o.registry_secret or None,
         )
     except ValidationError as exc:
         problems = "; ".join(
@@ -247,76 +290,26 @@ def connect(context: str | None, namespace: str | None) -> tuple[BatchApi, CoreA
     return cast("BatchApi", client.BatchV1Api()), cast("CoreApi", client.CoreV1Api()), ns
 
 
-def render(
-    inits: InitsOpt,
-    recipe: RecipeOpt,
-    gpus: GpusOpt = 1,
-    nodes: NodesOpt = 1,
-    study: StudyOpt = None,
-    namespace: NamespaceOpt = None,
-    image: ImageOpt = None,
-    data_pvc: DataPvcOpt = "vitbench-data",
-    outputs_pvc: OutputsPvcOpt = "vitbench-outputs",
-    outputs_s3: OutputsS3Opt = None,
-    weights_pvc: WeightsPvcOpt = None,
-    weights: WeightsOpt = None,
-    overrides: SetOpt = None,
-    shm_size: ShmOpt = "16Gi",
-    cpu: CpuOpt = "8",
-    memory: MemoryOpt = "64Gi",
-    queue: QueueOpt = None,
-    node_selector: NodeSelectorOpt = None,
-    backoff_limit: BackoffOpt = 3,
-    deadline_hours: DeadlineOpt = 72.0,
-    ttl_hours: TtlOpt = 168.0,
-    registry_configmap: RegistryCmOpt = "vitbench-registry",
-    registry_secret: RegistrySecretOpt = "vitbench-registry-credentials",
-) -> None:
+@study_command
+def render(opts: StudyOptions) -> None:
     """Print the study's manifests as multi-document YAML (`> study.yaml`, then `kubectl apply -f`)."""
-    options = dict(locals())
     import yaml
 
     from vitbench.deploy.jobs import render_study
 
-    spec = build_study(**options)
+    spec = build_study(opts)
     docs = render_study(spec)
     sys.stdout.write(yaml.dump_all(docs, Dumper=_plain_dumper(), sort_keys=False, explicit_start=True))
 
 
-def submit(
-    inits: InitsOpt,
-    recipe: RecipeOpt,
-    gpus: GpusOpt = 1,
-    nodes: NodesOpt = 1,
-    study: StudyOpt = None,
-    namespace: NamespaceOpt = None,
-    image: ImageOpt = None,
-    data_pvc: DataPvcOpt = "vitbench-data",
-    outputs_pvc: OutputsPvcOpt = "vitbench-outputs",
-    outputs_s3: OutputsS3Opt = None,
-    weights_pvc: WeightsPvcOpt = None,
-    weights: WeightsOpt = None,
-    overrides: SetOpt = None,
-    shm_size: ShmOpt = "16Gi",
-    cpu: CpuOpt = "8",
-    memory: MemoryOpt = "64Gi",
-    queue: QueueOpt = None,
-    node_selector: NodeSelectorOpt = None,
-    backoff_limit: BackoffOpt = 3,
-    deadline_hours: DeadlineOpt = 72.0,
-    ttl_hours: TtlOpt = 168.0,
-    registry_configmap: RegistryCmOpt = "vitbench-registry",
-    registry_secret: RegistrySecretOpt = "vitbench-registry-credentials",
-    context: ContextOpt = None,
-    as_json: JsonOpt = False,
-) -> None:
+@study_command
+def submit(opts: StudyOptions, context: ContextOpt = None, as_json: JsonOpt = False) -> None:
     """Create one Job per init in the cluster; submitting the same study again creates nothing."""
-    options = {k: v for k, v in locals().items() if k not in ("context", "as_json")}
     from vitbench.deploy import k8s
     from vitbench.deploy.jobs import render_study
 
-    spec = build_study(**options)
-    batch, core, ns = connect(context, namespace)
+    spec = build_study(opts)
+    batch, core, ns = connect(context, opts.namespace)
     try:
         results = k8s.submit(render_study(spec), batch, core, ns)
     except k8s.K8sError as exc:

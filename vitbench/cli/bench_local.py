@@ -8,10 +8,9 @@ without weights, or one that does not apply to the recipe's backbone, is skipped
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -22,147 +21,57 @@ from vitbench.cli.common import (
     check_folder_option,
     fail,
     print_json,
+    user_errors,
 )
 
-WEIGHTS_ENV_PREFIX = "VITBENCH_WEIGHTS_"
+if TYPE_CHECKING:
+    from vitbench.trainer.runs import StudyEvent, StudyOutcome, StudyRequest
 
 
-@dataclass(frozen=True)
-class PlannedRun:
-    """An init of the study: run it with ``weights`` or skip it for ``skip_reason``."""
-
-    init: str
-    weights: str | None
-    skip_reason: str | None = None
-
-
-def parse_weights(items: Sequence[str]) -> dict[str, str]:
-    """``["mae=/p/mae.pth", ...]`` → ``{"mae": "/p/mae.pth"}``; raises BadParameter naming a bad item."""
-    out: dict[str, str] = {}
-    for item in items:
-        init, sep, uri = item.partition("=")
-        if not sep or not init.strip() or not uri.strip():
-            raise typer.BadParameter(
-                f"--weights {item!r}: expected INIT=URI, e.g. mae=/ckpt/mae_pretrain_vit_base.pth"
-            )
-        out[init.strip()] = uri.strip()
-    return out
-
-
-def plan_runs(
-    inits: Sequence[str], recipe: Any, weights: Mapping[str, str], env: Mapping[str, str]
-) -> list[PlannedRun]:
-    """Decide per init whether it can run: known init, applies to the recipe's backbone, weights at hand."""
-    from vitbench.trainer.inits import InitError, get_init
-
-    plan: list[PlannedRun] = []
-    for init in inits:
-        try:
-            spec = get_init(init)
-        except InitError as exc:
-            raise typer.BadParameter(str(exc)) from None
-        uri = weights.get(init) or env.get(WEIGHTS_ENV_PREFIX + init.upper()) or None
-        if recipe.backbone.kind not in spec.applies_to:
-            reason = f"does not apply to recipe {recipe.name!r} (backbone {recipe.backbone.kind!r})"
-            plan.append(PlannedRun(init, None, reason))
-        elif spec.needs_weights and not uri:
-            where = f" (published file: {spec.url})" if spec.url else ""
-            reason = (
-                f"needs weights{where}: pass --weights {init}=PATH or set {WEIGHTS_ENV_PREFIX}{init.upper()}"
-            )
-            plan.append(PlannedRun(init, None, reason))
-        else:
-            plan.append(PlannedRun(init, uri if spec.needs_weights else None))
-    return plan
-
-
-def run_study(
-    *,
-    inits: Sequence[str],
-    recipe: str,
-    data: Path,
-    out: Path,
-    weights: Mapping[str, str],
-    overrides: Sequence[str] = (),
-    resume: bool = False,
-    device: str = "auto",
-    register: bool = False,
-    model_name: str | None = None,
-    home: Path | None = None,
-    progress: bool = True,
-) -> tuple[list[PlannedRun], list[str]]:
-    """Train each runnable init into ``out/<init>``; finished runs (``eval.json``) are kept, not redone.
-
-    Returns the plan and the inits whose run failed with a user-facing error (e.g. weights that do not
-    fit the recipe); those are reported and the study goes on with the next init.
-    """
+def print_study_event(event: StudyEvent) -> None:
+    """One line on stderr per skipped, kept or failed init."""
     from rich.console import Console
 
-    from vitbench.cli.train_cmd import build_recipe
-    from vitbench.trainer.recipes import RecipeError, get_recipe
-
     err = Console(stderr=True, highlight=False)
+    if event.kind == "skipped":
+        err.print(f"[yellow]skipping {event.init}[/]: {event.detail}")
+    elif event.kind == "kept":
+        err.print(f"[green]{event.init}[/]: already finished in {event.detail}, keeping it")
+    else:
+        err.print(f"[bold red]error:[/] {event.detail}", soft_wrap=True)
+
+
+def run_study_cli(request: StudyRequest) -> StudyOutcome:
+    """:func:`vitbench.trainer.runs.run_study` with events printed, errors as exit codes (2 user
+    mistake, 143 interrupted); prints the list of failed inits."""
+    from rich.console import Console
+
+    from vitbench.trainer.engine.loop import EXIT_INTERRUPTED, TrainingInterruptedError
+    from vitbench.trainer.runs import run_study
+
     try:
-        base = get_recipe(recipe)
-    except RecipeError as exc:
+        with user_errors():
+            outcome = run_study(request, on_event=print_study_event)
+    except TrainingInterruptedError as exc:
+        typer.echo(
+            f"interrupted: saved iteration {exc.iteration} to {exc.checkpoint}; rerun with --resume", err=True
+        )
+        raise typer.Exit(EXIT_INTERRUPTED) from None
+    if outcome.failed:
+        Console(stderr=True, highlight=False).print(
+            f"[red]failed[/]: {', '.join(outcome.failed)} (see the errors above)"
+        )
+    return outcome
+
+
+def parse_weights_option(items: Sequence[str]) -> dict[str, str]:
+    """``--weights INIT=URI`` items as a dict; a bad item is a usage error."""
+    from vitbench.trainer.study import parse_weights
+
+    try:
+        return parse_weights(items)
+    except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    plan = plan_runs(inits, base, weights, os.environ)
-    failed: list[str] = []
-    is_main = int(os.environ.get("RANK", "0")) == 0
-    for p in plan:
-        if p.skip_reason:
-            if is_main:
-                err.print(f"[yellow]skipping {p.init}[/]: {p.skip_reason}")
-            continue
-        run_dir = out / p.init
-        if (run_dir / "eval.json").exists():
-            if is_main:
-                err.print(f"[green]{p.init}[/]: already finished in {run_dir}, keeping it")
-            continue
-        build_recipe(recipe, p.init, list(overrides))  # fail fast on bad overrides before training
-        try:
-            _train_one(
-                p, recipe, data, run_dir, overrides, resume, device, register, model_name, home, progress
-            )
-        except typer.Exit as exc:
-            if exc.exit_code != 2:  # an interruption (143) stops the whole study
-                raise
-            failed.append(p.init)  # the reason was printed; go on with the next init
-    if failed:
-        err.print(f"[red]failed[/]: {', '.join(failed)} (see the errors above)")
-    return plan, failed
-
-
-def _train_one(
-    p: PlannedRun,
-    recipe: str,
-    data: Path,
-    run_dir: Path,
-    overrides: Sequence[str],
-    resume: bool,
-    device: str,
-    register: bool,
-    model_name: str | None,
-    home: Path | None,
-    progress: bool,
-) -> None:
-    from vitbench.cli.train_cmd import run_training
-
-    run_training(
-        recipe=recipe,
-        init=p.init,
-        data=data,
-        out=run_dir,
-        weights=p.weights,
-        resume=resume or run_dir.joinpath("checkpoints").is_dir(),
-        overrides=list(overrides),
-        device=device,
-        register=register,
-        model_name=model_name,
-        home=home,
-        progress=progress,
-        description=f"{p.init:>10} · {recipe}",
-    )
 
 
 def print_report(out: Path, as_json: bool = False, runs: list[Any] | None = None) -> None:
@@ -237,7 +146,7 @@ def register(bench: typer.Typer) -> None:
             callback=check_folder_option,
         ),
         weights: list[str] = typer.Option(
-            [], "--weights", help=f"INIT=URI weights (repeatable); or env {WEIGHTS_ENV_PREFIX}<INIT>."
+            [], "--weights", help="INIT=URI weights (repeatable); or env VITBENCH_WEIGHTS_<INIT>."
         ),
         overrides: list[str] = typer.Option([], "--set", help="Recipe override key=value (repeatable)."),
         resume: bool = typer.Option(
@@ -253,31 +162,35 @@ def register(bench: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json", help="Print the final table as JSON."),
     ) -> None:
         """Train each initialization in turn (skipping those without weights), then print the table."""
+        from vitbench.trainer.distributed import DistInfo
+        from vitbench.trainer.rundir import RunDir
+        from vitbench.trainer.runs import Registration, StudyRequest
+
         names = [s.strip() for s in inits.split(",") if s.strip()]
         if not names:
             raise typer.BadParameter("--inits is empty; expected e.g. random,mae")
-        plan, failed = run_study(
-            inits=names,
-            recipe=recipe,
-            data=data,
-            out=out,
-            weights=parse_weights(weights),
-            overrides=overrides,
-            resume=resume,
-            device=device,
-            register=do_register,
-            model_name=model_name,
-            home=home,
-            progress=progress,
+        outcome = run_study_cli(
+            StudyRequest(
+                inits=tuple(names),
+                recipe=recipe,
+                data=data,
+                out=out,
+                weights=parse_weights_option(weights),
+                overrides=tuple(overrides),
+                resume=resume,
+                device=device,
+                registration=Registration(model_name, home=home) if do_register else None,
+                progress=progress,
+            )
         )
-        if int(os.environ.get("RANK", "0")) != 0:
+        if not DistInfo.from_env(os.environ).is_main:
             return
-        if all(p.skip_reason for p in plan):
+        if outcome.nothing_to_run:
             fail("every init was skipped; nothing was trained")
-        if failed and not any((out / p.init / "eval.json").exists() for p in plan):
+        if outcome.failed and not any(RunDir(out / p.init).is_finished() for p in outcome.plan):
             raise typer.Exit(1)
         print_report(out, as_json)
-        if failed:
+        if outcome.failed:
             raise typer.Exit(1)
 
     @bench.command("report")
@@ -313,5 +226,5 @@ def register(bench: typer.Typer) -> None:
             from vitbench.trainer.study import runs_from_registry
 
             with registry_errors():
-                runs = runs_from_registry(open_registry(home), models or None, recipe)
+                runs = runs_from_registry(open_registry(home, create=False), models or None, recipe)
         print_report(out, as_json, runs)

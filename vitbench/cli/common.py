@@ -1,14 +1,13 @@
-"""Helpers shared by CLI command modules: where the registry is, and how its errors reach the user.
+"""Helpers shared by CLI command modules: how library errors and results reach the user.
 
-This is the only place that reads the registry environment: ``MLFLOW_TRACKING_URI`` (remote
-``mlflow server`` or SQL store), ``MLFLOW_REGISTRY_URI``, ``VITBENCH_HOME`` (embedded default's
-folder) and ``VITBENCH_REGISTRY_TIMEOUT`` (seconds per HTTP request, default 10).
+The registry comes from :mod:`vitbench.registry.env` (``MLFLOW_TRACKING_URI``, ``MLFLOW_REGISTRY_URI``,
+``VITBENCH_HOME``, ``VITBENCH_REGISTRY_TIMEOUT``); :func:`open_registry` only turns its errors into exit
+codes.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import os
 import sys
 from collections.abc import Iterator
@@ -21,58 +20,52 @@ import typer
 if TYPE_CHECKING:
     from vitbench.registry.client import RegistryClient
 
-DEFAULT_HOME = Path(".vitbench")
-EMBEDDED_DB = "mlflow.db"  # the embedded registry's SQLite file inside the home (RegistryClient.embedded)
+__all__ = [
+    "DEVICE_HELP",
+    "HOME_HELP",
+    "check_device_option",
+    "check_folder_option",
+    "fail",
+    "open_registry",
+    "print_json",
+    "registry_errors",
+    "user_errors",
+]
 
 HOME_HELP = (
     "Data folder of the embedded registry (SQLite + artifacts); env VITBENCH_HOME, default ./.vitbench."
 )
 
 
-def resolve_home(home: Path | None) -> Path:
-    """``--home``, else ``VITBENCH_HOME``, else ``./.vitbench``."""
-    if home is not None:
-        return home
-    env = os.environ.get("VITBENCH_HOME")
-    return Path(env) if env else DEFAULT_HOME
+#: The embedded registry's SQLite file inside its home (see ``RegistryClient.embedded``).
+EMBEDDED_DB = "mlflow.db"
 
 
 def home_source(home: Path | None) -> str:
-    """Where the home of :func:`resolve_home` comes from: ``--home``, ``VITBENCH_HOME`` or the default."""
+    """Where the embedded registry's home comes from: ``--home``, ``VITBENCH_HOME`` or the default."""
     if home is not None:
         return "--home"
     return "VITBENCH_HOME" if os.environ.get("VITBENCH_HOME") else "the default ./.vitbench"
 
 
 def open_registry(home: Path | None = None, create: bool = True) -> RegistryClient:
-    """The registry the CLI talks to: ``MLFLOW_TRACKING_URI`` if set, else the embedded one under the home.
+    """The registry the environment names (see :mod:`vitbench.registry.env`); errors exit 2.
 
     Commands that only read pass ``create=False``: an embedded registry that does not exist yet is then
     reported (with the folder looked in and why) instead of being created as a side effect.
     """
-    from vitbench.registry.client import RegistryClient, RegistryError
+    from vitbench.registry.client import RegistryError
+    from vitbench.registry.env import registry_location
 
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    logging.getLogger("mlflow.store.db.utils").setLevel(logging.WARNING)
-    logging.getLogger("alembic").setLevel(logging.WARNING)
-    raw_timeout = os.environ.get("VITBENCH_REGISTRY_TIMEOUT", "10")
     try:
-        timeout = float(raw_timeout)
-    except ValueError:
-        raise typer.BadParameter(
-            f"VITBENCH_REGISTRY_TIMEOUT={raw_timeout!r} is not a number of seconds"
-        ) from None
-    uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
-    try:
-        if uri:
-            return RegistryClient(uri, os.environ.get("MLFLOW_REGISTRY_URI") or None, timeout_s=timeout)
-        folder = resolve_home(home).expanduser().resolve()
-        if not create and not (folder / EMBEDDED_DB).is_file():
+        location = registry_location(home)
+        folder = location.home.expanduser().resolve()
+        if not create and location.tracking_uri is None and not (folder / EMBEDDED_DB).is_file():
             fail(
                 f"no registry at {folder} (from {home_source(home)}); pass --home, set VITBENCH_HOME or "
                 "MLFLOW_TRACKING_URI, or register a model first (`vitbench train ... --register`)"
             )
-        return RegistryClient.embedded(folder)
+        return location.open()
     except RegistryError as exc:
         fail(str(exc))
 
@@ -98,6 +91,23 @@ def registry_errors() -> Iterator[None]:
         fail(str(exc))
 
 
+@contextmanager
+def user_errors(code: int = 2) -> Iterator[None]:
+    """Turn the library's user-facing errors (:data:`vitbench.trainer.runs.USER_ERRORS`, registry errors)
+    into ``error: message`` and exit ``code`` (3 when the registry is unreachable)."""
+    try:
+        yield
+    except Exception as exc:
+        from vitbench.registry.client import RegistryError, RegistryUnavailableError
+        from vitbench.trainer.runs import USER_ERRORS
+
+        if isinstance(exc, RegistryUnavailableError):
+            fail(str(exc), code=3)
+        if isinstance(exc, (*USER_ERRORS, RegistryError)):
+            fail(str(exc), code=code)
+        raise
+
+
 def print_json(data: Any) -> None:
     """Write ``data`` as indented JSON to stdout."""
     sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
@@ -110,7 +120,7 @@ def check_device_option(value: str) -> str:
     """typer callback for ``--device``: refuse a malformed value or a GPU this machine lacks, at start-up."""
     if value.strip().lower() in ("auto", "cpu"):
         return value.strip().lower()
-    from vitbench.trainer.engine.distributed import DeviceError, check_device
+    from vitbench.trainer.distributed import DeviceError, check_device
 
     try:
         return check_device(value)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import tempfile
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -16,6 +16,11 @@ from vitbench.cli.common import (
     print_json,
     registry_errors,
 )
+
+if TYPE_CHECKING:
+    from rich.console import Group
+
+    from vitbench.registry.manifest import ParityReport
 
 
 class ExportFormat(StrEnum):
@@ -51,7 +56,9 @@ def export(
     ``model.onnx`` + ``manifest.json`` to the same model version. A failed parity check uploads nothing
     and exits with code 1."""
     from rich.console import Console
-    from rich.table import Table
+
+    from vitbench.trainer.export.onnx import ExportError
+    from vitbench.trainer.export.registered import ParityFailedError, export_registered
 
     console = Console(stderr=True)
     if fmt is ExportFormat.tensorrt:
@@ -62,82 +69,65 @@ def export(
         except TensorRTUnavailableError as exc:
             fail(str(exc))
     client = open_registry(home, create=False)
-    from vitbench.trainer.export.onnx import ExportError
-    from vitbench.trainer.export.pipeline import export_checkpoint
-
-    with tempfile.TemporaryDirectory(prefix="vitbench-export-") as tmp:
-        work = Path(tmp)
-        with registry_errors():
-            download = client.download(model, work / "checkpoint")
-        info = download.version
-        target = out if out is not None else work / "export"
-        with console.status(f"exporting {info.ref} to {fmt.value} and checking parity ..."):
-            try:
-                outcome = export_checkpoint(
-                    download.path,
-                    target,
-                    fmt.value,  # type: ignore[arg-type]
-                    parity_count=parity_images,
-                    model_name=info.name,
-                    model_version=info.version,
-                )
-            except ExportError as exc:
-                fail(str(exc), code=1)
-        report = outcome.parity
-        table = Table(title=f"Parity — {report.runtime}")
-        for col in (
-            "image",
-            "eager",
-            "exported",
-            "matched",
-            "min box IoU",
-            "max |Δscore|",
-            "min mask IoU",
-            "ok",
-        ):
-            table.add_column(
-                col, justify="left" if col == "image" else "right", min_width=12 if col == "image" else None
+    try:
+        with registry_errors(), console.status(f"exporting {model} to {fmt.value} and checking parity ..."):
+            done = export_registered(
+                client, model, fmt.value, out=out, parity_images=parity_images, upload=upload
             )
-        for im in report.images:
-            table.add_row(
-                im.image,
-                str(im.n_eager),
-                str(im.n_exported),
-                str(im.n_matched),
-                "-" if im.min_box_iou is None else f"{im.min_box_iou:.5f}",
-                "-" if im.max_score_diff is None else f"{im.max_score_diff:.2e}",
-                "-" if im.min_mask_iou is None else f"{im.min_mask_iou:.4f}",
-                "[green]yes[/]" if im.passed else "[red]NO[/]",
-            )
-        console.print(table)
-        console.print(
-            f"thresholds: box IoU ≥ {report.box_iou_min}, |Δscore| ≤ {report.score_diff_max}, "
-            f"mask IoU ≥ {report.mask_iou_min}; detections at score ≥ {report.score_threshold}"
+    except ExportError as exc:
+        fail(str(exc), code=1)
+    except ParityFailedError as exc:
+        console.print(parity_table(exc.outcome.parity))
+        where = f" (report: {exc.report_file})" if exc.report_file else ""
+        report = exc.outcome.parity
+        why = (
+            f"nothing to compare: neither side detected anything on {len(report.images)} images at "
+            f"score ≥ {report.score_threshold} (is the model trained?)"
+            if not report.compared
+            else "parity check failed"
         )
-        if report.score_threshold is not None and report.score_threshold < outcome.manifest.score_threshold:
-            console.print(
-                f"note: no detection reached the model's score threshold {outcome.manifest.score_threshold}, "
-                f"so parity was checked on a second export at score ≥ {report.score_threshold}"
-            )
-        if not report.passed:
-            outcome.manifest.save(target / "manifest.json")
-            why = (
-                f"nothing to compare: neither side detected anything on {len(report.images)} images at "
-                f"score ≥ {report.score_threshold} (is the model trained?)"
-                if not report.compared
-                else "parity check failed"
-            )
-            fail(f"{why} for {info.ref}; nothing was uploaded (report: {target / 'manifest.json'})", 1)
-        if out is not None:
-            outcome.manifest.save(out / "manifest.json")
-        if upload:
-            with registry_errors():
-                client.attach_export(info, list(outcome.files), outcome.manifest, fmt.value)
-            console.print(
-                f"attached {', '.join(p.name for p in outcome.files)} + manifest.json to {info.ref}"
-            )
+        fail(f"{why} for {exc.version.ref}; nothing was uploaded{where}", 1)
+    console.print(parity_table(done.parity))
+    threshold, own = done.parity.score_threshold, done.outcome.manifest.score_threshold
+    if threshold is not None and threshold < own:
+        console.print(
+            f"note: no detection reached the model's score threshold {own}, so parity was checked on a "
+            f"second export at score ≥ {threshold}"
+        )
+    if done.attached:
+        console.print(
+            f"attached {', '.join(p.name for p in done.outcome.files)} + manifest.json to {done.version.ref}"
+        )
     if as_json:
-        print_json(outcome.manifest.model_dump(mode="json"))
+        print_json(done.outcome.manifest.model_dump(mode="json"))
+
+
+def parity_table(report: ParityReport) -> Group:
+    """The parity report as a table plus the thresholds line."""
+    from rich.console import Group
+    from rich.table import Table
+
+    table = Table(title=f"Parity — {report.runtime}")
+    for col in ("image", "eager", "exported", "matched", "min box IoU", "max |Δscore|", "min mask IoU", "ok"):
+        table.add_column(
+            col, justify="left" if col == "image" else "right", min_width=12 if col == "image" else None
+        )
+    for im in report.images:
+        table.add_row(
+            im.image,
+            str(im.n_eager),
+            str(im.n_exported),
+            str(im.n_matched),
+            "-" if im.min_box_iou is None else f"{im.min_box_iou:.5f}",
+            "-" if im.max_score_diff is None else f"{im.max_score_diff:.2e}",
+            "-" if im.min_mask_iou is None else f"{im.min_mask_iou:.4f}",
+            "[green]yes[/]" if im.passed else "[red]NO[/]",
+        )
+    thresholds = (
+        f"thresholds: box IoU ≥ {report.box_iou_min}, |Δscore| ≤ {report.score_diff_max}, "
+        f"mask IoU ≥ {report.mask_iou_min}; detections at score ≥ {report.score_threshold}"
+    )
+    return Group(table, thresholds)
 
 
 def register(app: typer.Typer) -> None:

@@ -9,7 +9,6 @@ balancers stop sending), keeps serving, then lets uvicorn finish open requests a
 from __future__ import annotations
 
 import errno
-import os
 import socket
 import threading
 from collections.abc import Callable
@@ -70,6 +69,7 @@ def serve(
     from pydantic import ValidationError
 
     from vitbench.registry.client import ModelRef, RegistryError
+    from vitbench.registry.env import registry_location
     from vitbench.service.app import create_app
     from vitbench.service.logs import configure_logging
     from vitbench.service.settings import ServiceSettings
@@ -91,15 +91,18 @@ def serve(
             values["model_dir"] = None
         if model_dir is not None:
             values["model"] = None
-        if values.get("tracking_uri") is None and os.environ.get("MLFLOW_TRACKING_URI"):
-            values["tracking_uri"] = os.environ["MLFLOW_TRACKING_URI"]
-            values["registry_uri"] = values.get("registry_uri") or os.environ.get("MLFLOW_REGISTRY_URI")
+        location = registry_location(home)  # MLFLOW_TRACKING_URI / MLFLOW_REGISTRY_URI, as the other commands
+        if values.get("tracking_uri") is None and location.tracking_uri:
+            values["tracking_uri"] = location.tracking_uri
+            values["registry_uri"] = values.get("registry_uri") or location.registry_uri
         settings = ServiceSettings.model_validate(values)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'settings'}: {e['msg']}" for e in exc.errors()
         )
         fail(f"invalid service settings: {problems}")
+    except RegistryError as exc:
+        fail(str(exc))
     if settings.model is None and settings.model_dir is None:
         fail(
             "no model to serve: pass --model NAME@ALIAS (or NAME/VERSION) or --model-dir DIR, "

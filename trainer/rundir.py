@@ -1,0 +1,87 @@
+"""The run folder's layout: the one place that knows the names of the files a training run writes.
+
+A run folder (``vitbench train --out DIR``, one ``<init>/`` per study run) holds::
+
+    recipe.json          the fully resolved recipe (RECIPE)
+    metrics.jsonl        one JSON object per logged step and per evaluation (METRICS)
+    load_report.json     what the initialization loaded (LOAD_REPORT)
+    checkpoints/         model_<iteration:07d>.pth, the newest few, full training state (CHECKPOINTS)
+    model_final.pth      model + recipe + meta (FINAL_MODEL)
+    eval.json            the run's summary: iteration, epoch, init, recipe, metrics, wall time (EVAL)
+
+Torch-free: the study report, the demo and Kubernetes tooling read run folders without torch.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+RECIPE = "recipe.json"
+METRICS = "metrics.jsonl"
+LOAD_REPORT = "load_report.json"
+CHECKPOINTS = "checkpoints"
+FINAL_MODEL = "model_final.pth"
+EVAL = "eval.json"
+
+CHECKPOINT_RE = re.compile(r"^model_(\d{7,})\.pth$")
+
+
+def checkpoint_name(iteration: int) -> str:
+    """``model_<iteration:07d>.pth``: sorts by name in iteration order up to 10 million steps."""
+    return f"model_{iteration:07d}.pth"
+
+
+@dataclass(frozen=True, init=False)
+class RunDir:
+    """Paths inside one run folder ``root`` (nothing is created or read by constructing it)."""
+
+    root: Path
+
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        object.__setattr__(self, "root", Path(root))
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def recipe(self) -> Path:
+        return self.root / RECIPE
+
+    @property
+    def metrics(self) -> Path:
+        return self.root / METRICS
+
+    @property
+    def load_report(self) -> Path:
+        return self.root / LOAD_REPORT
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.root / CHECKPOINTS
+
+    @property
+    def final_model(self) -> Path:
+        return self.root / FINAL_MODEL
+
+    @property
+    def eval(self) -> Path:
+        return self.root / EVAL
+
+    def checkpoint(self, iteration: int) -> Path:
+        return self.checkpoints / checkpoint_name(iteration)
+
+    def is_finished(self) -> bool:
+        """True once the run wrote its summary (``eval.json``), i.e. it trained and evaluated to the end."""
+        return self.eval.is_file()
+
+    def has_started(self) -> bool:
+        """True when a periodic checkpoint folder exists, i.e. ``--resume`` has something to continue."""
+        return self.checkpoints.is_dir()
+
+    def looks_like_run(self) -> bool:
+        """True for a folder a run wrote into (its summary or its resolved recipe is there)."""
+        return self.eval.exists() or self.recipe.exists()
