@@ -2,6 +2,7 @@
 
 A run folder (``vitbench train --out DIR``, one ``<init>/`` per study run) holds::
 
+    identity.json        what the run is: recipe, init + weights sha256, dataset sha256, code (IDENTITY)
     recipe.json          the fully resolved recipe (RECIPE)
     metrics.jsonl        one JSON object per logged step and per evaluation (METRICS)
     load_report.json     what the initialization loaded (LOAD_REPORT)
@@ -19,6 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+IDENTITY = "identity.json"
 RECIPE = "recipe.json"
 METRICS = "metrics.jsonl"
 LOAD_REPORT = "load_report.json"
@@ -46,6 +48,10 @@ class RunDir:
     @property
     def name(self) -> str:
         return self.root.name
+
+    @property
+    def identity(self) -> Path:
+        return self.root / IDENTITY
 
     @property
     def recipe(self) -> Path:

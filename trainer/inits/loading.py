@@ -230,14 +230,24 @@ def read_checkpoint(
     with the numpy-only unpickler, everything else with ``torch.load(weights_only=True)``.
     Raises InitError on a missing file, a digest mismatch, a truncated file or a refused object.
     """
+    return read_checkpoint_with_digest(uri, sha256, sha256_prefix)[0]
+
+
+def read_checkpoint_with_digest(
+    uri: str, sha256: str | None = None, sha256_prefix: str | None = None
+) -> tuple[Mapping[str, Any], str]:
+    """:func:`read_checkpoint` plus the file's sha256 (hex): what a run's identity records."""
     label = uri
     with local_copy(uri) as path:
         if sha256:
             verify_sha256(path, sha256, label)
-        elif sha256_prefix:
-            verify_sha256_prefix(path, sha256_prefix, label)
+            digest = sha256.strip().lower()
+        else:
+            digest = sha256_of(path)
+            if sha256_prefix and not digest.startswith(sha256_prefix.lower()):
+                verify_sha256_prefix(path, sha256_prefix, label)  # raises with the explanation
         loader = _pkl_load if path.name.endswith(".pkl") else _torch_load
         obj = loader(path, label)
     if not isinstance(obj, Mapping):
         raise InitError(f"{label} holds a {type(obj).__name__}, expected a mapping of names to tensors")
-    return obj
+    return obj, digest

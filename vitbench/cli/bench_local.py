@@ -36,7 +36,7 @@ def print_study_event(event: StudyEvent) -> None:
     if event.kind == "skipped":
         err.print(f"[yellow]skipping {event.init}[/]: {event.detail}")
     elif event.kind == "kept":
-        err.print(f"[green]{event.init}[/]: already finished in {event.detail}, keeping it")
+        err.print(f"[green]{event.init}[/]: already finished in {event.detail} (same run), keeping it")
     else:
         err.print(f"[bold red]error:[/] {event.detail}", soft_wrap=True)
 
@@ -53,10 +53,17 @@ def run_study_cli(request: StudyRequest) -> StudyOutcome:
         with user_errors():
             outcome = run_study(request, on_event=print_study_event)
     except TrainingInterruptedError as exc:
+        import signal
+        import sys
+
+        from vitbench.cli.train_cmd import resume_command
+
         typer.echo(
-            f"interrupted: saved iteration {exc.iteration} to {exc.checkpoint}; rerun with --resume", err=True
+            f"interrupted ({signal.Signals(exc.signal).name}): saved iteration {exc.iteration} to "
+            f"{exc.checkpoint}\nresume with: {resume_command(sys.argv)}",
+            err=True,
         )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(exc.exit_code or EXIT_INTERRUPTED) from None
     if outcome.failed:
         Console(stderr=True, highlight=False).print(
             f"[red]failed[/]: {', '.join(outcome.failed)} (see the errors above)"

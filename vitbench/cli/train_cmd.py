@@ -1,12 +1,16 @@
 """``vitbench train`` (one run: recipe × init on a dataset) and ``vitbench eval`` (COCO AP of a checkpoint).
 
-Exit codes: 0 done, 2 user mistake (bad recipe/init/data/flags), 143 interrupted by SIGTERM after saving
-a checkpoint (rerun with ``--resume``).
+Exit codes: 0 done, 2 user mistake (bad recipe/init/data/flags, ``--resume`` of a different run), 143
+interrupted by SIGTERM and 130 by SIGINT (Ctrl-C) after saving a checkpoint (the resume command is
+printed); a second Ctrl-C exits at once without saving.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import signal
+import sys
 from pathlib import Path
 
 import typer
@@ -44,7 +48,12 @@ def register(app: typer.Typer) -> None:
             None, "--weights-sha256", help="Expected sha256 of --weights."
         ),
         resume: bool = typer.Option(
-            False, "--resume", help="Continue from the newest complete checkpoint in --out."
+            False,
+            "--resume",
+            help=(
+                "Continue from the newest complete checkpoint in --out; refused (naming each difference) "
+                "unless recipe, init, weights and dataset are the run's own."
+            ),
         ),
         overrides: list[str] = typer.Option(
             [], "--set", help="Recipe override key=value (repeatable), e.g. --set solver.max_iters=100."
@@ -99,13 +108,18 @@ def register(app: typer.Typer) -> None:
             with user_errors():
                 result = train_run(request)
         except TrainingInterruptedError as exc:
-            typer.echo(
-                f"interrupted: saved iteration {exc.iteration} to {exc.checkpoint}; rerun with --resume",
-                err=True,
-            )
-            raise typer.Exit(EXIT_INTERRUPTED) from None
+            if DistInfo.from_env(os.environ).is_main:
+                name = signal.Signals(exc.signal).name
+                typer.echo(
+                    f"interrupted ({name}): saved iteration {exc.iteration} to {exc.checkpoint}\n"
+                    f"resume with: {resume_command(sys.argv)}",
+                    err=True,
+                )
+            raise typer.Exit(exc.exit_code or EXIT_INTERRUPTED) from None
         if not DistInfo.from_env(os.environ).is_main:
             return
+        if result.registered:
+            typer.echo(f"registered {result.registered}", err=True)
         if as_json:
             typer.echo(
                 records.dumps(records.result_record(result.iteration, result.metrics, result.wall_time_s))
@@ -132,6 +146,14 @@ def register(app: typer.Typer) -> None:
             print_json(outcome.payload())
         else:
             _print_metrics(outcome.metrics, f"{checkpoint} on {data} ({split})")
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues this run: the same arguments plus ``--resume``."""
+    args = ["vitbench", *argv[1:]]
+    if "--resume" not in args:
+        args.append("--resume")
+    return shlex.join(args)
 
 
 def _print_metrics(metrics: dict[str, float], title: str) -> None:
