@@ -73,14 +73,3 @@ def registry_location(
     uri = (tracking_uri or env.get("MLFLOW_TRACKING_URI", "")).strip() or None
     reg = (registry_uri or env.get("MLFLOW_REGISTRY_URI") or None) if uri else None
     return RegistryLocation(uri, reg, resolve_home(home, env), timeout)
-
-
-def open_registry(
-    home: Path | None = None,
-    *,
-    tracking_uri: str | None = None,
-    registry_uri: str | None = None,
-    env: Mapping[str, str] | None = None,
-) -> RegistryClient:
-    """The registry client for :func:`registry_location` (raises :class:`RegistryError`)."""
-    return registry_location(home, tracking_uri=tracking_uri, registry_uri=registry_uri, env=env).open()

@@ -8,13 +8,12 @@ that proved the export matches eager PyTorch, and the SHA-256 of every exported 
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from vitbench.fileio import atomic_write_text
 from vitbench.registry.hashing import is_sha256
 
 MANIFEST_FILE = "manifest.json"
@@ -173,17 +172,7 @@ class ModelManifest(_Frozen):
 
     def save(self, path: Path) -> Path:
         """Write to ``path`` through a temporary file and an atomic rename; return ``path``."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.to_json())
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
-        return path
+        return atomic_write_text(path, self.to_json())
 
     @classmethod
     def load(cls, path: Path) -> ModelManifest:

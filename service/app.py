@@ -19,7 +19,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from vitbench.registry.client import RegistryClient
-from vitbench.registry.env import open_registry
+from vitbench.registry.env import registry_location
 from vitbench.service.backends import RawDetections
 from vitbench.service.batching import DynamicBatcher
 from vitbench.service.lifecycle import BackendFactory, ServiceState, onnx_backend_factory
@@ -51,9 +51,10 @@ def source_from_settings(settings: ServiceSettings) -> ModelSource:
         )
 
     def client() -> RegistryClient:  # the settings already hold what the environment said
-        return open_registry(
+        where = registry_location(
             settings.home, tracking_uri=settings.tracking_uri, registry_uri=settings.registry_uri, env={}
         )
+        return where.open()
 
     return RegistryModelSource(settings.model, client, settings.serving_cache)
 

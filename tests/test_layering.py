@@ -77,3 +77,66 @@ def test_the_cli_starts_without_the_trainer_and_torch() -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
+
+
+def _node(module: str) -> str | None:
+    """``vitbench.trainer.engine.loop`` -> ``trainer.engine``; ``vitbench.flows.demo`` -> ``flows``."""
+    parts = module.split(".")
+    if parts[0] != "vitbench" or len(parts) < 2:
+        return None
+    if parts[1] in ("trainer", "registry", "service", "deploy") and len(parts) > 2:
+        return f"{parts[1]}.{parts[2]}"
+    return parts[1]
+
+
+def _module_of(path: Path) -> str:
+    parts = list(path.relative_to(ROOT).with_suffix("").parts)
+    parts = parts[1:] if parts[0] == "vitbench" else parts
+    if parts[-1] == "__init__":
+        parts = parts[:-1]
+    return ".".join(["vitbench", *parts])
+
+
+def _cycles(edges: dict[str, set[str]]) -> str | None:
+    """A cycle in the graph as text, or None (stdlib graphlib)."""
+    import graphlib
+
+    try:
+        graphlib.TopologicalSorter(edges).prepare()
+    except graphlib.CycleError as exc:
+        return " -> ".join(exc.args[1])
+    return None
+
+
+def test_no_import_cycles() -> None:
+    """Between subpackages (e.g. trainer.engine <-> trainer.evaluation) and between modules (e.g.
+    inits.converters <-> inits.d2_heads), lazy imports included."""
+    files = {_module_of(p): p for p in _library_files()}
+    modules: dict[str, set[str]] = {m: set() for m in files}
+    packages: dict[str, set[str]] = {}
+    for mod, path in files.items():
+        src_pkg = _node(mod)
+        for imported in _imports(path):
+            target = imported if imported in files else imported.rpartition(".")[0]
+            if target in files and target != mod and not mod.startswith(target + "."):
+                modules[mod].add(target)  # a package's __init__ importing its own modules is not a cycle
+            dst_pkg = _node(imported)
+            if src_pkg and dst_pkg and dst_pkg != src_pkg:
+                packages.setdefault(src_pkg, set()).add(dst_pkg)
+    assert _cycles(packages) is None, f"import cycle between packages: {_cycles(packages)}"
+    assert _cycles(modules) is None, f"import cycle between modules: {_cycles(modules)}"
+
+
+def test_the_architecture_module_map_names_existing_modules() -> None:
+    """Every path in docs/architecture.md's module map exists, and every library module is mentioned."""
+    text = (ROOT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    block = text.split("## Module map", 1)[1].split("```", 2)[1]
+    paths = [line.split()[0] for line in block.splitlines() if line and not line.startswith(" ")]
+    missing = [p for p in paths if not (ROOT / p.rstrip("/")).exists()]
+    assert not missing, f"the module map names {missing}, which do not exist"
+    for path in _library_files():
+        rel = path.relative_to(ROOT)
+        if path.name == "__init__.py" or rel.parts[0] in ("service", "registry"):
+            continue  # packages and the torch-free ones are listed as a group
+        listed = str(rel) in paths or f"{rel.parent}/" in paths or path.stem in block
+        assert listed, f"{rel} is missing from the module map in docs/architecture.md"

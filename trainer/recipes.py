@@ -8,8 +8,9 @@ deep-merged override, so a variant reads as the diff against its parent, as dete
 model zoo does. Recipes are frozen pydantic models: change one with :func:`apply_overrides`, which
 validates the result.
 
-Sources for every value: ``shared/reference/architecture.md`` §1 (the study), §2 (ViTDet), §3 (MIMDet),
-§4 (MoBY / Swin-T).
+Sources for every value: Li et al., arXiv 2111.11429 (the study); Li et al., arXiv 2203.16527 and
+detectron2 projects/ViTDet/configs (ViTDet); Fang et al., arXiv 2204.02964 and hustvl/MIMDet configs (MIMDet);
+Xie et al., arXiv 2105.04553 and SwinTransformer/Transformer-SSL (MoBY / Swin-T).
 """
 
 from __future__ import annotations
@@ -17,7 +18,6 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import tempfile
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -26,6 +26,9 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from vitbench.fileio import atomic_write_json
+from vitbench.trainer import rundir
 
 __all__ = [
     "BackboneConfig",
@@ -44,7 +47,7 @@ __all__ = [
     "save_resolved_recipe",
 ]
 
-RECIPE_FILENAME = "recipe.json"
+RECIPE_FILENAME = rundir.RECIPE
 
 # One COCO epoch at batch 64: 118,000 / 64 images (detectron2's iteration bookkeeping).
 _ITERS_PER_EPOCH_COCO_B64 = 118_000 / 64
@@ -85,12 +88,13 @@ class BackboneConfig(_Section):
     act_checkpoint: bool = False
     pretrain_img_size: int = Field(default=224, gt=0)
     init_style: Literal["beit", "vitdet"] = "beit"
-    # MIMDet only (reference §3.1).
+    # MIMDet only (arXiv 2204.02964 §3).
     sample_ratio: float = Field(default=0.5, gt=0, le=1)
     decoder_depth: int = Field(default=4, ge=0)
     decoder_dim: int = Field(default=512, gt=0)
     decoder_heads: int = Field(default=16, gt=0)
-    # Swin only (reference §4.1): blocks and heads per stage; ``embed_dim`` is the stage-1 width.
+    # Swin only (arXiv 2105.04553; Transformer-SSL configs/moby_swin_tiny.yaml): blocks and heads per
+    # stage; ``embed_dim`` is the stage-1 width.
     stage_depths: tuple[int, ...] = (2, 2, 6, 2)
     stage_heads: tuple[int, ...] = (3, 6, 12, 24)
 
@@ -373,7 +377,8 @@ def _build_catalogue() -> dict[str, Recipe]:
             },
         },
     )
-    # MIMDet ViT-B (reference §3): conv stem + global-attention MAE encoder on sampled tokens +
+    # MIMDet ViT-B (arXiv 2204.02964; hustvl/MIMDet configs/mimdet): conv stem + global-attention MAE
+    # encoder on sampled tokens +
     # 4 MAE decoder blocks, standard BN FPN; "3x" = 36 ep at 120k images, steps at 27 / 33 ep.
     mim_ep = 120_000 / 64
     cat["mimdet-b"] = _derive(
@@ -397,7 +402,7 @@ def _build_catalogue() -> dict[str, Recipe]:
             },
         },
     )
-    # Swin-T for MoBY (reference §4): patch 4, embed 96, depths 2-2-6-2, window 7, "3x" AdamW schedule.
+    # Swin-T for MoBY (arXiv 2105.04553): patch 4, embed 96, depths 2-2-6-2, window 7, "3x" AdamW schedule.
     cat["swin-t"] = _derive(
         _BASE,
         "swin-t",
@@ -578,19 +583,7 @@ def _describe(exc: ValidationError, touched: Mapping[str, str]) -> str:
 
 def save_resolved_recipe(recipe: Recipe, out_dir: str | os.PathLike[str]) -> Path:
     """Write ``recipe.json`` (the fully resolved recipe) into ``out_dir`` atomically; return its path."""
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    target = out / RECIPE_FILENAME
-    fd, tmp = tempfile.mkstemp(prefix=f".{RECIPE_FILENAME}.", dir=out)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(recipe.model_dump(mode="json"), fh, indent=2)
-            fh.write("\n")
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return target
+    return atomic_write_json(Path(out_dir) / RECIPE_FILENAME, recipe.model_dump(mode="json"), newline=True)
 
 
 def load_recipe(source: str | os.PathLike[str] | Mapping[str, Any]) -> Recipe:

@@ -36,6 +36,16 @@ def checkpoint_name(iteration: int) -> str:
     return f"model_{iteration:07d}.pth"
 
 
+class _File:
+    """A read-only attribute of a :class:`RunDir`: ``root / name``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __get__(self, run: RunDir, owner: type | None = None) -> Path:
+        return run.root / self.name
+
+
 @dataclass(frozen=True, init=False)
 class RunDir:
     """Paths inside one run folder ``root`` (nothing is created or read by constructing it)."""
@@ -49,33 +59,14 @@ class RunDir:
     def name(self) -> str:
         return self.root.name
 
-    @property
-    def identity(self) -> Path:
-        return self.root / IDENTITY
-
-    @property
-    def recipe(self) -> Path:
-        return self.root / RECIPE
-
-    @property
-    def metrics(self) -> Path:
-        return self.root / METRICS
-
-    @property
-    def load_report(self) -> Path:
-        return self.root / LOAD_REPORT
-
-    @property
-    def checkpoints(self) -> Path:
-        return self.root / CHECKPOINTS
-
-    @property
-    def final_model(self) -> Path:
-        return self.root / FINAL_MODEL
-
-    @property
-    def eval(self) -> Path:
-        return self.root / EVAL
+    # the run's files, by the names above
+    identity = _File(IDENTITY)
+    recipe = _File(RECIPE)
+    metrics = _File(METRICS)
+    load_report = _File(LOAD_REPORT)
+    checkpoints = _File(CHECKPOINTS)
+    final_model = _File(FINAL_MODEL)
+    eval = _File(EVAL)
 
     def checkpoint(self, iteration: int) -> Path:
         return self.checkpoints / checkpoint_name(iteration)

@@ -22,7 +22,7 @@ from typing import Any, Literal
 
 from vitbench.fileio import atomic_write_json
 from vitbench.registry.client import RegistryClient
-from vitbench.registry.env import open_registry
+from vitbench.registry.env import registry_location
 from vitbench.trainer import distributed as du
 from vitbench.trainer.data.check import DatasetError
 from vitbench.trainer.distributed import DeviceError
@@ -68,7 +68,7 @@ class Registration:
     """Log the run to the registry and register its final model as a version of ``model_name``.
 
     ``model_name`` None: ``vitbench-<recipe>``. The registry is ``client``, else the one the
-    environment names (:func:`vitbench.registry.env.open_registry` with ``home``).
+    environment names (:func:`vitbench.registry.env.registry_location` with ``home``).
     """
 
     model_name: str | None = None
@@ -145,7 +145,7 @@ def train_run(
         reg = r.registration
         hooks.append(
             RegistryHook(
-                client=reg.client or open_registry(reg.home),
+                client=reg.client or registry_location(reg.home).open(),
                 model_name=reg.model_name or f"vitbench-{r.recipe}",
                 experiment=reg.experiment,
                 tags={"init": r.init, "recipe": final_recipe.name, "dataset": str(r.data)},

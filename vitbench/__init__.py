@@ -6,7 +6,11 @@ One import namespace. The subpackages live in the repository's top-level folders
 - :mod:`vitbench.registry` the MLflow model registry client (torch-free);
 - :mod:`vitbench.service`  the FastAPI inference service (torch-free);
 - :mod:`vitbench.deploy`   Kubernetes Job rendering and the submit/watch client;
-- :mod:`vitbench.cli`      the ``vitbench`` command line (thin: parse, call, print, exit code).
+- :mod:`vitbench.cli`      the ``vitbench`` command line (thin: parse, call, print, exit code);
+- :mod:`vitbench.flows`    flows that span packages (the demo);
+- :mod:`vitbench.fileio`   atomic file writes (stdlib only).
+
+The layout and the flows are described in ``docs/architecture.md``.
 
 Importing this package imports none of them.
 """

@@ -8,25 +8,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from tiny import sets
 from typer.testing import CliRunner
 
 from vitbench.cli.main import app
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-TINY = [
-    "input.image_size=64",
-    "backbone.pretrain_img_size=64",
-    "solver.batch_size=2",
-    "solver.max_iters=3",
-    "solver.warmup_iters=1",
-    "solver.checkpoint_period=3",
-    "solver.eval_period=0",
-    "heads.rpn_batch_size_per_image=32",
-    "heads.roi_batch_size_per_image=16",
-    "data.num_workers=0",
-]
-SETS = [arg for o in TINY for arg in ("--set", o)]
+SETS = sets(max_iters=3, checkpoint_period=3)
 runner = CliRunner()
 
 

@@ -7,32 +7,20 @@ import shutil
 from pathlib import Path
 
 import pytest
+from tiny import TINY_SYNTH, sets
 from typer.testing import CliRunner
 
 from vitbench.cli.main import app
-from vitbench.trainer.data.synth import SynthConfig, generate_dataset
+from vitbench.trainer.data.synth import generate_dataset
 
-TINY = [
-    "input.image_size=64",
-    "backbone.pretrain_img_size=64",
-    "solver.batch_size=2",
-    "solver.max_iters=4",
-    "solver.warmup_iters=1",
-    "solver.checkpoint_period=2",
-    "solver.eval_period=2",
-    "heads.rpn_batch_size_per_image=32",
-    "heads.roi_batch_size_per_image=16",
-    "data.num_workers=0",
-]
-SETS = [arg for o in TINY for arg in ("--set", o)]
+SETS = sets(max_iters=4, checkpoint_period=2, eval_period=2)
 runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("clidata")
-    cfg = SynthConfig(min_image_size=48, max_image_size=64, min_object_size=14, max_object_size=36)
-    generate_dataset(root, 10, seed=2, cfg=cfg)
+    generate_dataset(root, 10, seed=2, cfg=TINY_SYNTH)
     return root
 
 

@@ -9,6 +9,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import pytest
+from tiny import tiny
 
 from vitbench.flows.demo import (
     PIPELINE_STEPS,
@@ -22,18 +23,7 @@ from vitbench.flows.demo import (
 
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
-TINY = (
-    "input.image_size=64",
-    "backbone.pretrain_img_size=64",
-    "solver.batch_size=2",
-    "solver.max_iters=3",
-    "solver.warmup_iters=1",
-    "solver.checkpoint_period=3",
-    "solver.eval_period=0",
-    "heads.rpn_batch_size_per_image=32",
-    "heads.roi_batch_size_per_image=16",
-    "data.num_workers=0",
-)
+TINY = tiny(max_iters=3, checkpoint_period=3)
 
 
 class Recorder(DemoReporter):

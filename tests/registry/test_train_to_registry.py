@@ -8,36 +8,25 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny import TINY_SYNTH, tiny
 from typer.testing import CliRunner
 
 from vitbench.cli.main import app
 from vitbench.registry.client import RegistryClient
-from vitbench.trainer.data.synth import SynthConfig, generate_dataset
+from vitbench.trainer.data.synth import generate_dataset
 from vitbench.trainer.engine.hooks import JsonlMetricsHook
 from vitbench.trainer.engine.loop import TrainConfig, Trainer
 from vitbench.trainer.engine.registry_hook import RegistryHook
 from vitbench.trainer.recipes import apply_overrides, get_recipe
 
-TINY = [
-    "input.image_size=64",
-    "backbone.pretrain_img_size=64",
-    "solver.batch_size=2",
-    "solver.max_iters=4",
-    "solver.warmup_iters=1",
-    "solver.checkpoint_period=4",
-    "solver.eval_period=0",
-    "heads.rpn_batch_size_per_image=32",
-    "heads.roi_batch_size_per_image=16",
-    "heads.detections_per_img=10",
-    "data.num_workers=0",
-]
+TINY = [*tiny(max_iters=4, checkpoint_period=4), "heads.detections_per_img=10"]
 
 
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory: pytest.TempPathFactory, registry: RegistryClient) -> tuple[RegistryHook, Path]:
     root = tmp_path_factory.mktemp("train-to-registry")
     data = root / "data"
-    synth = SynthConfig(min_image_size=48, max_image_size=64, min_object_size=14, max_object_size=36)
+    synth = TINY_SYNTH
     generate_dataset(data, 8, seed=3, cfg=synth, val_fraction=0.25)
     recipe = apply_overrides(get_recipe("bench-tiny"), TINY)
     hook = RegistryHook(registry, "bench-tiny-e2e", "train-e2e")

@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 
 import pytest
+from tiny import TINY_SYNTH, tiny
 
-from vitbench.trainer.data.synth import SynthConfig, generate_dataset
+from vitbench.trainer.data.synth import generate_dataset
 from vitbench.trainer.inits import InitError
 from vitbench.trainer.recipes import RecipeError
 from vitbench.trainer.runs import (
@@ -21,25 +22,13 @@ from vitbench.trainer.runs import (
     train_run,
 )
 
-TINY = (
-    "input.image_size=64",
-    "backbone.pretrain_img_size=64",
-    "solver.batch_size=2",
-    "solver.max_iters=2",
-    "solver.warmup_iters=1",
-    "solver.checkpoint_period=2",
-    "solver.eval_period=0",
-    "heads.rpn_batch_size_per_image=32",
-    "heads.roi_batch_size_per_image=16",
-    "data.num_workers=0",
-)
+TINY = tiny(max_iters=2, checkpoint_period=2)
 
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("runsdata")
-    cfg = SynthConfig(min_image_size=48, max_image_size=64, min_object_size=14, max_object_size=36)
-    generate_dataset(root, 8, seed=5, cfg=cfg)
+    generate_dataset(root, 8, seed=5, cfg=TINY_SYNTH)
     return root
 
 

@@ -9,7 +9,6 @@ Unoccluded shapes are stored as polygons, occluded ones as compressed RLE; some 
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -21,6 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageDraw
 
+from vitbench.fileio import atomic_path, atomic_write_json
 from vitbench.trainer.data import split_paths
 
 SHAPES: tuple[str, ...] = ("circle", "rectangle", "triangle", "star", "ring")
@@ -227,22 +227,9 @@ def render_image(rng: np.random.Generator, cfg: SynthConfig) -> tuple[np.ndarray
     return np.clip(img, 0, 255).astype(np.uint8), anns
 
 
-def _atomic_write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(obj, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_save_jpeg(path: Path, arr: np.ndarray, quality: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    Image.fromarray(arr).save(tmp, format="JPEG", quality=quality)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(arr).save(tmp, format="JPEG", quality=quality)
 
 
 def generate_split(
@@ -290,7 +277,7 @@ def generate_split(
             for i, name in enumerate(SHAPES[: cfg.num_categories])
         ],
     }
-    _atomic_write_json(ann_file, coco)
+    atomic_write_json(ann_file, coco, indent=None)
     return coco
 
 

@@ -1,11 +1,12 @@
 """Training hooks: callbacks the loop calls at fixed points.
 
-The engine's own duties between steps are hooks too (:class:`StepMetrics`, :class:`PeriodicCheckpointer`,
-:class:`PeriodicEvaluator`, :class:`FinalSave`); the trainer runs them before the hooks a caller passes,
-in that order. A hook sees the running loop through the :class:`LoopState` protocol: ``iteration``
-(steps done so far), ``max_iters``, ``recipe`` (the resolved :class:`trainer.recipes.Recipe`),
-``out_dir``, ``is_main`` (rank 0), ``meta`` (the checkpoint ``meta`` dict: init, num_classes,
-class_names, dataset, iteration) and ``epoch`` (float: iterations × global batch / dataset size).
+The engine's own duties between steps are hooks too (``StepMetrics``, ``PeriodicCheckpointer``,
+``PeriodicEvaluator``, ``FinalSave`` in :mod:`vitbench.trainer.engine.loop`); the trainer runs them
+before the hooks a caller passes, in that order. A hook sees the running loop through the
+:class:`LoopState` protocol: ``iteration`` (steps done so far), ``max_iters``, ``recipe`` (the resolved
+:class:`trainer.recipes.Recipe`), ``out_dir``, ``is_main`` (rank 0), ``meta`` (the checkpoint ``meta``
+dict: init, num_classes, class_names, dataset, iteration) and ``epoch`` (float: iterations × global
+batch / dataset size).
 Hooks must not raise for ordinary conditions; an exception aborts training.
 """
 
@@ -13,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Protocol, TextIO, runtime_checkable
@@ -67,102 +67,6 @@ class Hook:
 
     def after_train(self, loop: LoopState) -> None:
         """Called once when training finished normally (not on interruption)."""
-
-
-class EngineState(LoopState, Protocol):
-    """What the engine's own hooks drive (implemented by :class:`vitbench.trainer.engine.loop.Trainer`)."""
-
-    @property
-    def log_period(self) -> int: ...
-
-    @property
-    def last_losses(self) -> Mapping[str, float]: ...
-
-    @property
-    def last_lr(self) -> float: ...
-
-    @property
-    def global_batch(self) -> int: ...
-
-    def mean_over_ranks(self, values: Mapping[str, float]) -> dict[str, float]: ...
-
-    def publish_metrics(self, metrics: Mapping[str, float]) -> None: ...
-
-    def save_checkpoint(self) -> Path | None: ...
-
-    def evaluate(self) -> dict[str, float]: ...
-
-    def save_final(self) -> Path: ...
-
-    def write_summary(self, metrics: Mapping[str, float]) -> Path: ...
-
-
-class StepMetrics(Hook):
-    """Average each step's losses over ``log_period`` steps and over ranks, add ``total_loss``, ``lr``,
-    ``time_per_iter_s``, ``images_per_s``, and publish them to every hook's ``after_step``."""
-
-    def __init__(self, engine: EngineState) -> None:
-        self.engine = engine
-        self._sums: dict[str, float] = {}
-        self._n = 0
-        self._t: float | None = None
-        self._it = 0
-
-    def before_iteration(self, loop: LoopState) -> None:
-        if self._t is None:
-            self._t, self._it = time.perf_counter(), loop.iteration
-
-    def after_iteration(self, loop: LoopState) -> None:
-        e = self.engine
-        for k, v in e.last_losses.items():
-            self._sums[k] = self._sums.get(k, 0.0) + v
-        self._n += 1
-        if loop.iteration % e.log_period and loop.iteration != loop.max_iters:
-            return
-        avg = e.mean_over_ranks({k: v / self._n for k, v in self._sums.items()})
-        avg["total_loss"] = sum(avg.values())
-        dt = time.perf_counter() - (self._t or 0.0)
-        steps = loop.iteration - self._it
-        avg["lr"] = e.last_lr
-        avg["time_per_iter_s"] = dt / max(1, steps)
-        avg["images_per_s"] = e.global_batch * steps / max(dt, 1e-9)
-        e.publish_metrics(avg)
-        self._sums, self._n, self._t, self._it = {}, 0, time.perf_counter(), loop.iteration
-
-
-class PeriodicCheckpointer(Hook):
-    """Save the full training state every ``period`` steps (not at the end: :class:`FinalSave` does)."""
-
-    def __init__(self, engine: EngineState, period: int) -> None:
-        self.engine, self.period = engine, period
-
-    def after_iteration(self, loop: LoopState) -> None:
-        if loop.iteration % self.period == 0 and loop.iteration < loop.max_iters:
-            self.engine.save_checkpoint()
-
-
-class PeriodicEvaluator(Hook):
-    """Evaluate every ``period`` steps (0: never; the final evaluation is :class:`FinalSave`'s)."""
-
-    def __init__(self, engine: EngineState, period: int) -> None:
-        self.engine, self.period = engine, period
-
-    def after_iteration(self, loop: LoopState) -> None:
-        if self.period and loop.iteration % self.period == 0 and loop.iteration < loop.max_iters:
-            self.engine.evaluate()
-
-
-class FinalSave(Hook):
-    """At the end: write the final model, evaluate once more and write the run summary (``eval.json``)."""
-
-    def __init__(self, engine: EngineState) -> None:
-        self.engine = engine
-        self.metrics: dict[str, float] = {}
-
-    def after_train(self, loop: LoopState) -> None:
-        self.engine.save_final()
-        self.metrics = self.engine.evaluate()
-        self.engine.write_summary(self.metrics)
 
 
 class JsonlMetricsHook(Hook):

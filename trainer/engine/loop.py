@@ -45,13 +45,7 @@ from vitbench.trainer.engine.checkpoint import (
     unwrap,
 )
 from vitbench.trainer.engine.detection import DetectionTask, TrainConfig
-from vitbench.trainer.engine.hooks import (
-    FinalSave,
-    Hook,
-    PeriodicCheckpointer,
-    PeriodicEvaluator,
-    StepMetrics,
-)
+from vitbench.trainer.engine.hooks import Hook, LoopState
 from vitbench.trainer.engine.optim import build_optimizer
 from vitbench.trainer.engine.schedule import build_scheduler
 from vitbench.trainer.engine.task import EngineConfig, RunIdentityError, TrainingSetupError, TrainTask
@@ -459,3 +453,74 @@ class Trainer:
         finally:
             timer.cancel()
         raise TrainingInterruptedError(self._iteration, path)
+
+
+# --- the engine's own hooks (run before the caller's, in this order) ----------------------------
+
+
+class StepMetrics(Hook):
+    """Average each step's losses over ``log_period`` steps and over ranks, add ``total_loss``, ``lr``,
+    ``time_per_iter_s``, ``images_per_s``, and publish them to every hook's ``after_step``."""
+
+    def __init__(self, engine: Trainer) -> None:
+        self.engine = engine
+        self._sums: dict[str, float] = {}
+        self._n = 0
+        self._t: float | None = None
+        self._it = 0
+
+    def before_iteration(self, loop: LoopState) -> None:
+        if self._t is None:
+            self._t, self._it = time.perf_counter(), loop.iteration
+
+    def after_iteration(self, loop: LoopState) -> None:
+        e = self.engine
+        for k, v in e.last_losses.items():
+            self._sums[k] = self._sums.get(k, 0.0) + v
+        self._n += 1
+        if loop.iteration % e.log_period and loop.iteration != loop.max_iters:
+            return
+        avg = e.mean_over_ranks({k: v / self._n for k, v in self._sums.items()})
+        avg["total_loss"] = sum(avg.values())
+        dt = time.perf_counter() - (self._t or 0.0)
+        steps = loop.iteration - self._it
+        avg["lr"] = e.last_lr
+        avg["time_per_iter_s"] = dt / max(1, steps)
+        avg["images_per_s"] = e.global_batch * steps / max(dt, 1e-9)
+        e.publish_metrics(avg)
+        self._sums, self._n, self._t, self._it = {}, 0, time.perf_counter(), loop.iteration
+
+
+class PeriodicCheckpointer(Hook):
+    """Save the full training state every ``period`` steps (not at the end: :class:`FinalSave` does)."""
+
+    def __init__(self, engine: Trainer, period: int) -> None:
+        self.engine, self.period = engine, period
+
+    def after_iteration(self, loop: LoopState) -> None:
+        if loop.iteration % self.period == 0 and loop.iteration < loop.max_iters:
+            self.engine.save_checkpoint()
+
+
+class PeriodicEvaluator(Hook):
+    """Evaluate every ``period`` steps (0: never; the final evaluation is :class:`FinalSave`'s)."""
+
+    def __init__(self, engine: Trainer, period: int) -> None:
+        self.engine, self.period = engine, period
+
+    def after_iteration(self, loop: LoopState) -> None:
+        if self.period and loop.iteration % self.period == 0 and loop.iteration < loop.max_iters:
+            self.engine.evaluate()
+
+
+class FinalSave(Hook):
+    """At the end: write the final model, evaluate once more and write the run summary (``eval.json``)."""
+
+    def __init__(self, engine: Trainer) -> None:
+        self.engine = engine
+        self.metrics: dict[str, float] = {}
+
+    def after_train(self, loop: LoopState) -> None:
+        self.engine.save_final()
+        self.metrics = self.engine.evaluate()
+        self.engine.write_summary(self.metrics)

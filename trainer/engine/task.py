@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from vitbench.trainer import distributed as du
+from vitbench.trainer.engine.hooks import LoopState
 from vitbench.trainer.identity import RunIdentity
 from vitbench.trainer.recipes import Recipe
 from vitbench.trainer.rundir import RunDir
@@ -72,11 +73,9 @@ class EngineConfig:
     stop_grace_s: float = 60.0
 
 
-class TaskContext(Protocol):
-    """What a task may read from the running engine."""
-
-    @property
-    def recipe(self) -> Recipe: ...
+class TaskContext(LoopState, Protocol):
+    """What a task may read from the running engine: what hooks see (iteration, recipe, is_main, ...)
+    plus the device, the distributed setup, the run folder and the autocast dtype."""
 
     @property
     def device(self) -> torch.device: ...
@@ -86,12 +85,6 @@ class TaskContext(Protocol):
 
     @property
     def run_dir(self) -> RunDir: ...
-
-    @property
-    def is_main(self) -> bool: ...
-
-    @property
-    def iteration(self) -> int: ...
 
     @property
     def amp_dtype(self) -> torch.dtype | None: ...

@@ -6,7 +6,10 @@ known to have no place in a detector (``drop``), which converter maps it, and �
 which model tensors are expected to stay at their fresh initialization (``expected_missing``) and which
 checkpoint tensors are expected to find no home (``expected_unexpected``). All patterns are regular
 expressions searched in full ``model.state_dict()`` keys (missing) or checkpoint keys after
-conversion (unexpected). Sources: ``shared/reference/architecture.md`` §1.4, §1.9, §3, §4, §5.
+conversion (unexpected). Sources: Li et al., arXiv 2111.11429 §3 (inits, positional information);
+the releases' own code: github.com/facebookresearch/mae, github.com/facebookresearch/moco-v3,
+github.com/microsoft/unilm/tree/master/beit, github.com/facebookresearch/deit, github.com/hustvl/MIMDet,
+github.com/SwinTransformer/Transformer-SSL, github.com/facebookresearch/detectron2 (projects/ViTDet).
 """
 
 from __future__ import annotations
@@ -23,18 +26,18 @@ BackboneKind = Literal["vit", "mimdet", "swin"]
 
 IMAGENET_MEAN = (123.675, 116.28, 103.53)
 IMAGENET_STD = (58.395, 57.12, 57.375)
-# BEiT's IN-22k pre-training normalizes with mean = std = 0.5 (reference §5.2).
+# BEiT's IN-22k pre-training normalizes with mean = std = 0.5 (microsoft/unilm beit/README.md).
 HALF_MEAN = (127.5, 127.5, 127.5)
 HALF_STD = (127.5, 127.5, 127.5)
 
 # Model tensors that every non-detectron2 ViT init leaves at their fresh value: the study's shared
-# bias tables and ViTDet's decomposed rel-pos are zero-initialized (reference §1.4).
+# bias tables and ViTDet's decomposed rel-pos are zero-initialized (arXiv 2111.11429 §3.1).
 _VIT_RELPOS_MISSING = (
     r"^backbone\.net\.rel_pos_(window|global)\.relative_position_bias_table$",
     r"^backbone\.net\.blocks\.\d+\.attn\.rel_pos_[hw]$",
 )
-# MIMDet parts that are new in the detector (reference §3.1): conv stem, the projection that fills
-# dropped tokens, the FPN.
+# MIMDet parts that are new in the detector (arXiv 2204.02964 §3; hustvl/MIMDet models/mimdet.py):
+# conv stem, the projection that fills dropped tokens, the FPN.
 _MIMDET_NEW = (
     r"^backbone\.stem\.",
     r"^backbone\.conv_feat_proj\.",
@@ -196,7 +199,8 @@ CATALOG: Mapping[str, InitSpec] = MappingProxyType(
                 r"relative_position_index$",
             ),
             expected_missing={"vit": (r"^backbone\.net\.pos_embed$", *_VIT_RELPOS_MISSING[1:])},
-            # ViTDet's decomposed rel-pos cannot take BEiT's scalar tables (reference §2.1).
+            # ViTDet's decomposed rel-pos cannot take BEiT's scalar tables
+            # (detectron2/modeling/backbone/vit.py).
             expected_unexpected={"vit": (r"^rel_pos_bias\.relative_position_bias_table$",)},
             paper="Bao et al., BEiT (arXiv 2106.08254)",
             hints={

@@ -11,16 +11,18 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vitbench.trainer.inits.converted import Converted, Shapes
+from vitbench.trainer.inits.d2_heads import map_detectron2
 from vitbench.trainer.inits.errors import InitError
+from vitbench.trainer.models.vit import resize_pos_grid
 
-Shapes = Mapping[str, tuple[int, ...]]
+__all__ = ["CONVERTERS", "Converted", "Shapes", "resize_bias_table", "resize_pos_embed", "to_tensor"]
 
 VIT_PREFIX = "backbone.net."
 MIMDET_PREFIX = "backbone."
@@ -28,20 +30,11 @@ SWIN_PREFIX = "backbone.body."
 _VIT_CORE = ("patch_embed.", "blocks.", "pos_embed")
 
 
-@dataclass
-class Converted:
-    """Result of a conversion: tensors by destination key plus what was resized and why."""
-
-    tensors: dict[str, Tensor] = field(default_factory=dict)
-    resized: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
-
-
 def resize_pos_embed(pos: Tensor, num_tokens: int) -> Tensor:
     """Resize an absolute position embedding (1, [1+]g*g, C) to (1, num_tokens, C).
 
-    A leading cls slot (token count = square + 1) is kept as is; the g x g grid is resized bicubically
-    without antialias (align_corners=False), as detectron2's ``get_abs_pos`` does.
+    A leading cls slot (token count = square + 1) is kept as is; the g x g grid is resized with
+    :func:`vitbench.trainer.models.vit.resize_pos_grid` (as detectron2's ``get_abs_pos`` does).
     """
     n_src = pos.shape[1]
     src_cls = 0 if math.isqrt(n_src) ** 2 == n_src else 1
@@ -49,11 +42,8 @@ def resize_pos_embed(pos: Tensor, num_tokens: int) -> Tensor:
     g_src, g_dst = math.isqrt(n_src - src_cls), math.isqrt(num_tokens - dst_cls)
     if g_src**2 != n_src - src_cls or g_dst**2 != num_tokens - dst_cls:
         raise InitError(f"pos_embed with {n_src} tokens cannot be resized to {num_tokens}: not a square grid")
-    C = pos.shape[2]
-    # (1, g*g, C) -> (1, C, g, g) -> resize -> (1, G*G, C)
-    grid = pos[:, src_cls:].reshape(1, g_src, g_src, C).permute(0, 3, 1, 2).float()
-    grid = F.interpolate(grid, size=(g_dst, g_dst), mode="bicubic", align_corners=False)
-    grid = grid.permute(0, 2, 3, 1).reshape(1, g_dst * g_dst, C).to(pos.dtype)
+    # (1, g*g, C) -> (1, G, G, C) -> (1, G*G, C)
+    grid = resize_pos_grid(pos[:, src_cls:], (g_dst, g_dst)).reshape(1, g_dst * g_dst, pos.shape[2])
     if dst_cls:
         cls = pos[:, :1] if src_cls else torch.zeros_like(pos[:, :1])
         grid = torch.cat([cls, grid], dim=1)
@@ -96,7 +86,7 @@ def _place_vit(state: Mapping[str, Tensor], target: Shapes, prefix: str, out: Co
 
 
 def convert_vit(state: Mapping[str, Tensor], target: Shapes, kind: str) -> Converted:
-    """DeiT / timm / MoCo v3 ViT (names of reference §5.2) -> ``backbone.net.*``."""
+    """DeiT / timm / MoCo v3 ViT (timm vision_transformer.py / MAE models_mae.py names) -> d2 names."""
     out = Converted()
     _place_vit(state, target, VIT_PREFIX, out)
     return out
@@ -132,7 +122,8 @@ _SHARED_TABLE = "rel_pos_bias.relative_position_bias_table"
 
 
 def convert_beit(state: Mapping[str, Tensor], target: Shapes, kind: str) -> Converted:
-    """BEiT pre-training file -> ``backbone.net.*`` (reference §5.3).
+    """BEiT pre-training file -> ``backbone.net.*`` (microsoft/unilm beit/modeling_pretrain.py;
+    mapped as hustvl/MIMDet models/benchmarking.py).
 
     ``q_bias``/``v_bias`` stay separate when the target has them, else become a fused qkv bias with a
     zero key bias; ``gamma_1``/``gamma_2`` keep their names; the shared table loses its 3 cls rows and
@@ -211,8 +202,6 @@ def convert_moby(state: Mapping[str, Tensor], target: Shapes, kind: str) -> Conv
 def convert_detectron2(state: Mapping[str, Tensor], target: Shapes, kind: str) -> Converted:
     """detectron2 ViTDet zoo names -> this detector: ``backbone.net.*`` is shared verbatim; the simple
     pyramid and heads are mapped by :mod:`trainer.inits.d2_heads`."""
-    from vitbench.trainer.inits.d2_heads import map_detectron2
-
     return map_detectron2(state, target)
 
 

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from vitbench.trainer.inits.converters import Converted, Shapes
+from vitbench.trainer.inits.converted import Converted, Shapes
 
 _RENAMES: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(p), r)

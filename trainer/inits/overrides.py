@@ -1,9 +1,11 @@
 """Per-initialization recipe overrides: the study's tuned lr / wd / drop path and the ViTDet recipe.
 
-Sources (``shared/reference/architecture.md``): §1.7 (the study's tuned values per init: random lr
+Sources: Li et al., arXiv 2111.11429 §2.4 / §4.2 (the study's tuned values per init: random lr
 1.6e-4 wd 0.2; MoCo v3 lr 1.6e-4 wd 0.1; supervised / BEiT / MAE lr 8e-5 wd 0.1; drop path 0.1 for
-ViT-B and 0.3 for ViT-L), §2.4 (ViTDet: lr 1e-4, wd 0.1, layer decay 0.7 / 0.8 / 0.9 and drop path
-0.1 / 0.4 / 0.5 for B / L / H), §1.9 and §5 (BEiT needs q/v biases and layer scale in the blocks).
+ViT-B and 0.3 for ViT-L), Li et al., arXiv 2203.16527 App. A.2 and detectron2 projects/ViTDet/configs
+(ViTDet: lr 1e-4, wd 0.1, layer decay 0.7 / 0.8 / 0.9 and drop path
+0.1 / 0.4 / 0.5 for B / L / H), arXiv 2111.11429 §3 and microsoft/unilm beit/modeling_finetune.py
+(BEiT needs q/v biases and layer scale in the blocks).
 Torch-free.
 """
 
@@ -18,7 +20,7 @@ from vitbench.trainer.recipes import Recipe
 
 @dataclass(frozen=True)
 class StudyHparams:
-    """The study's tuned AdamW lr and weight decay for one init (reference §1.7)."""
+    """The study's tuned AdamW lr and weight decay for one init (arXiv 2111.11429 §4.2)."""
 
     lr: float
     weight_decay: float
@@ -37,7 +39,8 @@ STUDY_DROP_PATH = {"B": 0.1, "L": 0.3}
 # ViTDet recipe by ViT size: (drop path, layer-wise lr decay); lr 1e-4 and wd 0.1 for all.
 VITDET_VALUES = {"B": (0.1, 0.7), "L": (0.4, 0.8), "H": (0.5, 0.9)}
 VITDET_LR, VITDET_WD = 1e-4, 0.1
-# BEiT layer-scale init values by size (reference §5.1); the checkpoint's gammas overwrite them.
+# BEiT layer-scale init values by size (microsoft/unilm beit/modeling_pretrain.py); the checkpoint's
+# gammas overwrite them.
 BEIT_LAYER_SCALE = {"B": 0.1, "L": 1e-5, "H": 1e-5}
 _SIZES = {768: "B", 1024: "L", 1280: "H"}
 

@@ -1,4 +1,5 @@
-"""MIMDet backbone (Fang et al., arXiv 2204.02964; reference §3.1): conv stem, sampled-token ViT, MAE decoder.
+"""MIMDet backbone (Fang et al., arXiv 2204.02964; github.com/hustvl/MIMDet): conv stem, sampled-token
+ViT, MAE decoder.
 
 - ``stem``: four 3x3 stride-2 convs (no bias) each followed by GroupNorm(1 group) and GELU, widths
   C/8, C/4, C/2, C, then a 1x1 conv to C. Its stride-4 (C/4) and stride-8 (C/2) maps feed the FPN; the

@@ -28,7 +28,27 @@ from vitbench.trainer.models.attention import (
     window_unpartition,
 )
 
-__all__ = ["Block", "PatchEmbed", "ViT", "get_abs_pos"]
+__all__ = ["Block", "PatchEmbed", "ViT", "get_abs_pos", "resize_pos_grid"]
+
+
+def resize_pos_grid(tokens: Tensor, hw: tuple[int, int]) -> Tensor:
+    """A square grid of position embeddings ``(1, S*S, C)`` resized to ``(1, H, W, C)``.
+
+    Bicubic, align_corners=False, no antialias, computed in float32 and returned in the input's dtype:
+    detectron2's ``get_abs_pos`` (detectron2/modeling/backbone/utils.py). The one resize of absolute
+    position embeddings: the forward pass and the checkpoint converters use it.
+    """
+    size = math.isqrt(tokens.shape[1])
+    if size * size != tokens.shape[1]:
+        raise ValueError(f"pos_embed has {tokens.shape[1]} positions, not a square grid")
+    grid = tokens.reshape(1, size, size, -1)  # (1, S, S, C)
+    h, w = hw
+    if size == h and size == w:
+        return grid
+    # (1, S, S, C) -> (1, C, S, S) -> (1, C, H, W) -> (1, H, W, C)
+    src = grid.permute(0, 3, 1, 2).float()
+    resized = F.interpolate(src, size=(h, w), mode="bicubic", align_corners=False)
+    return resized.permute(0, 2, 3, 1).to(tokens.dtype)
 
 
 def get_abs_pos(abs_pos: Tensor, has_cls_token: bool, hw: tuple[int, int]) -> Tensor:
@@ -37,18 +57,7 @@ def get_abs_pos(abs_pos: Tensor, has_cls_token: bool, hw: tuple[int, int]) -> Te
     ``abs_pos``: (1, [1 +] S*S, C) on a square pre-training grid. The cls slot is dropped and the grid
     is resized bicubically (align_corners=False, no antialias) when S differs. Returns (1, H, W, C).
     """
-    h, w = hw
-    if has_cls_token:
-        abs_pos = abs_pos[:, 1:]
-    size = math.isqrt(abs_pos.shape[1])
-    if size * size != abs_pos.shape[1]:
-        raise ValueError(f"pos_embed has {abs_pos.shape[1]} positions, not a square grid")
-    grid = abs_pos.reshape(1, size, size, -1)  # (1, S, S, C)
-    if size == h and size == w:
-        return grid
-    # (1, S, S, C) -> (1, C, S, S) -> (1, C, H, W) -> (1, H, W, C)
-    resized = F.interpolate(grid.permute(0, 3, 1, 2), size=(h, w), mode="bicubic", align_corners=False)
-    return resized.permute(0, 2, 3, 1)
+    return resize_pos_grid(abs_pos[:, 1:] if has_cls_token else abs_pos, hw)
 
 
 class PatchEmbed(nn.Module):

@@ -136,102 +136,99 @@ def print_report(out: Path, as_json: bool = False, runs: list[Any] | None = None
     console.print(f"table: {files.markdown}\ncsv:   {files.csv}\nplot:  {files.plot}")
 
 
+def run(
+    inits: str = typer.Option("random", "--inits", help="Comma-separated inits, e.g. random,supervised,mae."),
+    recipe: str = typer.Option(..., "--recipe", "-r", help="Recipe name, e.g. bench-b or bench-tiny."),
+    data: Path = typer.Option(..., "--data", help="COCO-format dataset folder."),
+    out: Path = typer.Option(
+        ..., "--out", help="Study folder; each init trains into OUT/<init>/.", callback=check_folder_option
+    ),
+    weights: list[str] = typer.Option(
+        [], "--weights", help="INIT=URI weights (repeatable); or env VITBENCH_WEIGHTS_<INIT>."
+    ),
+    overrides: list[str] = typer.Option([], "--set", help="Recipe override key=value (repeatable)."),
+    resume: bool = typer.Option(False, "--resume", help="Continue unfinished runs from their checkpoints."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP, callback=check_device_option),
+    do_register: bool = typer.Option(
+        True, "--register/--no-register", help="Log each run and register its final model."
+    ),
+    model_name: str | None = typer.Option(None, "--model-name", help="Registered model name."),
+    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
+    as_json: bool = typer.Option(False, "--json", help="Print the final table as JSON."),
+) -> None:
+    """Train each initialization in turn (skipping those without weights), then print the table."""
+    from vitbench.trainer.distributed import DistInfo
+    from vitbench.trainer.rundir import RunDir
+    from vitbench.trainer.runs import Registration, StudyRequest
+
+    names = [s.strip() for s in inits.split(",") if s.strip()]
+    if not names:
+        raise typer.BadParameter("--inits is empty; expected e.g. random,mae")
+    outcome = run_study_cli(
+        StudyRequest(
+            inits=tuple(names),
+            recipe=recipe,
+            data=data,
+            out=out,
+            weights=parse_weights_option(weights),
+            overrides=tuple(overrides),
+            resume=resume,
+            device=device,
+            registration=Registration(model_name, home=home) if do_register else None,
+            progress=progress,
+        )
+    )
+    if not DistInfo.from_env(os.environ).is_main:
+        return
+    if outcome.nothing_to_run:
+        fail("every init was skipped; nothing was trained")
+    if outcome.failed and not any(RunDir(out / p.init).is_finished() for p in outcome.plan):
+        raise typer.Exit(1)
+    print_report(out, as_json)
+    if outcome.failed:
+        raise typer.Exit(1)
+
+
+def report(
+    out: Path = typer.Option(
+        ..., "--out", help="Study folder written by `bench run`; with --registry, where to write."
+    ),
+    from_registry: bool = typer.Option(
+        False,
+        "--registry",
+        help=(
+            "Read the results from the model registry instead of run folders (the newest registered "
+            "version of each init): how a study that ran as Kubernetes Jobs is reported."
+        ),
+    ),
+    models: list[str] = typer.Option(
+        [], "--model", help="With --registry: registered model names to read (repeatable; default all)."
+    ),
+    recipe: str | None = typer.Option(
+        None, "--recipe", help="With --registry: keep only versions trained with this recipe."
+    ),
+    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print rows and file paths as JSON."),
+) -> None:
+    """Write study.md, study.csv and study_ap_vs_epoch.png into OUT and print the table.
+
+    The rows come from the finished runs under OUT, or with --registry from the registry
+    (MLFLOW_TRACKING_URI, or the embedded one under --home).
+    """
+    runs = None
+    if from_registry:
+        from vitbench.cli.common import open_registry, registry_errors
+        from vitbench.trainer.study import runs_from_registry
+
+        with registry_errors():
+            runs = runs_from_registry(open_registry(home, create=False), models or None, recipe)
+    print_report(out, as_json, runs)
+
+
 def register(bench: typer.Typer) -> None:
     """Add ``run`` and ``report`` to the ``bench`` group."""
 
-    @bench.command("run")
-    def run(
-        inits: str = typer.Option(
-            "random", "--inits", help="Comma-separated inits, e.g. random,supervised,mae."
-        ),
-        recipe: str = typer.Option(..., "--recipe", "-r", help="Recipe name, e.g. bench-b or bench-tiny."),
-        data: Path = typer.Option(..., "--data", help="COCO-format dataset folder."),
-        out: Path = typer.Option(
-            ...,
-            "--out",
-            help="Study folder; each init trains into OUT/<init>/.",
-            callback=check_folder_option,
-        ),
-        weights: list[str] = typer.Option(
-            [], "--weights", help="INIT=URI weights (repeatable); or env VITBENCH_WEIGHTS_<INIT>."
-        ),
-        overrides: list[str] = typer.Option([], "--set", help="Recipe override key=value (repeatable)."),
-        resume: bool = typer.Option(
-            False, "--resume", help="Continue unfinished runs from their checkpoints."
-        ),
-        device: str = typer.Option("auto", "--device", help=DEVICE_HELP, callback=check_device_option),
-        do_register: bool = typer.Option(
-            True, "--register/--no-register", help="Log each run and register its final model."
-        ),
-        model_name: str | None = typer.Option(None, "--model-name", help="Registered model name."),
-        home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-        as_json: bool = typer.Option(False, "--json", help="Print the final table as JSON."),
-    ) -> None:
-        """Train each initialization in turn (skipping those without weights), then print the table."""
-        from vitbench.trainer.distributed import DistInfo
-        from vitbench.trainer.rundir import RunDir
-        from vitbench.trainer.runs import Registration, StudyRequest
+    bench.command("run")(run)
 
-        names = [s.strip() for s in inits.split(",") if s.strip()]
-        if not names:
-            raise typer.BadParameter("--inits is empty; expected e.g. random,mae")
-        outcome = run_study_cli(
-            StudyRequest(
-                inits=tuple(names),
-                recipe=recipe,
-                data=data,
-                out=out,
-                weights=parse_weights_option(weights),
-                overrides=tuple(overrides),
-                resume=resume,
-                device=device,
-                registration=Registration(model_name, home=home) if do_register else None,
-                progress=progress,
-            )
-        )
-        if not DistInfo.from_env(os.environ).is_main:
-            return
-        if outcome.nothing_to_run:
-            fail("every init was skipped; nothing was trained")
-        if outcome.failed and not any(RunDir(out / p.init).is_finished() for p in outcome.plan):
-            raise typer.Exit(1)
-        print_report(out, as_json)
-        if outcome.failed:
-            raise typer.Exit(1)
-
-    @bench.command("report")
-    def report(
-        out: Path = typer.Option(
-            ..., "--out", help="Study folder written by `bench run`; with --registry, where to write."
-        ),
-        from_registry: bool = typer.Option(
-            False,
-            "--registry",
-            help=(
-                "Read the results from the model registry instead of run folders (the newest registered "
-                "version of each init): how a study that ran as Kubernetes Jobs is reported."
-            ),
-        ),
-        models: list[str] = typer.Option(
-            [], "--model", help="With --registry: registered model names to read (repeatable; default all)."
-        ),
-        recipe: str | None = typer.Option(
-            None, "--recipe", help="With --registry: keep only versions trained with this recipe."
-        ),
-        home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
-        as_json: bool = typer.Option(False, "--json", help="Print rows and file paths as JSON."),
-    ) -> None:
-        """Write study.md, study.csv and study_ap_vs_epoch.png into OUT and print the table.
-
-        The rows come from the finished runs under OUT, or with --registry from the registry
-        (MLFLOW_TRACKING_URI, or the embedded one under --home).
-        """
-        runs = None
-        if from_registry:
-            from vitbench.cli.common import open_registry, registry_errors
-            from vitbench.trainer.study import runs_from_registry
-
-            with registry_errors():
-                runs = runs_from_registry(open_registry(home, create=False), models or None, recipe)
-        print_report(out, as_json, runs)
+    bench.command("report")(report)

@@ -102,74 +102,76 @@ class RichReporter(DemoReporter):
         )
 
 
+def demo(
+    out: Path = typer.Option(Path(".vitbench/demo"), "--out", help="Demo folder (data/ and study/)."),
+    recipe: str = typer.Option("bench-tiny", "--recipe", help="Recipe to train (a CPU preset)."),
+    images: int = typer.Option(400, "--images", min=10, help="Synthetic images in total (80% train)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the synthetic data."),
+    inits: str = typer.Option(
+        DEMO_INITS,
+        "--inits",
+        help="Inits to try; those without weights are skipped (random needs none).",
+    ),
+    weights: list[str] = typer.Option([], "--weights", help="INIT=URI weights (repeatable)."),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Extra recipe overrides key=value, applied after the demo's schedule."
+    ),
+    do_register: bool = typer.Option(
+        True,
+        "--register/--no-register",
+        help="Log the runs and register their final models (the pipeline needs it).",
+    ),
+    pipeline: bool = typer.Option(
+        True,
+        "--pipeline/--no-pipeline",
+        help="After the study: promote the random run's model to champion, export it to ONNX "
+        "(parity check), and answer a val image with the service in-process.",
+    ),
+    model_name: str = typer.Option(DEMO_MODEL, "--model-name", help="Registered model name of the runs."),
+    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    threads: int = typer.Option(
+        0,
+        "--threads",
+        min=0,
+        help="torch CPU threads (0: half the cores, the rest feed the data loader).",
+    ),
+) -> None:
+    """Synthesize data, train the tiny preset per init, evaluate, print the table and the plot path."""
+    from rich.console import Console
+
+    from vitbench.cli.bench_local import parse_weights_option
+    from vitbench.flows.demo import DemoError, DemoRequest, PipelineStepError, run_demo
+
+    console = Console(stderr=True, highlight=False)
+    request = DemoRequest(
+        out=out,
+        recipe=recipe,
+        images=images,
+        seed=seed,
+        inits=tuple(s.strip() for s in inits.split(",") if s.strip()),
+        weights=parse_weights_option(weights),
+        overrides=tuple(overrides),
+        register=do_register,
+        pipeline=pipeline,
+        model_name=model_name,
+        home=home,
+        threads=threads,
+    )
+    try:
+        with user_errors():
+            outcome = run_demo(request, RichReporter(console))
+    except DemoError as exc:
+        fail(str(exc))
+    except PipelineStepError as exc:
+        fail(str(exc), code=1)
+    if outcome.pipeline is not None:
+        print_pipeline_summary(outcome.pipeline, Console(highlight=False))
+    console.print(f"demo finished in {outcome.wall_s / 60:.1f} min")
+    if outcome.study_outcome.failed:
+        raise typer.Exit(1)
+
+
 def register(app: typer.Typer) -> None:
     """Add ``demo`` to the root app."""
 
-    @app.command("demo")
-    def demo(
-        out: Path = typer.Option(Path(".vitbench/demo"), "--out", help="Demo folder (data/ and study/)."),
-        recipe: str = typer.Option("bench-tiny", "--recipe", help="Recipe to train (a CPU preset)."),
-        images: int = typer.Option(400, "--images", min=10, help="Synthetic images in total (80% train)."),
-        seed: int = typer.Option(0, "--seed", help="Seed of the synthetic data."),
-        inits: str = typer.Option(
-            DEMO_INITS,
-            "--inits",
-            help="Inits to try; those without weights are skipped (random needs none).",
-        ),
-        weights: list[str] = typer.Option([], "--weights", help="INIT=URI weights (repeatable)."),
-        overrides: list[str] = typer.Option(
-            [], "--set", help="Extra recipe overrides key=value, applied after the demo's schedule."
-        ),
-        do_register: bool = typer.Option(
-            True,
-            "--register/--no-register",
-            help="Log the runs and register their final models (the pipeline needs it).",
-        ),
-        pipeline: bool = typer.Option(
-            True,
-            "--pipeline/--no-pipeline",
-            help="After the study: promote the random run's model to champion, export it to ONNX "
-            "(parity check), and answer a val image with the service in-process.",
-        ),
-        model_name: str = typer.Option(DEMO_MODEL, "--model-name", help="Registered model name of the runs."),
-        home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
-        threads: int = typer.Option(
-            0,
-            "--threads",
-            min=0,
-            help="torch CPU threads (0: half the cores, the rest feed the data loader).",
-        ),
-    ) -> None:
-        """Synthesize data, train the tiny preset per init, evaluate, print the table and the plot path."""
-        from rich.console import Console
-
-        from vitbench.cli.bench_local import parse_weights_option
-        from vitbench.flows.demo import DemoError, DemoRequest, PipelineStepError, run_demo
-
-        console = Console(stderr=True, highlight=False)
-        request = DemoRequest(
-            out=out,
-            recipe=recipe,
-            images=images,
-            seed=seed,
-            inits=tuple(s.strip() for s in inits.split(",") if s.strip()),
-            weights=parse_weights_option(weights),
-            overrides=tuple(overrides),
-            register=do_register,
-            pipeline=pipeline,
-            model_name=model_name,
-            home=home,
-            threads=threads,
-        )
-        try:
-            with user_errors():
-                outcome = run_demo(request, RichReporter(console))
-        except DemoError as exc:
-            fail(str(exc))
-        except PipelineStepError as exc:
-            fail(str(exc), code=1)
-        if outcome.pipeline is not None:
-            print_pipeline_summary(outcome.pipeline, Console(highlight=False))
-        console.print(f"demo finished in {outcome.wall_s / 60:.1f} min")
-        if outcome.study_outcome.failed:
-            raise typer.Exit(1)
+    app.command("demo")(demo)

@@ -18,7 +18,6 @@ inits_app = typer.Typer(
 _LIST_LIMIT = 12
 
 
-@inits_app.callback()
 def inits(
     ctx: typer.Context,
     as_json: Annotated[bool, typer.Option("--json", help="Print the catalog as JSON.")] = False,
@@ -104,7 +103,6 @@ def _print_report(report: Any) -> None:
         )
 
 
-@inits_app.command("check")
 def check(
     init: Annotated[str, typer.Option("--init", help="Initialization name (see `vitbench inits`).")],
     path: Annotated[str, typer.Option("--path", help="Checkpoint: local path, http(s):// or s3:// URI.")],
@@ -153,4 +151,6 @@ def check(
 
 def register(app: typer.Typer) -> None:
     """Add ``vitbench inits`` (and ``inits check``) to the root app."""
+    inits_app.callback()(inits)
+    inits_app.command("check")(check)
     app.add_typer(inits_app)

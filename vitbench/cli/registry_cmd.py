@@ -39,7 +39,6 @@ def _column(table: Table, name: str) -> None:
     )
 
 
-@registry_app.command("list")
 def list_cmd(
     name: str | None = typer.Argument(None, help="Model name: list its versions instead of all models."),
     home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
@@ -90,7 +89,6 @@ def list_cmd(
         Console().print(table)
 
 
-@registry_app.command("show")
 def show_cmd(
     ref: str = typer.Argument(..., help="Model reference: NAME@ALIAS or NAME/VERSION."),
     home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
@@ -134,7 +132,6 @@ def show_cmd(
         console.print("[bold]Artifacts:[/] " + ", ".join(lineage.artifacts))
 
 
-@registry_app.command("promote")
 def promote_cmd(
     ref: str = typer.Argument(..., help="Model reference to promote: NAME/VERSION or NAME@ALIAS."),
     alias: str = typer.Option("champion", "--alias", help="Alias to point at this version."),
@@ -155,7 +152,6 @@ def promote_cmd(
     )
 
 
-@registry_app.command("download")
 def download_cmd(
     ref: str = typer.Argument(..., help="Model reference: NAME@ALIAS or NAME/VERSION."),
     out: Path = typer.Option(Path("."), "--out", "-o", help="Folder to write the checkpoint into."),
@@ -181,4 +177,8 @@ def download_cmd(
 
 def register(app: typer.Typer) -> None:
     """Add the ``registry`` command group to the root app."""
+    registry_app.command("list")(list_cmd)
+    registry_app.command("show")(show_cmd)
+    registry_app.command("promote")(promote_cmd)
+    registry_app.command("download")(download_cmd)
     app.add_typer(registry_app, name="registry")

@@ -25,127 +25,122 @@ from vitbench.cli.common import (
 )
 
 
+def train(
+    recipe: str = typer.Option(..., "--recipe", "-r", help="Recipe name (see `vitbench recipes`)."),
+    init: str = typer.Option("random", "--init", "-i", help="Initialization (see `vitbench inits`)."),
+    data: Path = typer.Option(..., "--data", help="COCO-format dataset folder (train/, val/, annotations/)."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="Run folder: recipe.json, metrics.jsonl, checkpoints/, ...",
+        callback=check_folder_option,
+    ),
+    weights: str | None = typer.Option(
+        None, "--weights", help="Pre-trained weights: path, http(s):// or s3://."
+    ),
+    weights_sha256: str | None = typer.Option(None, "--weights-sha256", help="Expected sha256 of --weights."),
+    resume: bool = typer.Option(
+        False,
+        "--resume",
+        help=(
+            "Continue from the newest complete checkpoint in --out; refused (naming each difference) "
+            "unless recipe, init, weights and dataset are the run's own."
+        ),
+    ),
+    overrides: list[str] = typer.Option(
+        [], "--set", help="Recipe override key=value (repeatable), e.g. --set solver.max_iters=100."
+    ),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP, callback=check_device_option),
+    do_register: bool = typer.Option(
+        True, "--register/--no-register", help="Log the run and register the final model in the registry."
+    ),
+    model_name: str | None = typer.Option(
+        None, "--model-name", help="Registered model name (default vitbench-<recipe>)."
+    ),
+    experiment: str = typer.Option("vitbench", "--experiment", help="MLflow experiment of the run."),
+    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    grace_period: float = typer.Option(
+        60.0, "--grace-period", help="Seconds allowed to save a checkpoint after SIGTERM before exiting."
+    ),
+    log_period: int = typer.Option(10, "--log-period", min=1, help="Log metrics every N iterations."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    as_json: bool = typer.Option(
+        False,
+        "--json",
+        help=(
+            "Print the train record stream (JSON lines, schema in vitbench.trainer.records): the final "
+            "result record on stdout, every metrics record on stderr (a pod's log then shows live "
+            "progress to `vitbench bench status`)."
+        ),
+    ),
+) -> None:
+    """Train one Mask R-CNN run (recipe × init) and evaluate it on the val split."""
+    from vitbench.trainer import records
+    from vitbench.trainer.distributed import DistInfo
+    from vitbench.trainer.engine.loop import EXIT_INTERRUPTED, TrainingInterruptedError
+    from vitbench.trainer.runs import Registration, RunRequest, train_run
+
+    request = RunRequest(
+        recipe=recipe,
+        init=init,
+        data=data,
+        out=out,
+        weights=weights,
+        weights_sha256=weights_sha256,
+        resume=resume,
+        overrides=tuple(overrides),
+        device=device,
+        registration=Registration(model_name, experiment, home) if do_register else None,
+        grace_period=grace_period,
+        log_period=log_period,
+        progress=progress,
+        echo_records=as_json,
+    )
+    try:
+        with user_errors():
+            result = train_run(request)
+    except TrainingInterruptedError as exc:
+        if DistInfo.from_env(os.environ).is_main:
+            typer.echo(
+                f"interrupted ({signal.Signals(exc.signal).name}): saved iteration {exc.iteration} to "
+                f"{exc.checkpoint}\nresume with: {resume_command(sys.argv)}",
+                err=True,
+            )
+        raise typer.Exit(exc.exit_code or EXIT_INTERRUPTED) from None
+    if not DistInfo.from_env(os.environ).is_main:
+        return
+    if result.registered:
+        typer.echo(f"registered {result.registered}", err=True)
+    if as_json:
+        typer.echo(records.dumps(records.result_record(result.iteration, result.metrics, result.wall_time_s)))
+    else:
+        _print_metrics(result.metrics, f"{init} · {recipe} · {result.iteration} iterations")
+
+
+def eval_(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A model_final.pth or periodic checkpoint."),
+    data: Path = typer.Option(..., "--data", help="COCO-format dataset folder."),
+    split: str = typer.Option("val", "--split", help="Which split to evaluate."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP, callback=check_device_option),
+    as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
+) -> None:
+    """COCO box and mask AP of a checkpoint; writes eval_<split>.json next to it."""
+    from vitbench.trainer.runs import evaluate_checkpoint
+
+    with user_errors():
+        outcome = evaluate_checkpoint(checkpoint, data, split, device)
+    if as_json:
+        print_json(outcome.payload())
+    else:
+        _print_metrics(outcome.metrics, f"{checkpoint} on {data} ({split})")
+
+
 def register(app: typer.Typer) -> None:
     """Add ``train`` and ``eval`` to the root app."""
 
-    @app.command("train")
-    def train(
-        recipe: str = typer.Option(..., "--recipe", "-r", help="Recipe name (see `vitbench recipes`)."),
-        init: str = typer.Option("random", "--init", "-i", help="Initialization (see `vitbench inits`)."),
-        data: Path = typer.Option(
-            ..., "--data", help="COCO-format dataset folder (train/, val/, annotations/)."
-        ),
-        out: Path = typer.Option(
-            ...,
-            "--out",
-            help="Run folder: recipe.json, metrics.jsonl, checkpoints/, ...",
-            callback=check_folder_option,
-        ),
-        weights: str | None = typer.Option(
-            None, "--weights", help="Pre-trained weights: path, http(s):// or s3://."
-        ),
-        weights_sha256: str | None = typer.Option(
-            None, "--weights-sha256", help="Expected sha256 of --weights."
-        ),
-        resume: bool = typer.Option(
-            False,
-            "--resume",
-            help=(
-                "Continue from the newest complete checkpoint in --out; refused (naming each difference) "
-                "unless recipe, init, weights and dataset are the run's own."
-            ),
-        ),
-        overrides: list[str] = typer.Option(
-            [], "--set", help="Recipe override key=value (repeatable), e.g. --set solver.max_iters=100."
-        ),
-        device: str = typer.Option("auto", "--device", help=DEVICE_HELP, callback=check_device_option),
-        do_register: bool = typer.Option(
-            True, "--register/--no-register", help="Log the run and register the final model in the registry."
-        ),
-        model_name: str | None = typer.Option(
-            None, "--model-name", help="Registered model name (default vitbench-<recipe>)."
-        ),
-        experiment: str = typer.Option("vitbench", "--experiment", help="MLflow experiment of the run."),
-        home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
-        grace_period: float = typer.Option(
-            60.0, "--grace-period", help="Seconds allowed to save a checkpoint after SIGTERM before exiting."
-        ),
-        log_period: int = typer.Option(10, "--log-period", min=1, help="Log metrics every N iterations."),
-        progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-        as_json: bool = typer.Option(
-            False,
-            "--json",
-            help=(
-                "Print the train record stream (JSON lines, schema in vitbench.trainer.records): the final "
-                "result record on stdout, every metrics record on stderr (a pod's log then shows live "
-                "progress to `vitbench bench status`)."
-            ),
-        ),
-    ) -> None:
-        """Train one Mask R-CNN run (recipe × init) and evaluate it on the val split."""
-        from vitbench.trainer import records
-        from vitbench.trainer.distributed import DistInfo
-        from vitbench.trainer.engine.loop import EXIT_INTERRUPTED, TrainingInterruptedError
-        from vitbench.trainer.runs import Registration, RunRequest, train_run
+    app.command("train")(train)
 
-        request = RunRequest(
-            recipe=recipe,
-            init=init,
-            data=data,
-            out=out,
-            weights=weights,
-            weights_sha256=weights_sha256,
-            resume=resume,
-            overrides=tuple(overrides),
-            device=device,
-            registration=Registration(model_name, experiment, home) if do_register else None,
-            grace_period=grace_period,
-            log_period=log_period,
-            progress=progress,
-            echo_records=as_json,
-        )
-        try:
-            with user_errors():
-                result = train_run(request)
-        except TrainingInterruptedError as exc:
-            if DistInfo.from_env(os.environ).is_main:
-                name = signal.Signals(exc.signal).name
-                typer.echo(
-                    f"interrupted ({name}): saved iteration {exc.iteration} to {exc.checkpoint}\n"
-                    f"resume with: {resume_command(sys.argv)}",
-                    err=True,
-                )
-            raise typer.Exit(exc.exit_code or EXIT_INTERRUPTED) from None
-        if not DistInfo.from_env(os.environ).is_main:
-            return
-        if result.registered:
-            typer.echo(f"registered {result.registered}", err=True)
-        if as_json:
-            typer.echo(
-                records.dumps(records.result_record(result.iteration, result.metrics, result.wall_time_s))
-            )
-        else:
-            _print_metrics(result.metrics, f"{init} · {recipe} · {result.iteration} iterations")
-
-    @app.command("eval")
-    def eval_(
-        checkpoint: Path = typer.Option(
-            ..., "--checkpoint", help="A model_final.pth or periodic checkpoint."
-        ),
-        data: Path = typer.Option(..., "--data", help="COCO-format dataset folder."),
-        split: str = typer.Option("val", "--split", help="Which split to evaluate."),
-        device: str = typer.Option("auto", "--device", help=DEVICE_HELP, callback=check_device_option),
-        as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
-    ) -> None:
-        """COCO box and mask AP of a checkpoint; writes eval_<split>.json next to it."""
-        from vitbench.trainer.runs import evaluate_checkpoint
-
-        with user_errors():
-            outcome = evaluate_checkpoint(checkpoint, data, split, device)
-        if as_json:
-            print_json(outcome.payload())
-        else:
-            _print_metrics(outcome.metrics, f"{checkpoint} on {data} ({split})")
+    app.command("eval")(eval_)
 
 
 def resume_command(argv: list[str]) -> str:

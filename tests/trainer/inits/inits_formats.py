@@ -1,6 +1,7 @@
 """Writers of checkpoints with the exact key names, nesting and shapes of the published files.
 
-Reference: ``shared/reference/architecture.md`` §5.1–§5.2. Widths are parameters so tests stay fast; a
+Key names as the releases' code writes them (facebookresearch/mae models_mae.py, deit models.py,
+moco-v3 vits.py). Widths are parameters so tests stay fast; a
 ViT-B call (``width=768, depth=12, heads=12``) reproduces the published shapes.
 """
 
@@ -58,7 +59,8 @@ def vit_block(
 
 
 def vit_encoder(width: int, depth: int, grid: int = 14, seed: int = 0) -> dict[str, Tensor]:
-    """§5.2 ViT encoder keys: patch_embed, cls_token, pos_embed (1, 1 + grid², width), blocks, norm."""
+    """ViT encoder keys (timm-0.3 naming): patch_embed, cls_token, pos_embed (1, 1 + grid², width),
+    blocks, norm."""
     gen = torch.Generator().manual_seed(seed)
     d: dict[str, Tensor] = {
         "cls_token": _t(1, 1, width, gen=gen),

@@ -18,7 +18,7 @@ def test_vitdet_parameter_counts_match_detectron2(recipe: str, expected: float) 
     params = info["params"]
     assert abs(params["total"] - expected) / expected < 0.01
     assert params["total"] == sum(params[k] for k in ("backbone", "neck", "rpn", "roi_heads"))
-    assert params["rpn"] == 1_184_015  # two 3x3 convs + objectness + deltas for 3 anchors (reference §2.7)
+    assert params["rpn"] == 1_184_015  # 2 3x3 convs + objectness + deltas, 3 anchors (d2 mask_rcnn_fpn.py)
 
 
 def test_vitdet_b_component_counts() -> None:
@@ -28,7 +28,7 @@ def test_vitdet_b_component_counts() -> None:
 
 
 def test_study_vit_b_count_matches_reported_reimplementation() -> None:
-    # Reference §1.10: the study's ViT-B Mask R-CNN is ≈115.7M with pos_embed stored at 14x14 + cls.
+    # arXiv 2111.11429 §2: the study's ViT-B Mask R-CNN is ≈115.7M with pos_embed stored at 14x14 + cls.
     total = summarize_recipe(get_recipe("bench-b"))["params"]["total"]
     assert abs(total - 115.7e6) / 115.7e6 < 0.01
 

@@ -64,7 +64,7 @@ def test_simple_pyramid_uses_detectron2_names_and_counts() -> None:
     assert shapes["simfp_2.4.weight"] == (256, 192, 1, 1) and "simfp_2.4.bias" not in shapes
     assert shapes["simfp_2.4.norm.weight"] == (256,)
     assert shapes["simfp_5.1.norm.bias"] == (256,)
-    # detectron2's SimpleFeaturePyramid(ViT-B, 256, LN) has 5.56M parameters (reference §2.7).
+    # detectron2's SimpleFeaturePyramid(ViT-B, 256, LN) has 5.56M parameters (detectron2 projects/ViTDet).
     assert sum(p.numel() for p in neck.parameters()) == 5_560_000
 
 
