@@ -759,11 +759,12 @@ class RegistryClient:
             return info.run_id, CHECKPOINT_PATH
         raise RegistryError(f"{info.ref} has source {info.source!r}, which is not a run artifact")
 
-    def download(self, ref: str | ModelRef, dst: Path) -> DownloadResult:
+    def download(self, ref: str | ModelRef, dst: Path, force: bool = False) -> DownloadResult:
         """Download the version's checkpoint into directory ``dst`` after checking its SHA-256.
 
         Nothing is placed in ``dst`` unless the digest matches the version's ``sha256`` tag;
-        a mismatch raises :class:`IntegrityError`.
+        a mismatch raises :class:`IntegrityError`. A different file already at the target name (another
+        version) is refused unless ``force``; the same file is simply verified again.
         """
         info = self.resolve(ref)
         expected, artifact = info.tags.get("sha256"), info.tags.get("artifact")
@@ -771,8 +772,8 @@ class RegistryClient:
             raise IntegrityError(f"{info.ref} has no sha256/artifact tag, so its download cannot be verified")
         run_id, path = self._source_run_path(info)
         dst = Path(dst)
-        dst.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryDirectory(prefix=".download-", dir=dst) as tmp:
+        _check_download_target(dst, dst / artifact, expected, info.ref, force)
+        with _writable(dst), tempfile.TemporaryDirectory(prefix=".download-", dir=dst) as tmp:
             local = self._download_run_path(run_id, path, Path(tmp))
             file = local / artifact if local.is_dir() else local
             if not file.is_file():
@@ -925,3 +926,26 @@ def _safe(text: str) -> str:
 def _short(msg: str, limit: int = 400) -> str:
     msg = " ".join(msg.split())
     return msg if len(msg) <= limit else msg[: limit - 3] + "..."
+
+
+def _check_download_target(dst: Path, target: Path, expected: str, ref: str, force: bool) -> None:
+    """Refuse a ``dst`` that is a file, and a different file at ``target`` unless ``force``."""
+    if dst.exists() and not dst.is_dir():
+        raise RegistryError(f"-o {dst} is a file; expected a folder to download {ref} into")
+    if target.is_dir():
+        raise RegistryError(f"{target} is a directory; cannot download {ref}'s checkpoint over it")
+    if target.is_file() and not force and sha256_file(target) != expected.lower():
+        raise RegistryError(
+            f"{target} already exists and is not {ref} (its sha256 differs); "
+            "pass --force to replace it or choose another -o folder"
+        )
+
+
+@contextmanager
+def _writable(dst: Path) -> Iterator[None]:
+    """Create ``dst`` and turn the OS's refusal to write there into a :class:`RegistryError`."""
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+        yield
+    except OSError as exc:
+        raise RegistryError(f"cannot write to {dst}: {exc.strerror or exc}") from exc

@@ -106,8 +106,16 @@ class ParityReport(_Frozen):
     box_iou_min: float = 0.99
     score_diff_max: float = 1e-3
     mask_iou_min: float = 0.95
+    score_threshold: float | None = Field(
+        default=None, description="score threshold the check ran at (below the model's when it had to be)"
+    )
     images: tuple[ImageParity, ...]
     passed: bool
+
+    @property
+    def compared(self) -> int:
+        """Detections matched between eager and exported over all images; 0 proves nothing."""
+        return sum(im.n_matched for im in self.images)
 
     @model_validator(mode="after")
     def _consistent(self) -> ParityReport:

@@ -68,9 +68,23 @@ def scale_boxes(boxes: np.ndarray, box: Letterbox) -> np.ndarray:
     return out
 
 
-def select(raw: RawDetections, num_classes: int, options: FilterOptions) -> np.ndarray:
-    """Indices of the detections to return, highest score first (stable for ties)."""
+def visible(boxes: np.ndarray) -> np.ndarray:
+    """``[N]`` bool: the original-image box still has width and height at the response's 0.01 px rounding.
+
+    A canvas box that lies in the padding (beyond the resized image) clips to zero width or height.
+    """
+    rounded = np.round(boxes, 2)
+    return (rounded[:, 2] > rounded[:, 0]) & (rounded[:, 3] > rounded[:, 1])
+
+
+def select(
+    raw: RawDetections, num_classes: int, options: FilterOptions, keep_also: np.ndarray | None = None
+) -> np.ndarray:
+    """Indices of the detections to return, highest score first (stable for ties); ``keep_also`` is an
+    extra ``[N]`` bool filter (e.g. :func:`visible`)."""
     keep = (raw.scores >= options.score_threshold) & (raw.labels >= 1) & (raw.labels <= num_classes)
+    if keep_also is not None:
+        keep &= keep_also
     keep &= np.isfinite(raw.scores) & np.isfinite(raw.boxes).all(axis=1)
     if options.label_ids is not None:
         keep &= np.isin(raw.labels, np.fromiter(options.label_ids, dtype=np.int64))
@@ -82,9 +96,13 @@ def select(raw: RawDetections, num_classes: int, options: FilterOptions) -> np.n
 def postprocess(
     raw: RawDetections, box: Letterbox, class_names: Sequence[str], options: FilterOptions
 ) -> list[dict[str, Any]]:
-    """Detections as response dicts; masks are pasted only for the ones returned."""
-    chosen = select(raw, len(class_names), options)
-    boxes = scale_boxes(raw.boxes[chosen], box)  # [K, 4] original pixels
+    """Detections as response dicts; masks are pasted only for the ones returned.
+
+    Boxes that clip to zero width or height in the original image (they lie in the padding) are dropped.
+    """
+    scaled = scale_boxes(raw.boxes, box)  # [N, 4] original pixels
+    chosen = select(raw, len(class_names), options, visible(scaled))
+    boxes = scaled[chosen]  # [K, 4]
     detections: list[dict[str, Any]] = []
     for k, i in enumerate(chosen):
         label = int(raw.labels[i])

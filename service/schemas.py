@@ -74,7 +74,7 @@ Mask = Annotated[RleMask | PngMask | PolygonMask, Field(discriminator="format")]
 
 
 class Detection(BaseModel):
-    """One detected instance; ``box`` is ``[x1, y1, x2, y2]`` in original-image pixels."""
+    """One detected instance; ``box`` is ``[x1, y1, x2, y2]`` in original-image pixels (x2 > x1, y2 > y1)."""
 
     box: list[float] = Field(min_length=4, max_length=4)
     score: float

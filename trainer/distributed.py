@@ -6,6 +6,7 @@ The CLI reads torchrun's environment (``RANK``, ``WORLD_SIZE``, ``LOCAL_RANK``) 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -46,14 +47,49 @@ class DistInfo:
             raise ValueError(f"RANK/WORLD_SIZE/LOCAL_RANK must be integers: {exc}") from None
 
 
+DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
+_DEVICE_RE = re.compile(r"auto|cpu|cuda(:\d+)?")
+
+
+class DeviceError(ValueError):
+    """A ``--device`` value that is malformed or names a GPU this machine does not have."""
+
+
+def check_device(requested: str) -> str:
+    """Validate a device request (``auto``, ``cpu``, ``cuda``, ``cuda:N``) against this machine; return it.
+
+    Raises :class:`DeviceError` naming the value and what is accepted, or saying that no GPU is present.
+    """
+    value = requested.strip().lower()
+    if not _DEVICE_RE.fullmatch(value):
+        raise DeviceError(f"device {requested!r} is not one of {DEVICE_CHOICES}")
+    if value.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(
+                f"device {requested!r} needs a CUDA GPU, but none is present on this machine; "
+                "use --device cpu (or auto)"
+            )
+        index = int(value.partition(":")[2] or 0)
+        if index >= torch.cuda.device_count():
+            raise DeviceError(
+                f"device {requested!r}: this machine has {torch.cuda.device_count()} GPU(s) (cuda:0.."
+                f"cuda:{torch.cuda.device_count() - 1})"
+            )
+    return value
+
+
 def select_device(info: DistInfo, requested: str = "auto") -> torch.device:
-    """``cuda:<local_rank>`` when CUDA is available (or requested), else CPU."""
-    if requested == "cpu" or (requested == "auto" and not torch.cuda.is_available()):
+    """The device of this process: CPU for ``cpu`` (or ``auto`` without CUDA), else a GPU.
+
+    ``auto``/``cuda`` take ``cuda:<local_rank>`` (one GPU per torchrun process); ``cuda:N`` takes GPU N.
+    Raises :class:`DeviceError` for a malformed request or a GPU that is not there.
+    """
+    value = check_device(requested)
+    if value == "cpu" or (value == "auto" and not torch.cuda.is_available()):
         return torch.device("cpu")
-    if requested.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"device {requested!r} requested but CUDA is not available")
-    torch.cuda.set_device(info.local_rank)
-    return torch.device("cuda", info.local_rank)
+    index = int(value.partition(":")[2]) if ":" in value else info.local_rank
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
 
 
 def init_process_group(info: DistInfo, device: torch.device, timeout_s: float = 1800.0) -> None:

@@ -2,6 +2,7 @@
 
 A run folder (``vitbench train --out DIR``, one ``<init>/`` per study run) holds::
 
+    identity.json        what the run is: recipe, init + weights sha256, dataset sha256, code (IDENTITY)
     recipe.json          the fully resolved recipe (RECIPE)
     metrics.jsonl        one JSON object per logged step and per evaluation (METRICS)
     load_report.json     what the initialization loaded (LOAD_REPORT)
@@ -19,6 +20,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+IDENTITY = "identity.json"
 RECIPE = "recipe.json"
 METRICS = "metrics.jsonl"
 LOAD_REPORT = "load_report.json"
@@ -58,6 +60,7 @@ class RunDir:
         return self.root.name
 
     # the run's files, by the names above
+    identity = _File(IDENTITY)
     recipe = _File(RECIPE)
     metrics = _File(METRICS)
     load_report = _File(LOAD_REPORT)

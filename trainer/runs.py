@@ -10,12 +10,14 @@ checkpoint that does not fit); a stop request (SIGTERM) ends a run with
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sys
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -25,10 +27,12 @@ from vitbench.registry.env import registry_location
 from vitbench.registry.weights import ResolvedWeights, lineage_tags, resolve_weights
 from vitbench.trainer import distributed as du
 from vitbench.trainer.data.check import DatasetError
+from vitbench.trainer.distributed import DeviceError
 from vitbench.trainer.engine.checkpoint import CheckpointError
 from vitbench.trainer.engine.hooks import Hook, JsonlMetricsHook, RichProgressHook
-from vitbench.trainer.engine.loop import TrainConfig, Trainer, TrainResult
+from vitbench.trainer.engine.loop import TrainConfig, Trainer, TrainingInterruptedError, TrainResult
 from vitbench.trainer.engine.task import TrainingSetupError
+from vitbench.trainer.identity import RunIdentity, dataset_digest, differences, load_identity
 from vitbench.trainer.inits import apply_init_overrides
 from vitbench.trainer.inits.errors import InitError
 from vitbench.trainer.recipes import Recipe, RecipeError, apply_overrides, get_recipe
@@ -40,13 +44,19 @@ class EvaluationError(ValueError):
     """A checkpoint cannot be evaluated on a dataset (bad split, unreadable file, other categories)."""
 
 
+class StudyMismatchError(ValueError):
+    """A finished run in the study folder is not the run this study asks for (names each difference)."""
+
+
 USER_ERRORS: tuple[type[Exception], ...] = (
     RecipeError,
+    DeviceError,
     InitError,
     DatasetError,
     TrainingSetupError,
     CheckpointError,
     EvaluationError,
+    StudyMismatchError,
 )
 
 
@@ -177,16 +187,50 @@ def train_run(
         du.init_process_group(info, du.select_device(info, r.device))
         trainer = Trainer(cfg, hooks)
         if not handle_sigterm:
-            return trainer.run()
-        previous = signal.signal(signal.SIGTERM, lambda *_: trainer.request_stop())
-        try:
-            return trainer.run()
-        finally:
-            signal.signal(signal.SIGTERM, previous)
+            return _registered(trainer.run(), hooks)
+        with _stop_on_signals(trainer):
+            return _registered(trainer.run(), hooks)
     finally:
         if bar:
             bar.close()
         du.destroy_process_group()
+
+
+#: Signals that stop a run after saving a checkpoint (Kubernetes sends SIGTERM, a terminal SIGINT).
+STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
+
+
+@contextmanager
+def _stop_on_signals(trainer: Trainer) -> Iterator[None]:
+    """The first SIGTERM/SIGINT asks ``trainer`` to save and stop (``TrainingInterruptedError`` then
+    carries the signal); a second one exits at once with ``128 + signal``."""
+    received: list[int] = []
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if received:
+            os.write(2, b"\nsecond interrupt: exiting now without saving\n")
+            os._exit(128 + signum)
+        received.append(signum)
+        trainer.request_stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in STOP_SIGNALS}
+    try:
+        yield
+    except TrainingInterruptedError as exc:
+        exc.signal = received[0] if received else signal.SIGTERM
+        raise
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
+def _registered(result: TrainResult, hooks: Sequence[Hook]) -> TrainResult:
+    """``result`` with the model version a registry hook registered (``name/version``), if any."""
+    for hook in hooks:
+        version = getattr(hook, "version", None)
+        if version is not None and hasattr(version, "ref"):
+            return replace(result, registered=str(version.ref))
+    return result
 
 
 # --- the study -------------------------------------------------------------------------------
@@ -253,6 +297,7 @@ def run_study(
     q = request
     plan = plan_runs(q.inits, get_recipe(q.recipe), q.weights, env)
     is_main = du.DistInfo.from_env(env).is_main
+    check_finished_runs(q, plan)
     trained: dict[str, TrainResult] = {}
     failed: dict[str, str] = {}
     for p in plan:
@@ -285,6 +330,56 @@ def run_study(
             failed[p.init] = str(exc)
             emit(StudyEvent("failed", p.init, str(exc)))
     return StudyOutcome(plan, trained, failed)
+
+
+def requested_identity(q: StudyRequest, run: PlannedRun) -> RunIdentity:
+    """The identity ``run`` of study ``q`` would have (weights are read once to hash them)."""
+    from vitbench.trainer.inits.loading import local_copy, sha256_of
+
+    digest = None
+    if run.weights:
+        with local_copy(run.weights) as path:
+            digest = sha256_of(path)
+    return RunIdentity(
+        recipe=build_recipe(q.recipe, run.init, q.overrides).model_dump(mode="json"),
+        init=run.init,
+        weights=run.weights,
+        weights_sha256=digest,
+        dataset=str(Path(q.data).resolve()),
+        dataset_sha256=dataset_digest(q.data),
+        code="",
+    )
+
+
+def check_finished_runs(q: StudyRequest, plan: Sequence[PlannedRun]) -> None:
+    """Keep a finished run only when it is the run asked for; else refuse before training anything.
+
+    Raises :class:`StudyMismatchError` naming, per init, each difference between the finished run's
+    identity (``identity.json``; for a run from before identities its ``recipe.json`` and ``init``)
+    and this request's.
+    """
+    problems = []
+    for p in plan:
+        run_dir = RunDir(q.out / p.init)
+        if p.skip_reason or not run_dir.is_finished():
+            continue
+        wanted = requested_identity(q, p)
+        recorded = load_identity(run_dir.identity)
+        if recorded is None:  # a run from before identities: its recipe and init are what we know
+            recipe = (
+                json.loads(run_dir.recipe.read_text(encoding="utf-8")) if run_dir.recipe.is_file() else {}
+            )
+            init = json.loads(run_dir.eval.read_text(encoding="utf-8")).get("init", wanted.init)
+            recorded = replace(wanted, recipe=recipe, init=init)
+        diffs = differences(recorded, wanted)
+        if diffs:
+            problems.append(f"{run_dir.root}: " + "; ".join(str(d) for d in diffs))
+    if problems:
+        raise StudyMismatchError(
+            "the study folder holds finished runs that differ from this request, so they cannot be kept:\n"
+            + "\n".join(f"  {p}" for p in problems)
+            + "\nchoose another --out for this study, or remove those run folders to train them anew"
+        )
 
 
 # --- evaluation of a checkpoint ----------------------------------------------------------------

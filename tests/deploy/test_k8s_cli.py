@@ -17,6 +17,12 @@ kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 FIVE = "random,supervised,mocov3,beit,mae"
 NS = "research"
+#: Every init but random needs weights; these come from a weights PVC.
+W_MAE = ["--weights-pvc", "pretrained", "--weights", "mae=/weights/mae.pth"]
+W_FIVE = [
+    *W_MAE,
+    *(a for i in ("supervised", "mocov3", "beit") for a in ("--weights", f"{i}=/weights/{i}.pth")),
+]
 
 
 @pytest.fixture
@@ -46,7 +52,7 @@ def _run(app: typer.Typer, *args: str) -> Any:
 def test_render_prints_five_valid_jobs_with_gpu_shm_and_failure_policy(app: typer.Typer) -> None:
     from vitbench.cli.main import app as real_app  # the command users type
 
-    result = _run(real_app, "bench", "render", "--inits", FIVE, "--recipe", "bench-b", "--gpus", "8")
+    result = _run(real_app, "bench", "render", "--inits", FIVE, "--recipe", "bench-b", *W_FIVE, "--gpus", "8")
     assert result.exit_code == 0, result.output
     assert "&id" not in result.output  # plain YAML, no anchors
     docs = list(yaml.safe_load_all(result.output))
@@ -62,7 +68,7 @@ def test_render_prints_five_valid_jobs_with_gpu_shm_and_failure_policy(app: type
 
 def test_render_two_nodes_gives_indexed_job_and_headless_service(app: typer.Typer) -> None:
     result = _run(
-        app, "bench", "render", "--inits", "mae", "--recipe", "bench-b", "--gpus", "8", "--nodes", "2"
+        app, "bench", "render", "--inits", "mae", "--recipe", "bench-b", *W_MAE, "--gpus", "8", "--nodes", "2"
     )
     assert result.exit_code == 0, result.output
     svc, job = yaml.safe_load_all(result.output)
@@ -79,6 +85,22 @@ def test_render_two_nodes_gives_indexed_job_and_headless_service(app: typer.Type
         (["--inits", "mae", "--recipe", "bench-b", "--shm-size", "lots"], "shm_size"),
         (["--inits", "mae", "--recipe", "bench-b", "--weights", "mae"], "KEY=VALUE"),
         (["--inits", "mae", "--recipe", "bench-b", "--gpus", "-1"], "--gpus"),
+        (["--inits", "random,mae", "--recipe", "bench-b"], "init 'mae' needs pretrained weights"),
+        (
+            ["--inits", "mae", "--recipe", "bench-b", "--weights", "mae=/weights/x.pth"],
+            "point at /weights/x.pth, but no weights volume is mounted",
+        ),
+        (
+            ["--inits", "mae", "--recipe", "bench-b", "--weights", "mae=x.pth", "--weights-pvc", "w"],
+            "(x.pth) are not a path inside the pod",
+        ),
+        (["--inits", "moby", "--recipe", "bench-b", "--weights", "moby=s3://b/m.pth"], "does not apply"),
+        (["--inits", "random", "--recipe", "bench-b", "--set", "solver.lr=abc"], "'abc' for 'solver.lr'"),
+        (
+            ["--inits", "random", "--recipe", "bench-b", "--set", "solver.max_iters=-5"],
+            "'-5' for 'solver.max_iters': expected int (Input should be greater than 0)",
+        ),
+        (["--inits", "random", "--recipe", "bench-b", "--set", "solver.lrr=1"], "unknown recipe key"),
     ],
 )
 def test_render_refuses_bad_input_with_exit_2_and_no_traceback(
@@ -91,8 +113,28 @@ def test_render_refuses_bad_input_with_exit_2_and_no_traceback(
     assert "Traceback" not in result.output
 
 
+def test_submit_refuses_a_study_whose_runs_cannot_start(app: typer.Typer, cluster: FakeCluster) -> None:
+    """Checked before anything reaches the cluster: no Job is created for a run that would fail."""
+    result = CliRunner().invoke(app, ["bench", "submit", "--inits", "random,mae", "--recipe", "bench-b"])
+    assert result.exit_code == 2 and "init 'mae' needs pretrained weights" in result.output
+    assert "Traceback" not in result.output
+    assert not [c for c in cluster.calls if c[0] == "create"]
+
+
 def test_submit_twice_second_creates_nothing_and_says_so(app: typer.Typer, cluster: FakeCluster) -> None:
-    args = ["bench", "submit", "--inits", "random,mae", "--recipe", "bench-b", "--gpus", "8", "--nodes", "2"]
+    args = [
+        "bench",
+        "submit",
+        "--inits",
+        "random,mae",
+        "--recipe",
+        "bench-b",
+        *W_MAE,
+        "--gpus",
+        "8",
+        "--nodes",
+        "2",
+    ]
     first = _run(app, *args)
     assert first.exit_code == 0, first.output
     assert first.output.count("created") >= 4
@@ -106,16 +148,16 @@ def test_submit_twice_second_creates_nothing_and_says_so(app: typer.Typer, clust
 
 
 def test_submit_changed_spec_is_a_conflict_with_exit_1(app: typer.Typer, cluster: FakeCluster) -> None:
-    _run(app, "bench", "submit", "--inits", "mae", "--recipe", "bench-b", "--gpus", "8")
+    _run(app, "bench", "submit", "--inits", "mae", "--recipe", "bench-b", *W_MAE, "--gpus", "8")
     result = CliRunner().invoke(
-        app, ["bench", "submit", "--inits", "mae", "--recipe", "bench-b", "--gpus", "4"]
+        app, ["bench", "submit", "--inits", "mae", "--recipe", "bench-b", *W_MAE, "--gpus", "4"]
     )
     assert result.exit_code == 1
     assert "conflict" in result.output and "different spec" in result.output
 
 
 def test_status_shows_preempted_job_as_retried_not_failed(app: typer.Typer, cluster: FakeCluster) -> None:
-    _run(app, "bench", "submit", "--inits", "random,mae", "--recipe", "bench-b", "--gpus", "8")
+    _run(app, "bench", "submit", "--inits", "random,mae", "--recipe", "bench-b", *W_MAE, "--gpus", "8")
     cluster.set_job_status(NS, "bench-b-mae", active=1, failed=1)
     cluster.add_pod(
         NS, "bench-b-mae", "m1", "Failed", disruption_reason="PreemptionByScheduler", exit_code=137
@@ -141,7 +183,7 @@ def test_status_watch_refreshes_until_every_job_finished(
 ) -> None:
     import time
 
-    _run(app, "bench", "submit", "--inits", "mae", "--recipe", "bench-b")
+    _run(app, "bench", "submit", "--inits", "mae", "--recipe", "bench-b", *W_MAE)
     cluster.set_job_status(NS, "bench-b-mae", active=1)
     sleeps: list[float] = []
 
@@ -159,7 +201,7 @@ def test_status_watch_refreshes_until_every_job_finished(
 
 
 def test_logs_and_cancel(app: typer.Typer, cluster: FakeCluster) -> None:
-    _run(app, "bench", "submit", "--inits", "random,mae", "--recipe", "bench-b")
+    _run(app, "bench", "submit", "--inits", "random,mae", "--recipe", "bench-b", *W_MAE)
     cluster.add_pod(NS, "bench-b-mae", "m", "Running", log="step 1\nstep 2\n")
     assert _run(app, "bench", "logs", "mae").output == "step 1\nstep 2\n"
     assert _run(app, "bench", "logs", "mae", "--tail", "1").output == "step 2\n"

@@ -4,7 +4,8 @@ Checks per split: the annotation file parses and has ``images``/``annotations``/
 are unique; every image file exists and decodes completely (a truncated or corrupt JPEG is caught) and
 its size matches ``width``/``height``; every annotation refers to a known image and a category id that
 is listed in ``categories``; boxes have 4 finite numbers with positive width and height; polygons have
-at least 3 points (an even count of ≥ 6 coordinates); RLE sizes match the image.
+at least 3 points (an even count of ≥ 6 coordinates); RLE sizes match the image. The train split must
+have at least one image with a non-crowd annotation, and all checked splits the same categories.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from typing import Any
 from PIL import Image
 
 from vitbench.trainer.data import SPLITS, split_paths
+
+TRAIN_SPLIT = "train"
 
 
 @dataclass(frozen=True)
@@ -109,6 +112,8 @@ def _check_segmentation(seg: Any, info: dict[str, Any] | None) -> str | None:
 def check_split(root: Path, split: str, decode_images: bool = True) -> list[Problem]:
     """All problems of one split of the dataset at ``root`` (empty list when valid)."""
     img_dir, ann_file = split_paths(root, split)
+    if ann_file.is_dir():
+        return [Problem(split, f"annotation file {ann_file} is a directory; expected a COCO JSON file")]
     if not ann_file.is_file():
         return [Problem(split, f"annotation file is missing: {ann_file}")]
     try:
@@ -184,17 +189,66 @@ def check_split(root: Path, split: str, decode_images: bool = True) -> list[Prob
             msg = _check_segmentation(ann["segmentation"], info)
             if msg:
                 add(msg)
+    if split == TRAIN_SPLIT and images and not _has_trainable_image(data["annotations"], images):
+        problems.append(
+            Problem(
+                split,
+                "the training split has no annotated object (no image has a non-crowd annotation), "
+                "so there is nothing to train on",
+            )
+        )
+    return problems
+
+
+def _has_trainable_image(annotations: list[Any], images: dict[int, dict[str, Any]]) -> bool:
+    """True when some known image has a non-crowd annotation (what training keeps, see ``coco.py``)."""
+    return any(
+        isinstance(a, dict) and a.get("image_id") in images and not a.get("iscrowd", 0) for a in annotations
+    )
+
+
+def _categories(root: Path, split: str) -> list[tuple[Any, Any]] | None:
+    """``(id, name)`` of a split's categories sorted by id, or None when the file cannot be read."""
+    try:
+        data = json.loads(split_paths(root, split)[1].read_text(encoding="utf-8"))
+        cats = [(c.get("id"), c.get("name")) for c in data["categories"] if isinstance(c, dict)]
+        return sorted(cats, key=lambda c: (str(type(c[0])), c[0]))
+    except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError):
+        return None
+
+
+def _check_same_categories(root: Path, splits: tuple[str, ...]) -> list[Problem]:
+    """Training maps category ids to labels from train and evaluates on val: both must list the same."""
+    listed = {s: _categories(root, s) for s in splits}
+    readable = {s: c for s, c in listed.items() if c is not None}
+    if len(readable) < 2:
+        return []
+    (first, ref), *rest = readable.items()
+    problems = []
+    for split, cats in rest:
+        if cats != ref:
+            only_a = [f"{i}:{n}" for i, n in ref if (i, n) not in cats]
+            only_b = [f"{i}:{n}" for i, n in cats if (i, n) not in ref]
+            problems.append(
+                Problem(
+                    split,
+                    f"categories differ from {first}'s: only in {first}: {only_a or 'none'}; "
+                    f"only in {split}: {only_b or 'none'} (every split must list the same id:name pairs)",
+                )
+            )
     return problems
 
 
 def check_dataset(root: Path, splits: tuple[str, ...] = SPLITS, decode_images: bool = True) -> list[Problem]:
     """All problems of every split of the dataset folder ``root``."""
+    if root.exists() and not root.is_dir():
+        return [Problem("-", f"{root} is a file; expected a dataset folder (train/, val/, annotations/)")]
     if not root.is_dir():
         return [Problem("-", f"dataset folder does not exist: {root}")]
     problems: list[Problem] = []
     for split in splits:
         problems += check_split(root, split, decode_images)
-    return problems
+    return problems + _check_same_categories(root, splits)
 
 
 def require_valid(root: Path, splits: tuple[str, ...] = SPLITS, decode_images: bool = True) -> None:

@@ -10,6 +10,9 @@ Unoccluded shapes are stored as polygons, occluded ones as compressed RLE; some 
 from __future__ import annotations
 
 import math
+import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -353,3 +356,67 @@ def generate_pretrain_images(
             _atomic_save_jpeg(crop_dir / name / f"{k + 1:08d}_{j}.jpg", crop, cfg.jpeg_quality)
             n_crops += 1
     return {"unlabeled": num_images, "crops": n_crops}
+
+
+DATASET_PARTS: tuple[str, ...] = ("train", "val", "annotations")
+PRETRAIN_PARTS: tuple[str, ...] = ("unlabeled", "crops")  # written by generate_pretrain_images
+
+
+class SynthOutputError(ValueError):
+    """The output folder cannot take the dataset: it is a file, not writable, or holds one (no ``force``)."""
+
+
+def write_dataset(
+    root: Path,
+    num_images: int = 200,
+    seed: int = 0,
+    cfg: SynthConfig | None = None,
+    val_fraction: float = 0.2,
+    force: bool = False,
+    unlabeled: int = 0,
+) -> dict[str, int]:
+    """:func:`generate_dataset` (and, with ``unlabeled`` > 0, :func:`generate_pretrain_images`) into
+    ``root`` without mixing old and new files.
+
+    The dataset is generated in a hidden staging folder inside ``root`` and then moved into place, so an
+    interrupted run leaves the previous dataset (or nothing) behind. ``train/``, ``val/`` and
+    ``annotations/`` (and ``unlabeled/``, ``crops/``) already in ``root`` are refused unless ``force``, which
+    replaces them whole (no stale images); other files in ``root`` are left alone.
+    Raises :class:`SynthOutputError`.
+    """
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise SynthOutputError(f"--out {root} is a file; expected a folder to write the dataset into")
+    parts = (*DATASET_PARTS, *PRETRAIN_PARTS)
+    existing = [p for p in parts if (root / p).exists()]
+    if existing and not force:
+        raise SynthOutputError(
+            f"{root} already holds a dataset ({', '.join(p + '/' for p in existing)}); "
+            "pass --force to replace it or choose another --out"
+        )
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".synth-", dir=root))
+    except OSError as exc:
+        raise SynthOutputError(f"cannot write to {root}: {exc.strerror or exc}") from exc
+    trash = staging / "previous"
+    moved: list[str] = []
+    try:
+        counts = generate_dataset(staging / "new", num_images, seed, cfg, val_fraction)
+        if unlabeled:
+            counts.update(generate_pretrain_images(staging / "new", unlabeled, seed, cfg))
+        trash.mkdir()
+        for part in existing:
+            os.replace(root / part, trash / part)
+            moved.append(part)
+        for part in parts:
+            if (staging / "new" / part).exists():
+                os.replace(staging / "new" / part, root / part)
+    except OSError as exc:
+        for part in moved:  # put the previous dataset back
+            shutil.rmtree(root / part, ignore_errors=True)
+            os.replace(trash / part, root / part)
+        raise SynthOutputError(f"cannot write the dataset to {root}: {exc.strerror or exc}") from exc
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return counts

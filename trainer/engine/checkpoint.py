@@ -52,6 +52,8 @@ def list_checkpoints(ckpt_dir: Path) -> list[tuple[int, Path]]:
 
 def load_checkpoint(path: Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint dict safely (``weights_only``); raise :class:`CheckpointError` when unreadable."""
+    if path.is_dir():
+        raise CheckpointError(f"checkpoint {path} is a directory; expected a .pth file (model_final.pth)")
     if not path.is_file():
         raise CheckpointError(f"checkpoint file does not exist: {path}")
     try:

@@ -24,6 +24,7 @@ from vitbench.trainer.data.coco import CocoDetection, TrainingSampler, collate, 
 from vitbench.trainer.data.transforms import build_eval_transform, build_train_transform
 from vitbench.trainer.engine.task import EngineConfig, TaskContext, TrainingSetupError, TrainTask
 from vitbench.trainer.evaluation.coco_eval import evaluate
+from vitbench.trainer.identity import RunIdentity, dataset_digest
 
 
 @dataclass(kw_only=True)
@@ -149,3 +150,16 @@ class DetectionTask(TrainTask):
 
     def summary(self) -> dict[str, Any]:
         return {"init": self.cfg.init}
+
+    def identity(self, ctx: TaskContext) -> RunIdentity:
+        from vitbench.trainer.engine.registry_hook import code_version
+
+        return RunIdentity(
+            recipe=ctx.recipe.model_dump(mode="json"),
+            init=self.cfg.init,
+            weights=self.cfg.weights,
+            weights_sha256=getattr(self._report, "sha256", None),
+            dataset=str(Path(self.cfg.data_root).resolve()),
+            dataset_sha256=dataset_digest(self.cfg.data_root),
+            code=code_version(),
+        )

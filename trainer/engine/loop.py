@@ -26,7 +26,7 @@ import os
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -48,7 +48,8 @@ from vitbench.trainer.engine.detection import DetectionTask, TrainConfig
 from vitbench.trainer.engine.hooks import Hook, LoopState
 from vitbench.trainer.engine.optim import build_optimizer
 from vitbench.trainer.engine.schedule import build_scheduler
-from vitbench.trainer.engine.task import EngineConfig, TrainingSetupError, TrainTask
+from vitbench.trainer.engine.task import EngineConfig, RunIdentityError, TrainingSetupError, TrainTask
+from vitbench.trainer.identity import RunIdentity, differences, load_identity
 from vitbench.trainer.recipes import Recipe, save_resolved_recipe
 from vitbench.trainer.rundir import RunDir
 
@@ -68,10 +69,15 @@ EXIT_INTERRUPTED = 143  # 128 + SIGTERM: a preempted run, not a finished one
 class TrainingInterruptedError(RuntimeError):
     """Training stopped early on request; ``checkpoint`` is the file that was saved (None on non-main)."""
 
-    def __init__(self, iteration: int, checkpoint: Path | None) -> None:
+    def __init__(self, iteration: int, checkpoint: Path | None, signal: int = 15) -> None:
         super().__init__(f"training interrupted at iteration {iteration}; saved {checkpoint}")
         self.iteration = iteration
         self.checkpoint = checkpoint
+        self.signal = signal  # what asked for the stop (SIGTERM 15, SIGINT 2): exit code 128 + signal
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signal
 
 
 @dataclass(frozen=True)
@@ -83,6 +89,7 @@ class TrainResult:
     wall_time_s: float
     final_model: Path
     eval_file: Path
+    registered: str | None = None  # ``name/version`` when a registry hook registered the final model
 
 
 def _amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
@@ -123,6 +130,7 @@ class Trainer:
         self._final = FinalSave(self)
         self._t_start = 0.0
         self._wall_s = 0.0
+        self._wall_before_s = 0.0  # wall time of the sessions before a resume
 
     # --- LoopState / TaskContext ------------------------------------------------------------
     @property
@@ -213,8 +221,7 @@ class Trainer:
     def _guard_run_dir(self) -> None:
         if not self.is_main:
             return
-        self.out_dir.mkdir(parents=True, exist_ok=True)
-        rd = self.run_dir
+        rd = self.run_dir  # created only once the run's inputs are valid (see _check_identity)
         if not self.cfg.resume and (list_checkpoints(rd.checkpoints) or rd.final_model.exists()):
             raise TrainingSetupError(
                 f"{self.out_dir} already holds a run; pass --resume to continue it or choose another --out"
@@ -244,6 +251,7 @@ class Trainer:
             self.optimizer, s.max_iters, s.schedule, s.warmup_iters, s.warmup_factor, s.steps, s.gamma
         )
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
+        self._check_identity(task.identity(self))
         resumed_from = self.resume_or_start()
         self._meta["resumed_from"] = str(resumed_from) if resumed_from else None
         if self.is_main:
@@ -257,6 +265,37 @@ class Trainer:
             self._final,
             *self.user_hooks,
         ]
+
+    def _check_identity(self, identity: RunIdentity | None) -> None:
+        """Refuse to resume a run as something else; record the identity of a run that starts.
+
+        Resuming (``--resume`` with a checkpoint to continue) compares ``identity`` with the recorded
+        one and raises :class:`RunIdentityError` naming each difference; a run folder from before
+        identities is compared by its ``recipe.json``. Otherwise the folder is created and the identity
+        written. Every rank gets the same verdict.
+        """
+        problem: str | None = None
+        if self.is_main and identity is not None:
+            rd = self.run_dir
+            resuming = self.cfg.resume and bool(list_checkpoints(rd.checkpoints))
+            recorded = load_identity(rd.identity) if resuming else None
+            if resuming and recorded is None and rd.recipe.is_file():
+                recorded = replace(identity, recipe=json.loads(rd.recipe.read_text(encoding="utf-8")))
+            diffs = differences(recorded, identity) if recorded is not None else []
+            if diffs:
+                problem = (
+                    f"--resume would continue the run in {rd.root} as a different run: "
+                    + "; ".join(str(d) for d in diffs)
+                    + ". Resume with the arguments it started with, or train into another --out"
+                )
+            elif recorded is None:
+                rd.root.mkdir(parents=True, exist_ok=True)
+                atomic_write_json(rd.identity, identity.to_dict())
+        elif self.is_main:
+            self.run_dir.root.mkdir(parents=True, exist_ok=True)
+        problem = du.broadcast_object(problem)
+        if problem:
+            raise RunIdentityError(problem)
 
     def resume_or_start(self) -> Path | None:
         """With ``resume``, load the newest complete checkpoint (every rank); else seed per rank."""
@@ -273,6 +312,7 @@ class Trainer:
                 self.scheduler.load_state_dict(state["scheduler"])
                 self.scaler.load_state_dict(state["scaler"])
                 self._iteration = int(state["iteration"])
+                self._wall_before_s = float(state.get("wall_time_s", 0.0))  # earlier sessions
                 set_rng_state(state["rng"])
                 self._truncate_metrics(self._iteration)
                 return Path(found_path)
@@ -354,6 +394,7 @@ class Trainer:
                 scaler=self.scaler.state_dict(),
                 iteration=self._iteration,
                 rng=rng_state(),
+                wall_time_s=self._wall_before_s + time.perf_counter() - self._t_start,
             )
         return state
 
@@ -388,7 +429,7 @@ class Trainer:
     def write_summary(self, metrics: Mapping[str, float]) -> Path:
         """Rank 0 writes ``eval.json``: iteration, epoch, task fields, recipe, metrics, wall time, file."""
         path = self.run_dir.eval
-        self._wall_s = time.perf_counter() - self._t_start
+        self._wall_s = self._wall_before_s + time.perf_counter() - self._t_start  # over every session
         if self.is_main:
             payload = {
                 "iteration": self._iteration,

@@ -16,6 +16,7 @@ hooks (``metrics.jsonl``, progress bar, registry). A task owns what differs:
 ``evaluate``           optional: metrics of the current model (``None``: the task does not evaluate)
 ``final_state``        what ``model_final.pth`` holds (default: ``model``, ``recipe``, ``meta``)
 ``meta``               the checkpoint's ``meta`` dict (the engine adds ``iteration``, ``resumed_from``)
+``identity``           optional: what the run is (:mod:`vitbench.trainer.identity`); ``--resume`` checks it
 =====================  =====================================================================
 
 Detection (Mask R-CNN on COCO-format data, :mod:`vitbench.trainer.engine.detection`) is the first
@@ -40,12 +41,17 @@ from torch import nn
 
 from vitbench.trainer import distributed as du
 from vitbench.trainer.engine.hooks import LoopState
+from vitbench.trainer.identity import RunIdentity
 from vitbench.trainer.recipes import Recipe
 from vitbench.trainer.rundir import RunDir
 
 
 class TrainingSetupError(ValueError):
     """A user-facing problem found before training starts (bad data, existing run, bad batch split)."""
+
+
+class RunIdentityError(TrainingSetupError):
+    """``--resume`` asked to continue a run as something else; the message names each difference."""
 
 
 @dataclass(kw_only=True)
@@ -139,3 +145,7 @@ class TrainTask(ABC):
     def summary(self) -> dict[str, Any]:
         """Fields this task adds to the run summary (``eval.json``) between ``epoch`` and ``recipe``."""
         return {}
+
+    def identity(self, ctx: TaskContext) -> RunIdentity | None:
+        """What the run is (after :meth:`build_model`); None: the engine records and checks nothing."""
+        return None

@@ -6,6 +6,7 @@ score first) to the unmatched exported detection with the same label and the hig
 An image passes when the counts agree (detections whose score is within ``score_diff_max`` of the
 score threshold may be missing on either side), every match has box IoU ≥ 0.99, score difference
 ≤ 1e-3 and mask IoU ≥ 0.95 (28×28 probabilities thresholded at 0.5; two empty masks count as 1).
+The check as a whole needs at least one matched detection: empty outputs on both sides compare nothing.
 """
 
 from __future__ import annotations
@@ -109,7 +110,10 @@ def run_parity(
     score_threshold: float,
     tol: Tolerances = Tolerances(),
 ) -> ParityReport:
-    """Run both runners on every ``(name, (1, 3, S, S) float32)`` image and build the report."""
+    """Run both runners on every ``(name, (1, 3, S, S) float32)`` image and build the report.
+
+    The report fails when no detection was matched on any image: two empty outputs prove nothing.
+    """
     if not images:
         raise ValueError("parity needs at least one image")
     results = tuple(
@@ -120,8 +124,9 @@ def run_parity(
         box_iou_min=tol.box_iou_min,
         score_diff_max=tol.score_diff_max,
         mask_iou_min=tol.mask_iou_min,
+        score_threshold=score_threshold,
         images=results,
-        passed=all(r.passed for r in results),
+        passed=all(r.passed for r in results) and any(r.n_matched for r in results),
     )
 
 

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 from vitbench.trainer.inits.catalog import InitSpec, get_init
 from vitbench.trainer.inits.converters import CONVERTERS, MIMDET_PREFIX, SWIN_PREFIX, VIT_PREFIX, to_tensor
 from vitbench.trainer.inits.errors import InitError
-from vitbench.trainer.inits.loading import read_checkpoint
+from vitbench.trainer.inits.loading import read_checkpoint_with_digest
 from vitbench.trainer.inits.report import LoadReport, ShapeMismatch
 
 # The part of the detector an init is responsible for, by backbone kind ("" = the whole detector).
@@ -111,7 +111,7 @@ def prepare_initialization(
 
     base = weights.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1]
     prefix = spec.sha256_prefix if base == spec.published_name else None
-    raw = read_checkpoint(weights, sha256 or spec.sha256, sha256_prefix=prefix)
+    raw, digest = read_checkpoint_with_digest(weights, sha256 or spec.sha256, sha256_prefix=prefix)
     state, dropped, stray = _filter(_unwrap(raw, spec, weights), spec)
     target = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     converted = CONVERTERS[spec.converter](state, target, kind)
@@ -144,6 +144,7 @@ def prepare_initialization(
         unexpected_extra=tuple(k for k in unexpected if not _matches(k, exp_unexpected)),
         notes=tuple(converted.notes),
         hint="" if mismatched else spec.hints.get(kind, ""),
+        sha256=digest,
     )
     tensors = {k: converted.tensors[k] for k in loaded} if report.ok else {}
     return PreparedInit(report, tensors)

@@ -81,8 +81,37 @@ def _copy_remote(uri: str, dest: IO[bytes]) -> None:
             shutil.copyfileobj(src, dest, _CHUNK)
     except ImportError as e:
         raise InitError(f"cannot read {uri}: {e} (for s3:// install s3fs)") from e
-    except (OSError, ValueError) as e:
-        raise InitError(f"cannot read {uri}: {e}") from e
+    except Exception as e:  # fsspec backends raise their own types (aiohttp, botocore)
+        raise InitError(f"cannot read {uri}: {remote_error_reason(e)}") from e
+
+
+def remote_error_reason(exc: BaseException) -> str:
+    """One line saying why a remote read failed, from the deepest useful exception in ``exc``'s chain.
+
+    fsspec's HTTP backend raises ``FileNotFoundError(url)`` whose cause holds the real reason (an HTTP
+    status, a refused connection); botocore raises ``NoCredentialsError`` without saying where to set them.
+    """
+    chain: list[BaseException] = []
+    cur: BaseException | None = exc
+    while cur is not None and cur not in chain:
+        chain.append(cur)
+        cur = cur.__cause__ or cur.__context__
+    for e in chain:
+        name = type(e).__name__
+        if name in ("NoCredentialsError", "PartialCredentialsError"):
+            return (
+                "no S3 credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), "
+                "and AWS_ENDPOINT_URL for S3-compatible storage"
+            )
+        status = getattr(e, "status", None)
+        if isinstance(status, int) and name == "ClientResponseError":
+            return f"HTTP {status} {getattr(e, 'message', '')}".strip()
+    for e in reversed(chain):
+        if isinstance(e, OSError) and e.strerror:
+            return f"{e.strerror} ({type(e).__name__})"
+    last = chain[-1]
+    text = str(last).strip()
+    return f"{type(last).__name__}: {text}" if text else type(last).__name__
 
 
 @contextmanager
@@ -90,6 +119,8 @@ def local_copy(uri: str) -> Iterator[Path]:
     """Yield a local path for ``uri``; remote files are streamed to a temporary file, removed afterwards."""
     if not is_remote(uri):
         path = Path(uri.removeprefix("file://")).expanduser()
+        if path.is_dir():
+            raise InitError(f"weights path {path} is a directory; expected a checkpoint file (.pth, .pkl)")
         if not path.is_file():
             raise InitError(
                 f"weights file not found: {path} (expected a local path, http(s):// or s3:// URI)"
@@ -119,6 +150,13 @@ def verify_sha256(path: Path, expected: str, label: str) -> None:
 def _torch_load(path: Path, label: str) -> Any:
     import torch
 
+    with path.open("rb") as f:
+        head = f.read(4)
+    if not (head.startswith(b"PK\x03\x04") or head.startswith(b"\x80")):  # torch.save: zip, or pickle
+        raise InitError(
+            f"cannot read {label}: the file is truncated or not a PyTorch checkpoint (a .pth file is a zip "
+            f"archive or a pickle; this one starts with {head!r})"
+        )
     # MoBY/Swin training checkpoints store their yacs config next to the weights; read it back as an
     # OrderedDict instead of importing yacs (no code from the file runs either way).
     try:
@@ -134,9 +172,21 @@ def _torch_load(path: Path, label: str) -> Any:
             f"refused to load {label}: it contains objects other than tensors and plain containers "
             f"({reason}); only weights-only checkpoints are accepted"
         ) from e
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
+    except (
+        RuntimeError,
+        EOFError,
+        OSError,
+        ValueError,
+        KeyError,
+        IndexError,
+        TypeError,
+        AttributeError,
+    ) as e:
+        # A text file or random bytes make the weights-only unpickler fail with any of these (KeyError: 101).
+        text = str(e).splitlines()[0] if str(e) else ""
+        reason = text if isinstance(e, (RuntimeError, OSError)) and text else f"{type(e).__name__}: {text}"
         raise InitError(
-            f"cannot read {label}: the file is truncated or not a PyTorch checkpoint ({e})"
+            f"cannot read {label}: the file is truncated or not a PyTorch checkpoint ({reason})"
         ) from e
 
 
@@ -180,14 +230,24 @@ def read_checkpoint(
     with the numpy-only unpickler, everything else with ``torch.load(weights_only=True)``.
     Raises InitError on a missing file, a digest mismatch, a truncated file or a refused object.
     """
+    return read_checkpoint_with_digest(uri, sha256, sha256_prefix)[0]
+
+
+def read_checkpoint_with_digest(
+    uri: str, sha256: str | None = None, sha256_prefix: str | None = None
+) -> tuple[Mapping[str, Any], str]:
+    """:func:`read_checkpoint` plus the file's sha256 (hex): what a run's identity records."""
     label = uri
     with local_copy(uri) as path:
         if sha256:
             verify_sha256(path, sha256, label)
-        elif sha256_prefix:
-            verify_sha256_prefix(path, sha256_prefix, label)
+            digest = sha256.strip().lower()
+        else:
+            digest = sha256_of(path)
+            if sha256_prefix and not digest.startswith(sha256_prefix.lower()):
+                verify_sha256_prefix(path, sha256_prefix, label)  # raises with the explanation
         loader = _pkl_load if path.name.endswith(".pkl") else _torch_load
         obj = loader(path, label)
     if not isinstance(obj, Mapping):
         raise InitError(f"{label} holds a {type(obj).__name__}, expected a mapping of names to tensors")
-    return obj
+    return obj, digest

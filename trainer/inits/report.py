@@ -38,6 +38,7 @@ class LoadReport:
     unexpected_extra: tuple[str, ...] = ()
     notes: tuple[str, ...] = field(default_factory=tuple)
     hint: str = ""
+    sha256: str | None = None  # of the weights file read (None: nothing was read)
 
     @property
     def ok(self) -> bool:

@@ -215,7 +215,7 @@ def build_study(opts: StudyOptions) -> StudySpec:
         if "=" not in override:
             raise typer.BadParameter(f"override {override!r} must look like key=value", param_hint="--set")
     try:
-        return StudySpec(
+        spec = StudySpec(
             name=o.study or o.recipe,
             recipe=o.recipe,
             inits=init_list,
@@ -246,6 +246,18 @@ def build_study(opts: StudyOptions) -> StudySpec:
             for e in exc.errors()
         )
         fail(f"invalid study: {problems}")
+    _check_runs(spec)
+    return spec
+
+
+def _check_runs(spec: StudySpec) -> None:
+    """Exit 2 listing what would stop a run once its pod started (weights, recipe overrides)."""
+    from vitbench.deploy.study_checks import StudyError, check_study
+
+    try:
+        check_study(spec)
+    except StudyError as exc:
+        fail("the study's runs could not start:\n" + "\n".join(f"  {p}" for p in exc.problems))
 
 
 def connect(context: str | None, namespace: str | None) -> tuple[BatchApi, CoreApi, str]:

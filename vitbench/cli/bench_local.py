@@ -14,7 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from vitbench.cli.common import HOME_HELP, fail, print_json, user_errors
+from vitbench.cli.common import (
+    DEVICE_HELP,
+    HOME_HELP,
+    check_device_option,
+    check_folder_option,
+    fail,
+    print_json,
+    user_errors,
+)
 
 if TYPE_CHECKING:
     from vitbench.trainer.runs import StudyEvent, StudyOutcome, StudyRequest
@@ -28,7 +36,7 @@ def print_study_event(event: StudyEvent) -> None:
     if event.kind == "skipped":
         err.print(f"[yellow]skipping {event.init}[/]: {event.detail}")
     elif event.kind == "kept":
-        err.print(f"[green]{event.init}[/]: already finished in {event.detail}, keeping it")
+        err.print(f"[green]{event.init}[/]: already finished in {event.detail} (same run), keeping it")
     else:
         err.print(f"[bold red]error:[/] {event.detail}", soft_wrap=True)
 
@@ -45,10 +53,17 @@ def run_study_cli(request: StudyRequest) -> StudyOutcome:
         with user_errors():
             outcome = run_study(request, on_event=print_study_event)
     except TrainingInterruptedError as exc:
+        import signal
+        import sys
+
+        from vitbench.cli.train_cmd import resume_command
+
         typer.echo(
-            f"interrupted: saved iteration {exc.iteration} to {exc.checkpoint}; rerun with --resume", err=True
+            f"interrupted ({signal.Signals(exc.signal).name}): saved iteration {exc.iteration} to "
+            f"{exc.checkpoint}\nresume with: {resume_command(sys.argv)}",
+            err=True,
         )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        raise typer.Exit(exc.exit_code or EXIT_INTERRUPTED) from None
     if outcome.failed:
         Console(stderr=True, highlight=False).print(
             f"[red]failed[/]: {', '.join(outcome.failed)} (see the errors above)"
@@ -125,13 +140,15 @@ def run(
     inits: str = typer.Option("random", "--inits", help="Comma-separated inits, e.g. random,supervised,mae."),
     recipe: str = typer.Option(..., "--recipe", "-r", help="Recipe name, e.g. bench-b or bench-tiny."),
     data: Path = typer.Option(..., "--data", help="COCO-format dataset folder."),
-    out: Path = typer.Option(..., "--out", help="Study folder; each init trains into OUT/<init>/."),
+    out: Path = typer.Option(
+        ..., "--out", help="Study folder; each init trains into OUT/<init>/.", callback=check_folder_option
+    ),
     weights: list[str] = typer.Option(
         [], "--weights", help="INIT=URI weights (repeatable); or env VITBENCH_WEIGHTS_<INIT>."
     ),
     overrides: list[str] = typer.Option([], "--set", help="Recipe override key=value (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue unfinished runs from their checkpoints."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP, callback=check_device_option),
     do_register: bool = typer.Option(
         True, "--register/--no-register", help="Log each run and register its final model."
     ),
@@ -205,7 +222,7 @@ def report(
         from vitbench.trainer.study import runs_from_registry
 
         with registry_errors():
-            runs = runs_from_registry(open_registry(home), models or None, recipe)
+            runs = runs_from_registry(open_registry(home, create=False), models or None, recipe)
     print_report(out, as_json, runs)
 
 

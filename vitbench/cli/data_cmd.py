@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from vitbench.cli.common import print_json
+from vitbench.cli.common import fail, print_json
 
 
 def synth(
@@ -26,18 +26,25 @@ def synth(
         "(mae, mocov3) and their objects as 64-px crops in an ImageFolder tree OUT/crops/<category>/ "
         "(supervised). Disjoint from train and val.",
     ),
+    force: bool = typer.Option(
+        False, "--force", help="Replace train/, val/, annotations/ (and unlabeled/, crops/) already in --out."
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary."),
 ) -> None:
-    """Write a synthetic COCO-format dataset of textured, occluding shapes with instance masks."""
-    from vitbench.trainer.data.synth import SynthConfig, generate_dataset, generate_pretrain_images
+    """Write a synthetic COCO-format dataset of textured, occluding shapes with instance masks.
+
+    Refuses an --out that already holds a dataset unless --force (which replaces it whole).
+    """
+    from vitbench.trainer.data.synth import SynthConfig, SynthOutputError, write_dataset
 
     try:
         cfg = SynthConfig(num_categories=categories, max_objects=max_objects)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from None
-    counts = generate_dataset(out, images, seed, cfg, val_fraction)
-    if unlabeled:
-        counts.update(generate_pretrain_images(out, unlabeled, seed, cfg))
+    try:
+        counts = write_dataset(out, images, seed, cfg, val_fraction, force=force, unlabeled=unlabeled)
+    except SynthOutputError as exc:
+        fail(str(exc))
     summary = {"out": str(out), "seed": seed, **{f"{k}_images": v for k, v in counts.items()}}
     if as_json:
         print_json(summary)

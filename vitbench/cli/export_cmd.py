@@ -8,7 +8,14 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from vitbench.cli.common import HOME_HELP, fail, open_registry, print_json, registry_errors
+from vitbench.cli.common import (
+    HOME_HELP,
+    check_folder_option,
+    fail,
+    open_registry,
+    print_json,
+    registry_errors,
+)
 
 if TYPE_CHECKING:
     from rich.console import Group
@@ -32,7 +39,10 @@ def export(
     ),
     home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
     out: Path | None = typer.Option(
-        None, "--out", help="Also keep the exported files in this folder (default: temporary folder only)."
+        None,
+        "--out",
+        help="Also keep the exported files in this folder (default: temporary folder only).",
+        callback=check_folder_option,
     ),
     parity_images: int = typer.Option(
         4, "--parity-images", min=1, max=64, help="Synthetic images in the parity check (plus 2 fixed ones)."
@@ -58,7 +68,7 @@ def export(
             require_tensorrt()
         except TensorRTUnavailableError as exc:
             fail(str(exc))
-    client = open_registry(home)
+    client = open_registry(home, create=False)
     try:
         with registry_errors(), console.status(f"exporting {model} to {fmt.value} and checking parity ..."):
             done = export_registered(
@@ -69,8 +79,21 @@ def export(
     except ParityFailedError as exc:
         console.print(parity_table(exc.outcome.parity))
         where = f" (report: {exc.report_file})" if exc.report_file else ""
-        fail(f"parity check failed for {exc.version.ref}; nothing was uploaded{where}", 1)
+        report = exc.outcome.parity
+        why = (
+            f"nothing to compare: neither side detected anything on {len(report.images)} images at "
+            f"score ≥ {report.score_threshold} (is the model trained?)"
+            if not report.compared
+            else "parity check failed"
+        )
+        fail(f"{why} for {exc.version.ref}; nothing was uploaded{where}", 1)
     console.print(parity_table(done.parity))
+    threshold, own = done.parity.score_threshold, done.outcome.manifest.score_threshold
+    if threshold is not None and threshold < own:
+        console.print(
+            f"note: no detection reached the model's score threshold {own}, so parity was checked on a "
+            f"second export at score ≥ {threshold}"
+        )
     if done.attached:
         console.print(
             f"attached {', '.join(p.name for p in done.outcome.files)} + manifest.json to {done.version.ref}"
@@ -102,7 +125,7 @@ def parity_table(report: ParityReport) -> Group:
         )
     thresholds = (
         f"thresholds: box IoU ≥ {report.box_iou_min}, |Δscore| ≤ {report.score_diff_max}, "
-        f"mask IoU ≥ {report.mask_iou_min}"
+        f"mask IoU ≥ {report.mask_iou_min}; detections at score ≥ {report.score_threshold}"
     )
     return Group(table, thresholds)
 

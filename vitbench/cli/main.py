@@ -7,6 +7,8 @@ stays fast and works without the optional extras installed.
 
 from __future__ import annotations
 
+import sys
+
 import typer
 
 from vitbench.cli import (
@@ -21,6 +23,9 @@ from vitbench.cli import (
     serve_cmd,
     train_cmd,
 )
+from vitbench.cli.help_format import fold_long_words
+
+fold_long_words()
 
 app = typer.Typer(
     name="vitbench",
@@ -49,9 +54,23 @@ for _module in (
     _module.register(app)
 
 
+REPORT_HINT = (
+    "This is a bug in vitbench, not a mistake in your command: please report it with the command line "
+    "and the traceback above."
+)
+
+
 def main() -> None:
-    """Console-script entry point."""
-    app()
+    """Console-script entry point. User mistakes exit with one ``error:`` line; an unexpected error
+    prints its traceback and a hint to report it (exit 1)."""
+    try:
+        app()
+    except Exception:
+        import traceback
+
+        traceback.print_exc()
+        sys.stderr.write(f"\n{REPORT_HINT}\n")
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -50,7 +50,7 @@ def list_cmd(
     from rich.console import Console
     from rich.table import Table
 
-    client = open_registry(home)
+    client = open_registry(home, create=False)
     with registry_errors():
         if name is None:
             models = client.list_models()
@@ -70,7 +70,7 @@ def list_cmd(
                     aliases,
                     *(tags.get(t, "-") for t in _SUMMARY_TAGS),
                 )
-            Console().print(table if models else "no registered models")
+            Console().print(table if models else f"no registered models in {client.tracking_uri}")
             return
         versions = client.list_versions(name)
         if as_json:
@@ -103,7 +103,7 @@ def show_cmd(
 
     from vitbench.registry.client import PROMOTION_TAG_PREFIX
 
-    client = open_registry(home)
+    client = open_registry(home, create=False)
     with registry_errors():
         lineage = client.show(ref)
     if as_json:
@@ -157,7 +157,7 @@ def promote_cmd(
     """Point an alias (default ``champion``) at a version; the alias moves off any other version."""
     from rich.console import Console
 
-    client = open_registry(home)
+    client = open_registry(home, create=False)
     with registry_errors():
         info = client.promote(ref, alias)
     if as_json:
@@ -173,15 +173,20 @@ def promote_cmd(
 def download_cmd(
     ref: str = typer.Argument(..., help="Model reference: NAME@ALIAS or NAME/VERSION."),
     out: Path = typer.Option(Path("."), "--out", "-o", help="Folder to write the checkpoint into."),
+    force: bool = typer.Option(
+        False, "--force", help="Replace a different checkpoint of the same name already in --out."
+    ),
     home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print path, sha256 and version as JSON."),
 ) -> None:
-    """Download a version's checkpoint and verify its SHA-256; a tampered artifact is refused."""
+    """Download a version's checkpoint and verify its SHA-256; a tampered artifact is refused.
+
+    A different checkpoint already in --out (another version) is kept unless --force."""
     from rich.console import Console
 
-    client = open_registry(home)
+    client = open_registry(home, create=False)
     with registry_errors():
-        result = client.download(ref, out)
+        result = client.download(ref, out, force=force)
     if as_json:
         print_json({"path": str(result.path), "sha256": result.sha256, "version": result.version.to_dict()})
         return

@@ -8,6 +8,8 @@ balancers stop sending), keeps serving, then lets uvicorn finish open requests a
 
 from __future__ import annotations
 
+import errno
+import socket
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -63,7 +65,10 @@ def serve(
     queue_size: int | None = typer.Option(None, "--queue-size", min=1, help="Waiting requests before 503."),
     log_level: str | None = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
-    """Serve POST /detect for a registered, exported model (FastAPI + ONNX Runtime)."""
+    """Serve POST /detect for a registered, exported model (FastAPI + ONNX Runtime).
+
+    Exits 3 when it cannot listen on --host:--port (checked before the model loads), 1 when the model
+    cannot be loaded."""
     import uvicorn
     from pydantic import ValidationError
 
@@ -115,6 +120,7 @@ def serve(
     if settings.model_dir is not None and not settings.model_dir.is_dir():
         raise typer.BadParameter(f"{settings.model_dir} is not a folder", param_hint="--model-dir")
 
+    sock = _listen_socket(host, port)  # before the model loads: a busy port fails first, and last
     configure_logging(settings.log_level, settings.log_json)
     app = create_app(settings)
     config = uvicorn.Config(
@@ -134,9 +140,28 @@ def serve(
         server.should_exit = True
 
     app.state.service.failure_callbacks.append(on_failure)
-    server.run()
+    server.run(sockets=[sock])
     if failures:
         fail(f"the model could not be loaded: {failures[0]}", code=1)
+
+
+def _listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port`` (handed to uvicorn); exit 3 naming the reason when it cannot be."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        hint = (
+            "another server is listening there; stop it or pick another --port"
+            if (exc.errno == errno.EADDRINUSE)
+            else "check --host"
+        )
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc} ({hint})", code=3)
+    sock.set_inheritable(True)
+    return sock
 
 
 def _draining_server(

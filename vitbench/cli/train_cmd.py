@@ -1,24 +1,40 @@
 """``vitbench train`` (one run: recipe × init on a dataset) and ``vitbench eval`` (COCO AP of a checkpoint).
 
-Exit codes: 0 done, 2 user mistake (bad recipe/init/data/flags), 143 interrupted by SIGTERM after saving
-a checkpoint (rerun with ``--resume``).
+Exit codes: 0 done, 2 user mistake (bad recipe/init/data/flags, ``--resume`` of a different run), 143
+interrupted by SIGTERM and 130 by SIGINT (Ctrl-C) after saving a checkpoint (the resume command is
+printed); a second Ctrl-C exits at once without saving.
 """
 
 from __future__ import annotations
 
 import os
+import shlex
+import signal
+import sys
 from pathlib import Path
 
 import typer
 
-from vitbench.cli.common import HOME_HELP, print_json, user_errors
+from vitbench.cli.common import (
+    DEVICE_HELP,
+    HOME_HELP,
+    check_device_option,
+    check_folder_option,
+    print_json,
+    user_errors,
+)
 
 
 def train(
     recipe: str = typer.Option(..., "--recipe", "-r", help="Recipe name (see `vitbench recipes`)."),
     init: str = typer.Option("random", "--init", "-i", help="Initialization (see `vitbench inits`)."),
     data: Path = typer.Option(..., "--data", help="COCO-format dataset folder (train/, val/, annotations/)."),
-    out: Path = typer.Option(..., "--out", help="Run folder: recipe.json, metrics.jsonl, checkpoints/, ..."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="Run folder: recipe.json, metrics.jsonl, checkpoints/, ...",
+        callback=check_folder_option,
+    ),
     weights: str | None = typer.Option(
         None,
         "--weights",
@@ -28,12 +44,17 @@ def train(
     ),
     weights_sha256: str | None = typer.Option(None, "--weights-sha256", help="Expected sha256 of --weights."),
     resume: bool = typer.Option(
-        False, "--resume", help="Continue from the newest complete checkpoint in --out."
+        False,
+        "--resume",
+        help=(
+            "Continue from the newest complete checkpoint in --out; refused (naming each difference) "
+            "unless recipe, init, weights and dataset are the run's own."
+        ),
     ),
     overrides: list[str] = typer.Option(
         [], "--set", help="Recipe override key=value (repeatable), e.g. --set solver.max_iters=100."
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP, callback=check_device_option),
     do_register: bool = typer.Option(
         True, "--register/--no-register", help="Log the run and register the final model in the registry."
     ),
@@ -83,13 +104,17 @@ def train(
         with user_errors():
             result = train_run(request)
     except TrainingInterruptedError as exc:
-        typer.echo(
-            f"interrupted: saved iteration {exc.iteration} to {exc.checkpoint}; rerun with --resume",
-            err=True,
-        )
-        raise typer.Exit(EXIT_INTERRUPTED) from None
+        if DistInfo.from_env(os.environ).is_main:
+            typer.echo(
+                f"interrupted ({signal.Signals(exc.signal).name}): saved iteration {exc.iteration} to "
+                f"{exc.checkpoint}\nresume with: {resume_command(sys.argv)}",
+                err=True,
+            )
+        raise typer.Exit(exc.exit_code or EXIT_INTERRUPTED) from None
     if not DistInfo.from_env(os.environ).is_main:
         return
+    if result.registered:
+        typer.echo(f"registered {result.registered}", err=True)
     if as_json:
         typer.echo(records.dumps(records.result_record(result.iteration, result.metrics, result.wall_time_s)))
     else:
@@ -100,7 +125,7 @@ def eval_(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A model_final.pth or periodic checkpoint."),
     data: Path = typer.Option(..., "--data", help="COCO-format dataset folder."),
     split: str = typer.Option("val", "--split", help="Which split to evaluate."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP, callback=check_device_option),
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """COCO box and mask AP of a checkpoint; writes eval_<split>.json next to it."""
@@ -120,6 +145,14 @@ def register(app: typer.Typer) -> None:
     app.command("train")(train)
 
     app.command("eval")(eval_)
+
+
+def resume_command(argv: list[str]) -> str:
+    """The command line that continues this run: the same arguments plus ``--resume``."""
+    args = ["vitbench", *argv[1:]]
+    if "--resume" not in args:
+        args.append("--resume")
+    return shlex.join(args)
 
 
 def _print_metrics(metrics: dict[str, float], title: str) -> None:
