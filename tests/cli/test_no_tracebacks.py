@@ -70,6 +70,15 @@ CASES: dict[tuple[str, ...], list[list[str]]] = {
     ("registry", "download"): [["m/1", "-o", "{file}"], ["m/1"]],
     ("export",): [["--model", "m@champion"], ["--model", "m@champion", "--format", "tflite"]],
     ("serve",): [["--model", "not a ref"], ["--model-dir", "{missing}"], ["--port", "0"]],
+    ("pretrain",): [
+        ["--method", "dino", "--recipe", "tiny", "--data", "{tmp}", "--out", "{tmp}/p"],
+        ["--method", "mae", "--recipe", "huge", "--data", "{tmp}", "--out", "{tmp}/p"],
+        ["--method", "mae", "--recipe", "tiny", "--data", "{missing}", "--out", "{tmp}/p", "--no-register"],
+        ["--method", "mae", "--recipe", "tiny", "--data", "{tmp}", "--out", "{tmp}/p", "--no-register"],
+        ["--method", "supervised", "--recipe", "tiny", "--data", "{tmp}", "--out", "{file}"],
+        ["--method", "mae", "--recipe", "tiny", "--data", "{tmp}", "--out", "{tmp}/p", "--set", "solver.lr="],
+        ["--method", "mae", "--recipe", "tiny", "--data", "{tmp}", "--out", "{tmp}/p", "--device", "gpu"],
+    ],
     ("demo",): [["--inits", "dino", "--out", "{tmp}/demo", "--home", "{tmp}/home"]],
 }
 

@@ -11,7 +11,15 @@ from pathlib import Path
 
 import typer
 
-from vitbench.cli.common import HOME_HELP, fail, print_json, user_errors
+from vitbench.cli.common import (
+    DEVICE_HELP,
+    HOME_HELP,
+    check_device_option,
+    check_folder_option,
+    fail,
+    print_json,
+    user_errors,
+)
 
 
 def pretrain(
@@ -29,7 +37,12 @@ def pretrain(
         help="mae/mocov3: any folder of images (recursive) or a COCO dataset (its train images); "
         "supervised: an ImageFolder tree (one sub-folder per class).",
     ),
-    out: Path = typer.Option(..., "--out", help="Run folder: release file(s), checkpoints/, metrics.jsonl."),
+    out: Path = typer.Option(
+        ...,
+        "--out",
+        help="Run folder: release file(s), checkpoints/, metrics.jsonl.",
+        callback=check_folder_option,
+    ),
     resume: bool = typer.Option(
         False,
         "--resume",
@@ -38,7 +51,7 @@ def pretrain(
     overrides: list[str] = typer.Option(
         [], "--set", help="Recipe override key=value (repeatable), e.g. --set solver.epochs=10."
     ),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP, callback=check_device_option),
     do_register: bool = typer.Option(
         True, "--register/--no-register", help="Log the run and register its release file."
     ),
