@@ -16,6 +16,12 @@ Behaviour the Jobs guarantee (the Helm chart's ``benchmark-jobs.yaml`` renders t
   each pod reads its node rank from the completion-index annotation and rendezvouses with pod 0 at
   ``<job>-0.<service>``. Under torchrun the worker's exit code is not propagated, so an init container runs
   ``vitbench data check`` first and a failed check fails the Job.
+
+A pre-training run (:class:`PretrainJobSpec`, ``vitbench bench render|submit --pretrain METHOD``) is
+rendered by the same functions: the container runs ``vitbench pretrain ... --resume`` instead of
+``vitbench train``, the component label is ``pretraining`` and there is no COCO preflight. A study then
+fine-tunes from the registered result with ``weights={"mae": "NAME@ALIAS"}`` (see
+:func:`is_registry_reference`): the trainer downloads it in the pod, so no weights volume is needed.
 """
 
 from __future__ import annotations
@@ -48,10 +54,13 @@ COMPLETION_INDEX_ANNOTATION: Final[str] = "batch.kubernetes.io/job-completion-in
 JOB_NAME_LABEL: Final[str] = "batch.kubernetes.io/job-name"
 #: Selects every benchmark Job vitbench created (CLI or chart).
 BENCHMARK_SELECTOR: Final[str] = "app.kubernetes.io/name=vitbench,app.kubernetes.io/component=benchmark"
-DEFAULT_IMAGE: Final[str] = "ghcr.io/vitbench/trainer:0.1.0"
+# the chart's default (`make images` tags it; `make images push REGISTRY=...` + --image for a cluster)
+DEFAULT_IMAGE: Final[str] = "vitbench/trainer:0.1.0"
 DATA_MOUNT: Final[str] = "/data"
 OUTPUTS_MOUNT: Final[str] = "/outputs"
 WEIGHTS_MOUNT: Final[str] = "/weights"
+#: ``vitbench pretrain --method`` values (each is also the init its release file loads as).
+PRETRAIN_METHODS: Final[tuple[str, ...]] = ("mae", "supervised", "mocov3")
 #: Pod hostnames are ``<job>-<index>`` and must fit a 63-character DNS label.
 MAX_JOB_NAME: Final[int] = 52
 
@@ -251,6 +260,77 @@ class JobSpec(BaseModel):
         """True when the run needs torchrun (several nodes or several GPUs)."""
         return self.study.nodes > 1 or self.study.gpus > 1
 
+    @property
+    def component(self) -> str:
+        """``app.kubernetes.io/component`` of the Job; ``bench status`` lists ``benchmark`` Jobs only."""
+        return "benchmark"
+
+    @property
+    def preflight(self) -> bool:
+        """Whether an init container runs ``vitbench data check`` (COCO data) before torchrun starts."""
+        return self.distributed
+
+    def run_args(self) -> list[str]:
+        """The ``vitbench`` arguments (after the program name) the container runs."""
+        return trainer_args(self)
+
+
+class PretrainJobSpec(JobSpec):
+    """A pre-training run (``vitbench pretrain``) rendered into the same Job skeleton as the fine-tuning
+    runs: torchrun for several GPUs, Indexed Job + headless Service for several nodes, always ``--resume``.
+
+    ``study`` carries the cluster settings; its ``recipe`` is the *pre-training* recipe (``tiny``, ``b``,
+    ``mae-b``...) and ``inits == (method,)`` (the init its release file loads as). ``data`` is the image
+    folder inside the data volume. The Job is ``<study>-pretrain-<method>``, its run folder
+    ``<outputs>/<study>/pretrain-<method>``; its component label is ``pretraining`` (not listed by
+    ``bench status``), and it has no COCO preflight (the images need not be a COCO dataset).
+    """
+
+    data: str = DATA_MOUNT
+
+    @model_validator(mode="after")
+    def _pretrain(self) -> PretrainJobSpec:
+        if self.init not in PRETRAIN_METHODS:
+            raise ValueError(
+                f"pre-training method {self.init!r} is unknown; expected one of {', '.join(PRETRAIN_METHODS)}"
+            )
+        if self.data != DATA_MOUNT and not self.data.startswith(f"{DATA_MOUNT}/"):
+            raise ValueError(f"pre-training data {self.data!r} must be a folder under {DATA_MOUNT}")
+        if self.study.weights or self.study.weights_pvc is not None:
+            raise ValueError("a pre-training run takes no weights (leave out --weights and --weights-pvc)")
+        if len(self.name) > MAX_JOB_NAME:
+            raise ValueError(
+                f"Job name {self.name} is longer than {MAX_JOB_NAME} characters; choose a shorter study name"
+            )
+        return self
+
+    @property
+    def name(self) -> str:
+        """``<study>-pretrain-<method>`` (also the headless Service's name)."""
+        return pretrain_job_name(self.study.name, self.init)
+
+    @property
+    def out_dir(self) -> str:
+        root = self.study.outputs_s3 if self.study.outputs_s3 is not None else OUTPUTS_MOUNT
+        return f"{root}/{self.study.name}/pretrain-{self.init}"
+
+    @property
+    def component(self) -> str:
+        return "pretraining"
+
+    @property
+    def preflight(self) -> bool:
+        return False
+
+    def run_args(self) -> list[str]:
+        """``pretrain --method M --recipe R --data DIR --out DIR --resume --json [--set k=v ...]``; the run
+        registers its release file (the pod has the registry env)."""
+        args = ["pretrain", "--method", self.init, "--recipe", self.study.recipe, "--data", self.data]
+        args += ["--out", self.out_dir, "--resume", "--no-progress", "--json"]
+        for override in self.study.overrides:
+            args += ["--set", override]
+        return args
+
 
 _SUFFIX = {"": 1, "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "m": 10**-3}
 _SUFFIX.update({"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50})
@@ -269,11 +349,32 @@ def job_name(study: str, init: str) -> str:
     return f"{study}-{init}"
 
 
+def pretrain_job_name(study: str, method: str) -> str:
+    """The Job (and Service) name of ``study``'s pre-training with ``method``."""
+    return f"{study}-pretrain-{method}"
+
+
+def is_registry_reference(weights: str) -> bool:
+    """True when a ``--weights`` value names a registered version (``NAME@ALIAS``, ``NAME/N``,
+    ``models:/...``): the trainer downloads it from the registry, so no weights volume is needed."""
+    from vitbench.registry.client import ModelRef, RegistryError
+
+    if weights.startswith("models:/"):
+        return True
+    if "://" in weights or weights.startswith(("/", ".")):
+        return False
+    try:
+        ModelRef.parse(weights)
+    except RegistryError:
+        return False
+    return True
+
+
 def labels(job: JobSpec, managed_by: str = "vitbench-cli") -> dict[str, str]:
     """Standard ``app.kubernetes.io/*`` labels plus the study, init and recipe."""
     return {
         "app.kubernetes.io/name": "vitbench",
-        "app.kubernetes.io/component": "benchmark",
+        "app.kubernetes.io/component": job.component,
         "app.kubernetes.io/part-of": "vitbench",
         "app.kubernetes.io/instance": job.study.name,
         "app.kubernetes.io/managed-by": managed_by,
@@ -305,7 +406,7 @@ def container_command(job: JobSpec) -> list[str]:
     """
     s = job.study
     if not job.distributed:
-        return ["vitbench", *trainer_args(job)]
+        return ["vitbench", *job.run_args()]
     nproc = str(max(s.gpus, 1))
     if s.nodes == 1:
         launcher = ["torchrun", "--standalone", "--nnodes", "1", "--nproc-per-node", nproc]
@@ -323,7 +424,7 @@ def container_command(job: JobSpec) -> list[str]:
             "--master-port",
             str(s.master_port),
         ]
-    return [*launcher, "-m", "vitbench.cli.main", *trainer_args(job)]
+    return [*launcher, "-m", "vitbench.cli.main", *job.run_args()]
 
 
 def pod_failure_policy(preflight: bool = False) -> dict[str, Any]:
@@ -451,7 +552,7 @@ def render_job(job: JobSpec, managed_by: str = "vitbench-cli") -> dict[str, Any]
         "containers": [container],
         "volumes": volumes,
     }
-    if job.distributed:
+    if job.preflight:
         # torchrun turns a worker's exit code into 1: check the configuration before it starts.
         pod_spec["initContainers"] = [
             {
@@ -481,7 +582,7 @@ def render_job(job: JobSpec, managed_by: str = "vitbench-cli") -> dict[str, Any]
         "backoffLimit": s.backoff_limit * s.nodes,
         "activeDeadlineSeconds": s.active_deadline_seconds,
         "ttlSecondsAfterFinished": s.ttl_seconds_after_finished,
-        "podFailurePolicy": pod_failure_policy(preflight=job.distributed),
+        "podFailurePolicy": pod_failure_policy(preflight=job.preflight),
         "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
     }
     if s.nodes > 1:
@@ -528,6 +629,12 @@ def render_study(study: StudySpec, managed_by: str = "vitbench-cli") -> list[dic
             docs.append(service)
         docs.append(render_job(job, managed_by))
     return docs
+
+
+def render_pretraining(job: PretrainJobSpec, managed_by: str = "vitbench-cli") -> list[dict[str, Any]]:
+    """A pre-training run's manifests in apply order: its Service (multi-node only), then its Job."""
+    service = render_service(job, managed_by)
+    return [*([service] if service is not None else []), render_job(job, managed_by)]
 
 
 def spec_hash(spec: Mapping[str, Any]) -> str:

@@ -17,7 +17,7 @@ checks run (the trainer image checks the rest when the Job starts).
 
 from __future__ import annotations
 
-from vitbench.deploy.jobs import WEIGHTS_MOUNT, StudySpec
+from vitbench.deploy.jobs import WEIGHTS_MOUNT, StudySpec, is_registry_reference
 
 #: Inits that train from scratch and take no weights file (the catalog's ``needs_weights`` is False).
 INITS_WITHOUT_WEIGHTS = ("random",)
@@ -51,7 +51,7 @@ def weights_problems(study: StudySpec) -> list[str]:
                     f"or --weights-pvc PVC --weights {init}={WEIGHTS_MOUNT}/FILE"
                 )
             continue
-        if "://" in uri:
+        if "://" in uri or is_registry_reference(uri):  # the trainer downloads these in the pod
             continue
         if not uri.startswith(f"{WEIGHTS_MOUNT}/"):
             problems.append(

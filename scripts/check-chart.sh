@@ -55,6 +55,16 @@ else
     echo "== benchmark-values.yaml: 5 benchmark Jobs, one per init"
 fi
 
+# One pre-training Job (component pretraining) from the pretrain section.
+pretrain="$("$HELM" template vitbench "$CHART" -f "$CHART/ci/pretrain-values.yaml" -s templates/pretrain-job.yaml \
+    | grep -c '^kind: Job$' || true)"
+if [[ "$pretrain" != "1" ]]; then
+    echo "FAIL: pretrain-values.yaml rendered $pretrain pre-training Jobs, expected 1" >&2
+    fail=1
+else
+    echo "== pretrain-values.yaml: 1 pre-training Job"
+fi
+
 for bad in tests/deploy/chart-values/bad-*.yaml; do
     for cmd in "install vitbench $CHART --dry-run=client" "template vitbench $CHART"; do
         # shellcheck disable=SC2086

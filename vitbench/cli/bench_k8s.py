@@ -21,7 +21,7 @@ import typer
 from vitbench.cli.common import fail, print_json
 
 if TYPE_CHECKING:
-    from vitbench.deploy.jobs import StudySpec
+    from vitbench.deploy.jobs import PretrainJobSpec, StudySpec
     from vitbench.deploy.k8s import BatchApi, CoreApi, JobStatus
 
 _IN_CLUSTER_NAMESPACE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
@@ -35,7 +35,30 @@ InitsOpt = Annotated[
         help="Comma-separated initializations, one Job each (see `vitbench inits`), e.g. random,mae.",
     ),
 ]
-RecipeOpt = Annotated[str, typer.Option("--recipe", "-r", help="Recipe name (see `vitbench recipes`).")]
+RecipeOpt = Annotated[
+    str,
+    typer.Option(
+        "--recipe",
+        "-r",
+        help="Recipe name (see `vitbench recipes`); with --pretrain the pre-training recipe "
+        "(tiny, b, l, or a full name such as mae-b).",
+    ),
+]
+PretrainOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--pretrain",
+        help="Instead of fine-tuning Jobs, one pre-training Job: `vitbench pretrain --method METHOD` "
+        "(mae, supervised, mocov3) writing <outputs>/<study>/pretrain-METHOD and registering its release.",
+    ),
+]
+PretrainDataOpt = Annotated[
+    str,
+    typer.Option(
+        "--pretrain-data",
+        help="With --pretrain: the image folder inside the data PVC (e.g. unlabeled; '' = the PVC's root).",
+    ),
+]
 GpusOpt = Annotated[int, typer.Option("--gpus", "-g", min=0, help="GPUs per node (0 = CPU only).")]
 NodesOpt = Annotated[
     int,
@@ -60,7 +83,11 @@ WeightsPvcOpt = Annotated[
 ]
 WeightsOpt = Annotated[
     list[str] | None,
-    typer.Option("--weights", help="INIT=PATH_OR_URI of an init's pretrained weights (repeatable)."),
+    typer.Option(
+        "--weights",
+        help="INIT=WEIGHTS of an init's pretrained weights (repeatable): /weights/FILE on --weights-pvc, a "
+        "URI, or a registered version NAME@ALIAS / NAME/N (e.g. mae=mae-tiny@champion, fetched by the pod).",
+    ),
 ]
 SetOpt = Annotated[
     list[str] | None,
@@ -144,8 +171,8 @@ class StudyOptions:
     """The options of ``bench render`` and ``bench submit``, declared once (each field's annotation
     carries its flag and help; :func:`study_command` turns the fields into a command's parameters)."""
 
-    inits: InitsOpt
     recipe: RecipeOpt
+    inits: InitsOpt = ""
     gpus: GpusOpt = 1
     nodes: NodesOpt = 1
     study: StudyOpt = None
@@ -167,6 +194,8 @@ class StudyOptions:
     ttl_hours: TtlOpt = 168.0
     registry_configmap: RegistryCmOpt = "vitbench-registry"
     registry_secret: RegistrySecretOpt = "vitbench-registry-credentials"
+    pretrain: PretrainOpt = None
+    pretrain_data: PretrainDataOpt = ""
 
 
 def study_command(fn: Callable[..., None]) -> Callable[..., None]:
@@ -290,40 +319,116 @@ def connect(context: str | None, namespace: str | None) -> tuple[BatchApi, CoreA
     return cast("BatchApi", client.BatchV1Api()), cast("CoreApi", client.CoreV1Api()), ns
 
 
+def build_pretraining(opts: StudyOptions) -> PretrainJobSpec:
+    """The pre-training Job of ``--pretrain METHOD`` (cluster options as for a study); exit 2 on bad
+    values. ``--inits`` and ``--weights`` belong to fine-tuning studies and are refused here."""
+    from pydantic import ValidationError
+
+    from vitbench.deploy.jobs import DATA_MOUNT, DEFAULT_IMAGE, PretrainJobSpec, StudySpec
+
+    o = opts
+    method = o.pretrain or ""
+    if o.inits.strip():
+        raise typer.BadParameter(
+            "--pretrain renders one pre-training Job; fine-tune in a second study with "
+            f"--weights {method}=NAME@ALIAS once it is registered",
+            param_hint="--inits",
+        )
+    try:
+        from vitbench.trainer.pretrain.recipes import get_pretrain_recipe
+        from vitbench.trainer.recipes import RecipeError
+    except ImportError:  # the trainer is not installed: the cluster's image will check it
+        pass
+    else:
+        try:
+            get_pretrain_recipe(method, o.recipe)
+        except RecipeError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--recipe/--pretrain") from None
+    for override in o.overrides or []:
+        if "=" not in override:
+            raise typer.BadParameter(f"override {override!r} must look like key=value", param_hint="--set")
+    sub = o.pretrain_data.strip("/")
+    if ".." in sub.split("/"):
+        raise typer.BadParameter(
+            f"{o.pretrain_data!r} must stay inside the data PVC", param_hint="--pretrain-data"
+        )
+    try:
+        study = StudySpec(
+            name=o.study or o.recipe,
+            recipe=o.recipe,
+            inits=(method,),
+            gpus=o.gpus,
+            nodes=o.nodes,
+            namespace=o.namespace,
+            image=o.image or DEFAULT_IMAGE,
+            data_pvc=o.data_pvc,
+            outputs_pvc=o.outputs_pvc,
+            outputs_s3=o.outputs_s3,
+            weights_pvc=o.weights_pvc,
+            weights=_pairs(o.weights, "--weights"),
+            overrides=tuple(o.overrides or ()),
+            shm_size=o.shm_size,
+            cpu=o.cpu,
+            memory=o.memory,
+            queue_name=o.queue,
+            node_selector=_pairs(o.node_selector, "--node-selector"),
+            backoff_limit=o.backoff_limit,
+            active_deadline_seconds=max(1, round(o.deadline_hours * 3600)),
+            ttl_seconds_after_finished=round(o.ttl_hours * 3600),
+            registry_configmap=o.registry_configmap,
+            registry_secret=o.registry_secret or None,
+        )
+        return PretrainJobSpec(study=study, init=method, data=f"{DATA_MOUNT}/{sub}" if sub else DATA_MOUNT)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or 'pretraining'}: {e['msg'].removeprefix('Value error, ')}"
+            for e in exc.errors()
+        )
+        fail(f"invalid pre-training Job: {problems}")
+
+
+def render_options(opts: StudyOptions) -> tuple[str, list[dict[str, Any]]]:
+    """(study name, manifests) of ``render``/``submit``: the study's Jobs, or with ``--pretrain`` the
+    pre-training Job."""
+    from vitbench.deploy.jobs import render_pretraining, render_study
+
+    if opts.pretrain is not None:
+        job = build_pretraining(opts)
+        return job.study.name, render_pretraining(job)
+    spec = build_study(opts)
+    return spec.name, render_study(spec)
+
+
 @study_command
 def render(opts: StudyOptions) -> None:
     """Print the study's manifests as multi-document YAML (`> study.yaml`, then `kubectl apply -f`)."""
     import yaml
 
-    from vitbench.deploy.jobs import render_study
-
-    spec = build_study(opts)
-    docs = render_study(spec)
+    _, docs = render_options(opts)
     sys.stdout.write(yaml.dump_all(docs, Dumper=_plain_dumper(), sort_keys=False, explicit_start=True))
 
 
 @study_command
 def submit(opts: StudyOptions, context: ContextOpt = None, as_json: JsonOpt = False) -> None:
-    """Create one Job per init in the cluster; submitting the same study again creates nothing."""
+    """Create one Job per init (or the --pretrain Job) in the cluster; submitting again creates nothing."""
     from vitbench.deploy import k8s
-    from vitbench.deploy.jobs import render_study
 
-    spec = build_study(opts)
+    study_name, docs = render_options(opts)
     batch, core, ns = connect(context, opts.namespace)
     try:
-        results = k8s.submit(render_study(spec), batch, core, ns)
+        results = k8s.submit(docs, batch, core, ns)
     except k8s.K8sError as exc:
         fail(str(exc), code=1)
     conflicts = [r for r in results if r.action == "conflict"]
     if as_json:
         print_json([r.__dict__ for r in results])
     else:
-        _print_submit(results, spec.name, ns)
+        _print_submit(results, study_name, ns, pretraining=opts.pretrain is not None)
     if conflicts:
         fail(f"{len(conflicts)} Job(s) exist with a different spec and were left alone", code=1)
 
 
-def _print_submit(results: list[Any], study: str, ns: str) -> None:
+def _print_submit(results: list[Any], study: str, ns: str, pretraining: bool = False) -> None:
     from rich.console import Console
 
     console = Console()
@@ -333,6 +438,9 @@ def _print_submit(results: list[Any], study: str, ns: str) -> None:
     created = sum(r.action == "created" for r in results)
     if created == 0:
         console.print(f"nothing new created: study [bold]{study}[/] is already submitted in namespace {ns}")
+    elif pretraining:
+        job = next(r.name for r in results if r.kind == "Job")
+        console.print(f"created {created} object(s); follow with `kubectl logs -n {ns} -f job/{job}`")
     else:
         console.print(f"created {created} object(s); follow with `vitbench bench status --study {study}`")
 
