@@ -14,13 +14,15 @@ import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, cast, get_type_hints
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, cast, get_type_hints
 
 import typer
 
 from vitbench.cli.common import fail, print_json
 
 if TYPE_CHECKING:
+    from pydantic import ValidationError
+
     from vitbench.deploy.jobs import PretrainJobSpec, StudySpec
     from vitbench.deploy.k8s import BatchApi, CoreApi, JobStatus
 
@@ -231,50 +233,65 @@ def study_command(fn: Callable[..., None]) -> Callable[..., None]:
     return command
 
 
+def _check_overrides(o: StudyOptions) -> None:
+    for override in o.overrides or []:
+        if "=" not in override:
+            raise typer.BadParameter(f"override {override!r} must look like key=value", param_hint="--set")
+
+
+def _study_spec(o: StudyOptions, inits: tuple[str, ...]) -> StudySpec:
+    """The cluster side both builders share (pydantic validates it; raises ``ValidationError``)."""
+    from vitbench.deploy.jobs import DEFAULT_IMAGE, StudySpec
+
+    return StudySpec(
+        name=o.study or o.recipe,
+        recipe=o.recipe,
+        inits=inits,
+        gpus=o.gpus,
+        nodes=o.nodes,
+        namespace=o.namespace,
+        image=o.image or DEFAULT_IMAGE,
+        data_pvc=o.data_pvc,
+        outputs_pvc=o.outputs_pvc,
+        outputs_s3=o.outputs_s3,
+        weights_pvc=o.weights_pvc,
+        weights=_pairs(o.weights, "--weights"),
+        overrides=tuple(o.overrides or ()),
+        shm_size=o.shm_size,
+        cpu=o.cpu,
+        memory=o.memory,
+        queue_name=o.queue,
+        node_selector=_pairs(o.node_selector, "--node-selector"),
+        backoff_limit=o.backoff_limit,
+        active_deadline_seconds=max(1, round(o.deadline_hours * 3600)),
+        ttl_seconds_after_finished=round(o.ttl_hours * 3600),
+        registry_configmap=o.registry_configmap,
+        registry_secret=o.registry_secret or None,
+    )
+
+
+def _invalid(exc: ValidationError, what: str) -> NoReturn:
+    """Exit 2 naming each field pydantic refused."""
+    errors = exc.errors()
+    problems = "; ".join(
+        f"{'.'.join(str(p) for p in e['loc']) or what}: {e['msg'].removeprefix('Value error, ')}"
+        for e in errors
+    )
+    fail(f"invalid {what}: {problems}")
+
+
 def build_study(opts: StudyOptions) -> StudySpec:
     """A :class:`StudySpec` from the command-line options; bad values exit 2 with the field named."""
     from pydantic import ValidationError
 
-    from vitbench.deploy.jobs import DEFAULT_IMAGE, StudySpec
-
     o = opts
     _check_recipe(o.recipe)
     init_list = tuple(i.strip() for i in o.inits.split(",") if i.strip())
-    for override in o.overrides or []:
-        if "=" not in override:
-            raise typer.BadParameter(f"override {override!r} must look like key=value", param_hint="--set")
+    _check_overrides(o)
     try:
-        spec = StudySpec(
-            name=o.study or o.recipe,
-            recipe=o.recipe,
-            inits=init_list,
-            gpus=o.gpus,
-            nodes=o.nodes,
-            namespace=o.namespace,
-            image=o.image or DEFAULT_IMAGE,
-            data_pvc=o.data_pvc,
-            outputs_pvc=o.outputs_pvc,
-            outputs_s3=o.outputs_s3,
-            weights_pvc=o.weights_pvc,
-            weights=_pairs(o.weights, "--weights"),
-            overrides=tuple(o.overrides or ()),
-            shm_size=o.shm_size,
-            cpu=o.cpu,
-            memory=o.memory,
-            queue_name=o.queue,
-            node_selector=_pairs(o.node_selector, "--node-selector"),
-            backoff_limit=o.backoff_limit,
-            active_deadline_seconds=max(1, round(o.deadline_hours * 3600)),
-            ttl_seconds_after_finished=round(o.ttl_hours * 3600),
-            registry_configmap=o.registry_configmap,
-            registry_secret=o.registry_secret or None,
-        )
+        spec = _study_spec(o, init_list)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'study'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        fail(f"invalid study: {problems}")
+        _invalid(exc, "study")
     _check_runs(spec)
     return spec
 
@@ -324,7 +341,7 @@ def build_pretraining(opts: StudyOptions) -> PretrainJobSpec:
     values. ``--inits`` and ``--weights`` belong to fine-tuning studies and are refused here."""
     from pydantic import ValidationError
 
-    from vitbench.deploy.jobs import DATA_MOUNT, DEFAULT_IMAGE, PretrainJobSpec, StudySpec
+    from vitbench.deploy.jobs import DATA_MOUNT, PretrainJobSpec
 
     o = opts
     method = o.pretrain or ""
@@ -344,47 +361,17 @@ def build_pretraining(opts: StudyOptions) -> PretrainJobSpec:
             get_pretrain_recipe(method, o.recipe)
         except RecipeError as exc:
             raise typer.BadParameter(str(exc), param_hint="--recipe/--pretrain") from None
-    for override in o.overrides or []:
-        if "=" not in override:
-            raise typer.BadParameter(f"override {override!r} must look like key=value", param_hint="--set")
+    _check_overrides(o)
     sub = o.pretrain_data.strip("/")
     if ".." in sub.split("/"):
         raise typer.BadParameter(
             f"{o.pretrain_data!r} must stay inside the data PVC", param_hint="--pretrain-data"
         )
     try:
-        study = StudySpec(
-            name=o.study or o.recipe,
-            recipe=o.recipe,
-            inits=(method,),
-            gpus=o.gpus,
-            nodes=o.nodes,
-            namespace=o.namespace,
-            image=o.image or DEFAULT_IMAGE,
-            data_pvc=o.data_pvc,
-            outputs_pvc=o.outputs_pvc,
-            outputs_s3=o.outputs_s3,
-            weights_pvc=o.weights_pvc,
-            weights=_pairs(o.weights, "--weights"),
-            overrides=tuple(o.overrides or ()),
-            shm_size=o.shm_size,
-            cpu=o.cpu,
-            memory=o.memory,
-            queue_name=o.queue,
-            node_selector=_pairs(o.node_selector, "--node-selector"),
-            backoff_limit=o.backoff_limit,
-            active_deadline_seconds=max(1, round(o.deadline_hours * 3600)),
-            ttl_seconds_after_finished=round(o.ttl_hours * 3600),
-            registry_configmap=o.registry_configmap,
-            registry_secret=o.registry_secret or None,
-        )
+        study = _study_spec(o, (method,))
         return PretrainJobSpec(study=study, init=method, data=f"{DATA_MOUNT}/{sub}" if sub else DATA_MOUNT)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'pretraining'}: {e['msg'].removeprefix('Value error, ')}"
-            for e in exc.errors()
-        )
-        fail(f"invalid pre-training Job: {problems}")
+        _invalid(exc, "pre-training Job")
 
 
 def render_options(opts: StudyOptions) -> tuple[str, list[dict[str, Any]]]:
