@@ -57,7 +57,15 @@ def test_torchrun_two_processes_gloo(tiny_data: Path, tmp_path: Path) -> None:
     its = [x["iteration"] for x in lines if x["type"] == "train"]
     assert its == [1, 2, 3, 4, 5, 6]  # one writer: no duplicated lines
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        ["checkpoints", "eval.json", "load_report.json", "metrics.jsonl", "model_final.pth", "recipe.json"]
+        [
+            "checkpoints",
+            "eval.json",
+            "identity.json",
+            "load_report.json",
+            "metrics.jsonl",
+            "model_final.pth",
+            "recipe.json",
+        ]
     )
     assert [it for it, _ in list_checkpoints(out / "checkpoints")] == [4, 2]
     assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]  # no temp files left
