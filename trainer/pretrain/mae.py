@@ -106,7 +106,8 @@ class MaskedAutoencoder(PretrainViT):
         """(B, 1 + n_keep, C) -> (B, N, p*p*3) pixel predictions for every patch."""
         x = self.decoder_embed(latent)  # (B, 1 + n_keep, D)
         B, _, D = x.shape
-        full = self.mask_token.expand(B, n_tokens, D).clone()  # (B, N, D)
+        # under autocast the decoder's output is half precision while the parameter is fp32
+        full = self.mask_token.to(x.dtype).expand(B, n_tokens, D).clone()  # (B, N, D)
         full.scatter_(1, ids_keep.unsqueeze(-1).expand(-1, -1, D), x[:, 1:])  # visible back in place
         x = torch.cat([x[:, :1], full], dim=1) + self.decoder_pos_embed  # (B, 1 + N, D)
         x = x.unsqueeze(2)  # (B, L, 1, D) for our NHWC blocks

@@ -102,8 +102,9 @@ def _gather(x: Tensor) -> tuple[Tensor, int]:
 
 def contrastive_loss(q: Tensor, k: Tensor, temperature: float) -> Tensor:
     """InfoNCE of queries (B, d) against keys (B, d) (positives on the diagonal), scaled by 2T."""
-    q = F.normalize(q, dim=1)
-    k = F.normalize(k, dim=1)
+    # fp32 similarities: at the 1/T = 5 scale, half-precision rounding of near-equal cosines is the loss
+    q = F.normalize(q.float(), dim=1)
+    k = F.normalize(k.float(), dim=1)
     k_all, offset = _gather(k)
     logits = q @ k_all.t() / temperature  # (B, B * world)
     labels = torch.arange(q.shape[0], device=q.device) + offset
