@@ -258,6 +258,8 @@ def test_mae_part_times_the_real_mae_step(tmp_path: Path) -> None:
         "train-mae", suite_parts.CPU_SMOKE, time.time() + 120, tmp_path / "mae.json"
     )
     suite_parts.part_train_mae(ctx)
-    (row,) = json.loads((tmp_path / "mae.json").read_text())["rows"]
+    row, ratio = json.loads((tmp_path / "mae.json").read_text())["rows"]
     assert row["unit"] == "img/s" and row["value"] > 0
     assert "mae-tiny" in row["measurement"] and "mask 0.75" in row["measurement"]
+    # the same step with the encoder on 99 % of the patches, as a ratio of step times
+    assert ratio["unit"] == "×" and ratio["value"] == ratio["step_s_full"] / row["step_s"]

@@ -212,7 +212,7 @@ def demo(
     ),
     home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
     jobs: int = typer.Option(
-        0, "--jobs", min=0, help="Runs trained at once, one process each (0: one per core)."
+        0, "--jobs", min=0, help="Runs trained at once, one process each (0: one more than the cores)."
     ),
     threads: int = typer.Option(
         0, "--threads", min=0, help="torch CPU threads per run (0: the cores shared among the runs)."

@@ -9,9 +9,9 @@ highest final box AP) with :func:`run_pipeline`: its registered version is promo
 exported to ONNX with the parity check (``model.onnx`` + ``manifest.json`` attached to the version),
 and one val image is answered by the real service app in-process (``POST /detect``).
 
-Pre-training and fine-tuning runs are processes of :mod:`vitbench.flows.parallel` (one per core by
-default, one torch thread each: at this model size one thread per process beats two threads in one),
-a fine-tune starting as soon as its pre-training is done. Pre-trainings are registered as
+Pre-training and fine-tuning runs are processes of :mod:`vitbench.flows.parallel` (one more than the
+cores by default, one torch thread each: at this model size one thread per process beats two threads in
+one), a fine-tune starting as soon as its pre-training is done. Pre-trainings are registered as
 ``<model>-<method>`` and fine-tuned from the registry reference, so each detector's version names the
 pre-training version it came from.
 
@@ -141,8 +141,8 @@ class DemoRequest:
     """What to run: the demo folder ``out`` (``data/``, ``pretrain/``, ``study/``, ``logs/``), the
     detector recipe, labeled images (train + val, ``val_fraction`` in val) and unlabeled images, seed,
     pre-training methods, other inits with their weights, extra fine-tuning / pre-training overrides
-    (after the demo's), registry home, pipeline on/off, parallel jobs (0: one per core, at most one per
-    run) and torch threads per job (0: the cores shared out), progress bars on/off."""
+    (after the demo's), registry home, pipeline on/off, runs at once (0: one more than the cores, at
+    most one per run) and torch threads per run (0: the cores shared out), progress bars on/off."""
 
     out: Path = Path(".vitbench/demo")
     recipe: str = "bench-tiny"
@@ -446,7 +446,9 @@ def run_demo(request: DemoRequest, reporter: DemoReporter | None = None) -> Demo
     for event in skipped:
         rep.study_event(event)
     cores = os.cpu_count() or 2
-    workers = q.jobs or max(1, min(cores, len(jobs)))
+    # One run more than cores: a fine-tuning waits for its pre-training, and with exactly one run per
+    # core the last fine-tuning would run alone on one core while the other idles.
+    workers = q.jobs or max(1, min(cores + 1, len(jobs)))
     threads = q.threads or max(1, cores // workers)
 
     def on_update(st: JobStatus) -> None:
