@@ -9,7 +9,9 @@ intra-op threads, in this process while the server idles — runs the pre-proces
 to back for D/2 seconds: its images/s is what the model alone delivers, and service ÷ bare says how
 much of it the service keeps. Reported per level: images/s, ratio, p50/p99 latency, per-stage p50
 (server timings), mean batch size, errors; and at 1 client the bare inference p50 + in-process
-decode p50, the floor for the service's p50.
+decode p50, the floor for the service's p50. CPU milliseconds per image (Linux: the server process's
+user + system time from /proc; the bare session's and the clients' from this process's own) and the
+load average at the end of the level show how busy a shared machine was.
 
     .venv/bin/python benchmarks/service_throughput.py --export-tiny --duration 10 \\
         --json benchmarks/results/service_throughput.json
@@ -61,13 +63,21 @@ def photograph(width: int, height: int) -> bytes:
 class Bare:
     """The bare session: same model file, providers and threads as the server; pre-processed input."""
 
-    def __init__(self, model_dir: Path, providers: list[str], threads: int, draft_factor: float) -> None:
+    def __init__(
+        self, model_dir: Path, providers: list[str], threads: int, draft_factor: float, spinning: bool
+    ) -> None:
         from vitbench.registry.manifest import ModelManifest
         from vitbench.service.backends import OnnxBackend
 
         self.manifest = ModelManifest.load(model_dir / "manifest.json")
         self.size = self.manifest.input.size
-        self.backend = OnnxBackend(model_dir / "model.onnx", self.size, providers, intra_op_threads=threads)
+        self.backend = OnnxBackend(
+            model_dir / "model.onnx",
+            self.size,
+            providers,
+            intra_op_threads=threads,
+            intra_op_spinning=spinning,
+        )
         self.draft_factor = draft_factor
 
     def prepare(self, image: bytes) -> tuple[np.ndarray, float]:
@@ -85,17 +95,31 @@ class Bare:
         batch, _ = preprocess(decoded.pixels, self.size, spec.pixel_mean, spec.pixel_std)
         return batch, statistics.median(times)
 
-    def run_for(self, batch: np.ndarray, seconds: float) -> tuple[float, float]:
-        """(images/s, p50 ms) of back-to-back ``run`` calls for ``seconds``."""
+    def run_for(self, batch: np.ndarray, seconds: float) -> tuple[float, float, float]:
+        """(images/s, p50 ms, CPU ms per image) of back-to-back ``run`` calls for ``seconds``."""
         self.backend.run(batch)
         times: list[float] = []
         stop = time.perf_counter() + seconds
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), process_cpu_s()
         while time.perf_counter() < stop or len(times) < 3:
             t0 = time.perf_counter()
             self.backend.run(batch)
             times.append((time.perf_counter() - t0) * 1000)
-        return len(times) / (time.perf_counter() - started), statistics.median(times)
+        cpu_ms = (process_cpu_s() - cpu) * 1000 / len(times)
+        return len(times) / (time.perf_counter() - started), statistics.median(times), cpu_ms
+
+
+def process_cpu_s(pid: int | None = None) -> float:
+    """User + system CPU seconds of this process (all threads), or of ``pid`` from /proc (Linux; NaN
+    where /proc is missing)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def drive(
@@ -144,13 +168,23 @@ def batch_stats(base: str) -> tuple[float, float]:
 
 
 def level(
-    base: str, bare: Bare, batch: np.ndarray, image: bytes, clients: int, seconds: float, mask: str
+    base: str,
+    server_pid: int,
+    bare: Bare,
+    batch: np.ndarray,
+    image: bytes,
+    clients: int,
+    seconds: float,
+    mask: str,
 ) -> dict[str, Any]:
     """One measurement: bare first (server idle), then the service."""
-    bare_ips, bare_p50 = bare.run_for(batch, seconds / 2)
+    bare_ips, bare_p50, bare_cpu = bare.run_for(batch, seconds / 2)
     before = batch_stats(base)
+    server_cpu, client_cpu = process_cpu_s(server_pid), process_cpu_s()
     latencies, statuses, timings, wall = asyncio.run(drive(base, image, clients, seconds, mask))
+    server_cpu, client_cpu = process_cpu_s(server_pid) - server_cpu, process_cpu_s() - client_cpu
     after = batch_stats(base)
+    answered = max(len(latencies), 1)
     batches = after[0] - before[0]
     service_ips = len(latencies) / wall
     errors = sum(n for status, n in statuses.items() if status != "200")
@@ -161,6 +195,10 @@ def level(
         "bare_images_per_s": round(bare_ips, 2),
         "ratio": round(service_ips / bare_ips, 3),
         "bare_p50_ms": round(bare_p50, 1),
+        "server_cpu_ms_per_image": round(server_cpu * 1000 / answered, 1),
+        "bare_cpu_ms_per_image": round(bare_cpu, 1),
+        "client_cpu_ms_per_image": round(client_cpu * 1000 / answered, 1),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
         "stage_p50_ms": {s: round(percentile([t[s] for t in timings], 50) or 0.0, 2) for s in STAGES},
@@ -175,8 +213,9 @@ def level(
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| image | masks | clients | service img/s | bare img/s | service ÷ bare | p50 ms | p99 ms "
-        "| decode | preprocess | queue | inference | postprocess | mean batch | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| decode | preprocess | queue | inference | postprocess | mean batch | errors "
+        "| server CPU ms/img | bare CPU ms/img | client CPU ms/img | load 1m |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         st = r["stage_p50_ms"]
@@ -185,7 +224,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {r['bare_images_per_s']:.2f} | **{r['ratio']:.2f}** | {r['p50_ms'] or 0:.1f} "
             f"| {r['p99_ms'] or 0:.1f} | "
             + " | ".join(f"{st[s]:.1f}" for s in STAGES)
-            + f" | {r['mean_batch']} | {r['errors']} |"
+            + f" | {r['mean_batch']} | {r['errors']} | {r['server_cpu_ms_per_image']} "
+            f"| {r['bare_cpu_ms_per_image']} | {r['client_cpu_ms_per_image']} | {r['load_average_1m']} |"
         )
     return "\n".join(lines)
 
@@ -203,6 +243,9 @@ def main() -> None:
     parser.add_argument("--masks", default="rle,none", help="mask formats")
     parser.add_argument("--providers", default="CPUExecutionProvider", help="ORT providers, best first")
     parser.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0 = ORT default)")
+    parser.add_argument(
+        "--spinning", action="store_true", help="let ORT's intra-op threads spin (server and bare alike)"
+    )
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args()
 
@@ -212,12 +255,14 @@ def main() -> None:
         env = {
             "VITBENCH_PROVIDERS": args.providers,
             "VITBENCH_INTRA_OP_THREADS": str(args.threads),
+            "VITBENCH_INTRA_OP_SPINNING": "1" if args.spinning else "0",
             "VITBENCH_QUEUE_SIZE": "64",
             "VITBENCH_REQUEST_TIMEOUT_S": "120",
         }
         from vitbench.service.settings import ServiceSettings
 
-        bare = Bare(model_dir, args.providers.split(","), args.threads, ServiceSettings().jpeg_draft_factor)
+        draft_factor = ServiceSettings().jpeg_draft_factor
+        bare = Bare(model_dir, args.providers.split(","), args.threads, draft_factor, args.spinning)
         port = free_port()
         proc = start_server(model_dir, port, env)
         base = f"http://127.0.0.1:{port}"
@@ -230,14 +275,16 @@ def main() -> None:
                 for mask in args.masks.split(","):
                     for clients in (int(c) for c in args.concurrency.split(",")):
                         row = {"image": size, "decode_ms_in_process": round(decode_ms, 2)}
-                        row |= level(base, bare, batch, image, clients, args.duration, mask)
+                        row |= level(base, proc.pid, bare, batch, image, clients, args.duration, mask)
                         rows.append(row)
                         floor = row["bare_p50_ms"] + decode_ms
                         print(
                             f"{size} {mask:>4} c={clients}: service {row['service_images_per_s']:.2f} img/s, "
                             f"bare {row['bare_images_per_s']:.2f} img/s, ratio {row['ratio']:.2f}, "
                             f"p50 {row['p50_ms'] or 0:.1f} ms (bare+decode {floor:.1f}), "
-                            f"errors {row['errors']}",
+                            f"errors {row['errors']}, CPU ms/img server {row['server_cpu_ms_per_image']} "
+                            f"bare {row['bare_cpu_ms_per_image']} clients {row['client_cpu_ms_per_image']}, "
+                            f"load {row['load_average_1m']}",
                             flush=True,
                         )
         finally:
