@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -128,6 +129,42 @@ def _counts_from_changes(offsets: np.ndarray, total: int) -> np.ndarray:
     return counts[:-1] if counts[-1] == 0 else counts  # no empty background run after the last object
 
 
+@dataclass
+class _Scratch:
+    """Work buffers of one thread, reused from mask to mask (fresh large arrays cost page faults)."""
+
+    left: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    right: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
+    framed: np.ndarray = field(default_factory=lambda: np.empty(0, bool))
+    changed: np.ndarray = field(default_factory=lambda: np.empty(0, bool))
+
+
+_SCRATCH = threading.local()
+_SCRATCH_KEEP_PIXELS = 4_000_000  # larger crops get one-off buffers: a thread keeps at most ~45 MB
+
+
+def _scratch(pixels: int, framed: int) -> _Scratch:
+    """Buffers for a crop of ``pixels`` values and ``framed`` framed pixels (this thread's, if small)."""
+    if pixels > _SCRATCH_KEEP_PIXELS:
+        return _Scratch(
+            np.empty(pixels, np.float32),
+            np.empty(pixels, np.float32),
+            np.empty(framed, bool),
+            np.empty(framed, bool),
+        )
+    scratch: _Scratch | None = getattr(_SCRATCH, "buffers", None)
+    if scratch is None or len(scratch.framed) < framed:
+        grown = max(framed, min(2 * len(scratch.framed) if scratch is not None else 0, _SCRATCH_KEEP_PIXELS))
+        scratch = _Scratch(
+            np.empty(grown, np.float32),
+            np.empty(grown, np.float32),
+            np.empty(grown, bool),
+            np.empty(grown, bool),
+        )
+        _SCRATCH.buffers = scratch
+    return scratch
+
+
 def rle_counts_from_probs(
     probs: np.ndarray, box: np.ndarray, height: int, width: int, padding: int = 1
 ) -> np.ndarray:
@@ -152,15 +189,23 @@ def rle_counts_from_probs(
     rows = padded[r0] * (np.float32(1.0) - rw_b) + padded[r1] * rw_b  # [hv, P], as resize_bilinear
     cols = np.ascontiguousarray(rows.T)  # [P, hv]
     cw_b = cw[:, None]  # [wv, 1]
-    values = cols[c0]  # [wv, hv]: the crop transposed, i.e. column-major
+    scratch = _scratch(wv * hv, 1 + wv * (hv + 1))
+    values = scratch.left[: wv * hv].reshape(wv, hv)  # the crop transposed, i.e. column-major
+    right = scratch.right[: wv * hv].reshape(wv, hv)
+    np.take(cols, c0, axis=0, out=values, mode="clip")  # in range: "clip" skips a copy
     values *= np.float32(1.0) - cw_b
-    right = cols[c1]
+    np.take(cols, c1, axis=0, out=right, mode="clip")
     right *= cw_b
     values += right
     # [1 + wv * (hv + 1)]: one background pixel, then each crop column followed by one background pixel
-    framed = np.zeros(1 + wv * (hv + 1), dtype=bool)
-    np.greater(values, MASK_THRESHOLD, out=framed[1:].reshape(wv, hv + 1)[:, :hv])
-    change = np.flatnonzero(framed[1:] != framed[:-1])  # [2R] positions q in the framed columns
+    framed = scratch.framed[: 1 + wv * (hv + 1)]
+    framed[0] = False
+    columns = framed[1:].reshape(wv, hv + 1)
+    columns[:, hv] = False
+    np.greater(values, MASK_THRESHOLD, out=columns[:, :hv])
+    changed = scratch.changed[: wv * (hv + 1)]
+    np.not_equal(framed[1:], framed[:-1], out=changed)
+    change = np.flatnonzero(changed)  # [2R] positions q in the framed columns
     if change.size == 0:
         return np.array([total], dtype=np.int64)
     column, row = np.divmod(change, hv + 1)  # each column starts and ends unset: start/end alternate

@@ -110,3 +110,16 @@ def test_rle_from_probabilities_on_camera_sized_images() -> None:
     probs[0] = rng.random((28, 28)).astype(np.float32)  # speckle over the whole image: many runs
     for k, counts in enumerate(encode_rle_many(probs, boxes, height, width)):
         assert counts == _reference_rle(paste_mask(probs[k], boxes[k], height, width))
+
+
+def test_rle_from_probabilities_with_one_off_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Crops over the kept-buffer size use one-off buffers; small ones after them reuse the kept ones."""
+    import vitbench.service.masks as masks
+
+    monkeypatch.setattr(masks, "_SCRATCH_KEEP_PIXELS", 500)
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        height, width = int(rng.integers(1, 90)), int(rng.integers(1, 90))
+        probs, box = _random_probs(rng)[None], _random_box(rng, height, width)[None]
+        expected = _reference_rle(paste_mask(probs[0], box[0], height, width))
+        assert encode_rle_many(probs, box, height, width) == [expected]
