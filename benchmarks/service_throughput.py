@@ -3,11 +3,12 @@
 For each image size (default 640×480 and 1920×1080: a photograph shipped with matplotlib, resized
 with Lanczos and saved as JPEG quality 90), each mask format (``rle``, ``none``) and each client
 count (1, 4, 8), C clients post the photograph back to back for D seconds to one ``vitbench serve``
-process (its default settings: batching, scaled JPEG decoding, stage thread pools). Right before each
-level, the *bare* session — an ``OnnxBackend`` on the same ``model.onnx`` with the same providers and
-intra-op threads, in this process while the server idles — runs the pre-processed photograph back
+process (its default settings: batching, scaled JPEG decoding, stage thread pools). The *bare*
+session — an ``OnnxBackend`` on the same ``model.onnx`` with the same providers, intra-op threads and
+spinning setting, in this process while the server idles — runs the pre-processed photograph back
 to back for D/2 seconds: its images/s is what the model alone delivers, and service ÷ bare says how
-much of it the service keeps. Reported per level: images/s, ratio, p50/p99 latency, per-stage p50
+much of it the service keeps. Each level alternates bare and service ``--rounds`` times (D/2/R and
+D/R seconds each), so that both sides see the same load on a shared machine. Reported per level: images/s, ratio, p50/p99 latency, per-stage p50
 (server timings), mean batch size, errors; and at 1 client the bare inference p50 + in-process
 decode p50, the floor for the service's p50. CPU milliseconds per image (Linux: the server process's
 user + system time from /proc; the bare session's and the clients' from this process's own) and the
@@ -80,23 +81,32 @@ class Bare:
         )
         self.draft_factor = draft_factor
 
-    def prepare(self, image: bytes) -> tuple[np.ndarray, float]:
-        """(graph input, median decode ms) for ``image`` with the service's decoding settings."""
-        from vitbench.service.decode import decode_image
+    def prepare(self, image: bytes) -> np.ndarray:
+        """The graph input for ``image`` with the service's decoding settings."""
         from vitbench.service.preprocess import preprocess
 
-        target = int(np.ceil(self.draft_factor * self.size)) if self.draft_factor > 0 else None
-        times = []
-        for _ in range(7):
-            t0 = time.perf_counter()
-            decoded = decode_image(image, 10**9, target)
-            times.append((time.perf_counter() - t0) * 1000)
         spec = self.manifest.input
-        batch, _ = preprocess(decoded.pixels, self.size, spec.pixel_mean, spec.pixel_std)
-        return batch, statistics.median(times)
+        batch, _ = preprocess(self.decode(image), self.size, spec.pixel_mean, spec.pixel_std)
+        return batch
 
-    def run_for(self, batch: np.ndarray, seconds: float) -> tuple[float, float, float]:
-        """(images/s, p50 ms, CPU ms per image) of back-to-back ``run`` calls for ``seconds``."""
+    def decode(self, image: bytes) -> np.ndarray:
+        """The pixels the service decodes from ``image`` (scaled JPEG decoding as configured)."""
+        from vitbench.service.decode import decode_image
+
+        target = int(np.ceil(self.draft_factor * self.size)) if self.draft_factor > 0 else None
+        return decode_image(image, 10**9, target).pixels
+
+    def decode_ms(self, image: bytes, times: int) -> list[float]:
+        """``times`` decode timings (ms) of ``image``."""
+        out = []
+        for _ in range(times):
+            t0 = time.perf_counter()
+            self.decode(image)
+            out.append((time.perf_counter() - t0) * 1000)
+        return out
+
+    def run_for(self, batch: np.ndarray, seconds: float) -> tuple[list[float], float, float]:
+        """Back-to-back ``run`` calls for ``seconds``: (run ms each, wall s, CPU s)."""
         self.backend.run(batch)
         times: list[float] = []
         stop = time.perf_counter() + seconds
@@ -105,8 +115,7 @@ class Bare:
             t0 = time.perf_counter()
             self.backend.run(batch)
             times.append((time.perf_counter() - t0) * 1000)
-        cpu_ms = (process_cpu_s() - cpu) * 1000 / len(times)
-        return len(times) / (time.perf_counter() - started), statistics.median(times), cpu_ms
+        return times, time.perf_counter() - started, process_cpu_s() - cpu
 
 
 def process_cpu_s(pid: int | None = None) -> float:
@@ -176,27 +185,49 @@ def level(
     clients: int,
     seconds: float,
     mask: str,
+    rounds: int,
 ) -> dict[str, Any]:
-    """One measurement: bare first (server idle), then the service."""
-    bare_ips, bare_p50, bare_cpu = bare.run_for(batch, seconds / 2)
+    """One measurement in ``rounds`` alternations (so both sides see the same machine load): the bare
+    session for ``seconds / 2 / rounds`` (server idle) plus a few in-process decodes, then the service
+    for ``seconds / rounds``."""
+    bare_times: list[float] = []
+    decode_times: list[float] = []
+    latencies: list[float] = []
+    timings: list[dict[str, float]] = []
+    statuses: Counter[str] = Counter()
+    bare_wall = bare_cpu = wall = server_cpu = client_cpu = 0.0
     before = batch_stats(base)
-    server_cpu, client_cpu = process_cpu_s(server_pid), process_cpu_s()
-    latencies, statuses, timings, wall = asyncio.run(drive(base, image, clients, seconds, mask))
-    server_cpu, client_cpu = process_cpu_s(server_pid) - server_cpu, process_cpu_s() - client_cpu
+    for _ in range(rounds):
+        times, w, c = bare.run_for(batch, seconds / 2 / rounds)
+        bare_times += times
+        bare_wall += w
+        bare_cpu += c
+        decode_times += bare.decode_ms(image, 5)
+        s0, c0 = process_cpu_s(server_pid), process_cpu_s()
+        lat, st, tim, w = asyncio.run(drive(base, image, clients, seconds / rounds, mask))
+        server_cpu += process_cpu_s(server_pid) - s0
+        client_cpu += process_cpu_s() - c0
+        latencies += lat
+        statuses += st
+        timings += tim
+        wall += w
     after = batch_stats(base)
     answered = max(len(latencies), 1)
     batches = after[0] - before[0]
     service_ips = len(latencies) / wall
+    bare_ips = len(bare_times) / bare_wall
     errors = sum(n for status, n in statuses.items() if status != "200")
     return {
         "clients": clients,
         "mask_format": mask,
+        "rounds": rounds,
         "service_images_per_s": round(service_ips, 2),
         "bare_images_per_s": round(bare_ips, 2),
         "ratio": round(service_ips / bare_ips, 3),
-        "bare_p50_ms": round(bare_p50, 1),
+        "bare_p50_ms": round(statistics.median(bare_times), 1),
+        "decode_p50_ms_in_process": round(statistics.median(decode_times), 2),
         "server_cpu_ms_per_image": round(server_cpu * 1000 / answered, 1),
-        "bare_cpu_ms_per_image": round(bare_cpu, 1),
+        "bare_cpu_ms_per_image": round(bare_cpu * 1000 / len(bare_times), 1),
         "client_cpu_ms_per_image": round(client_cpu * 1000 / answered, 1),
         "load_average_1m": round(os.getloadavg()[0], 2),
         "p50_ms": percentile(latencies, 50),
@@ -238,6 +269,9 @@ def main() -> None:
     source.add_argument("--model-dir", type=Path, help="exported folder (model.onnx + manifest.json)")
     source.add_argument("--export-tiny", action="store_true", help="export bench-tiny (random weights) first")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per level (bare: half)")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="bare/service alternations per level (same load on both)"
+    )
     parser.add_argument("--sizes", default="640x480,1920x1080", help="WxH of the posted photographs")
     parser.add_argument("--concurrency", default="1,4,8", help="client counts")
     parser.add_argument("--masks", default="rle,none", help="mask formats")
@@ -270,14 +304,16 @@ def main() -> None:
             for size in args.sizes.split(","):
                 width, height = (int(v) for v in size.split("x"))
                 image = photograph(width, height)
-                batch, decode_ms = bare.prepare(image)
+                batch = bare.prepare(image)
                 asyncio.run(drive(base, image, 1, 2.0, "rle"))  # warm the path
                 for mask in args.masks.split(","):
                     for clients in (int(c) for c in args.concurrency.split(",")):
-                        row = {"image": size, "decode_ms_in_process": round(decode_ms, 2)}
-                        row |= level(base, proc.pid, bare, batch, image, clients, args.duration, mask)
+                        row: dict[str, Any] = {"image": size}
+                        row |= level(
+                            base, proc.pid, bare, batch, image, clients, args.duration, mask, args.rounds
+                        )
                         rows.append(row)
-                        floor = row["bare_p50_ms"] + decode_ms
+                        floor = row["bare_p50_ms"] + row["decode_p50_ms_in_process"]
                         print(
                             f"{size} {mask:>4} c={clients}: service {row['service_images_per_s']:.2f} img/s, "
                             f"bare {row['bare_images_per_s']:.2f} img/s, ratio {row['ratio']:.2f}, "
