@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 from pycocotools import mask as mask_utils
 
-from vitbench.service.preprocess import _source_index, resize_bilinear
+from vitbench.service.preprocess import _source_weights, resize_bilinear
 
 MASK_THRESHOLD = 0.5
 
@@ -168,48 +168,98 @@ def _scratch(pixels: int, framed: int) -> _Scratch:
 def rle_counts_from_probs(
     probs: np.ndarray, box: np.ndarray, height: int, width: int, padding: int = 1
 ) -> np.ndarray:
-    """``rle_counts(paste_mask(probs, box, height, width, padding))`` in fewer, vectorized steps.
+    """``rle_counts(paste_mask(probs, box, height, width, padding))``: see :func:`rle_counts_many`."""
+    return rle_counts_many(probs[None], box[None], height, width, padding)[0]
 
-    Same float32 arithmetic as :func:`paste_mask` (so the same pixels), but only for the part of the
-    box inside the image, computed column-major (the order COCO RLE runs in) and thresholded straight
-    into a buffer whose columns are framed by background, so the run boundaries of all columns come
-    from one comparison of neighbours. Returns int64 [K].
+
+def _expanded_boxes(boxes: np.ndarray, m: int, padding: int) -> np.ndarray:
+    """:func:`_expanded_box` of ``boxes`` [K, 4] at once (the same float32 operations): int64 [4, K]."""
+    scale = np.float32(m + 2 * padding) / np.float32(m)
+    b = boxes.astype(np.float32).reshape(-1, 4)
+    w_half = (b[:, 2] - b[:, 0]) * np.float32(0.5) * scale
+    h_half = (b[:, 3] - b[:, 1]) * np.float32(0.5) * scale
+    x_c = (b[:, 2] + b[:, 0]) * np.float32(0.5)
+    y_c = (b[:, 3] + b[:, 1]) * np.float32(0.5)
+    corners = np.stack([x_c - w_half, y_c - h_half, x_c + w_half, y_c + h_half])  # [4, K]
+    return np.trunc(corners).astype(np.int64)  # torchvision's .to(torch.int64): toward zero
+
+
+def _visible_weights(
+    first: np.ndarray, counts: np.ndarray, out_sizes: np.ndarray, in_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Interpolation indices/weights (as :func:`_source_index`) of several masks' visible output rows
+    (or columns), concatenated: mask k needs ``counts[k]`` of its ``out_sizes[k]`` outputs from
+    ``first[k]`` on. Returns ``(i0, i1, w1)`` each [sum(counts)]."""
+    segment = np.repeat(np.arange(len(counts)), counts)  # [N]: the mask of each output
+    starts = np.cumsum(counts) - counts
+    positions = (np.arange(int(counts.sum())) - starts[segment] + first[segment]).astype(np.float32)
+    scales = np.float32(in_size) / out_sizes.astype(np.float32)  # [K] float32, as the scalar division
+    return _source_weights(positions, scales[segment], in_size)
+
+
+def rle_counts_many(
+    probs: np.ndarray, boxes: np.ndarray, height: int, width: int, padding: int = 1
+) -> list[np.ndarray]:
+    """``[rle_counts(paste_mask(p, b, height, width, padding)) for p, b in zip(probs, boxes)]`` in fewer,
+    vectorized steps, for ``probs`` [K, M, M] and ``boxes`` [K, 4] (image pixels).
+
+    Same float32 arithmetic as :func:`paste_mask` (so the same pixels), but only for the part of each
+    box inside the image: the expanded boxes and the row interpolation of all masks are computed at
+    once; then each mask is interpolated column-major (the order COCO RLE runs in) and thresholded
+    straight into a buffer whose columns are framed by background, so the run boundaries of all its
+    columns come from one comparison of neighbours. Returns int64 counts [R_k] per mask.
     """
     total = height * width
-    padded = _padded(probs, padding)  # [P, P], P = M + 2p
-    ex1, ey1, ex2, ey2 = _expanded_box(box, probs.shape[-1], padding)
-    x_0, x_1 = max(ex1, 0), min(ex2 + 1, width)
-    y_0, y_1 = max(ey1, 0), min(ey2 + 1, height)
-    if x_1 <= x_0 or y_1 <= y_0:
-        return np.array([total], dtype=np.int64)
-    hv, wv = y_1 - y_0, x_1 - x_0  # visible crop rows, columns
-    r0, r1, rw = (a[y_0 - ey1 : y_1 - ey1] for a in _source_index(max(ey2 - ey1 + 1, 1), padded.shape[0]))
-    c0, c1, cw = (a[x_0 - ex1 : x_1 - ex1] for a in _source_index(max(ex2 - ex1 + 1, 1), padded.shape[1]))
-    rw_b = rw[:, None]  # [hv, 1]
-    rows = padded[r0] * (np.float32(1.0) - rw_b) + padded[r1] * rw_b  # [hv, P], as resize_bilinear
-    cols = np.ascontiguousarray(rows.T)  # [P, hv]
-    cw_b = cw[:, None]  # [wv, 1]
-    scratch = _scratch(wv * hv, 1 + wv * (hv + 1))
-    values = scratch.left[: wv * hv].reshape(wv, hv)  # the crop transposed, i.e. column-major
-    right = scratch.right[: wv * hv].reshape(wv, hv)
-    np.take(cols, c0, axis=0, out=values, mode="clip")  # in range: "clip" skips a copy
-    values *= np.float32(1.0) - cw_b
-    np.take(cols, c1, axis=0, out=right, mode="clip")
-    right *= cw_b
-    values += right
-    # [1 + wv * (hv + 1)]: one background pixel, then each crop column followed by one background pixel
-    framed = scratch.framed[: 1 + wv * (hv + 1)]
-    framed[0] = False
-    columns = framed[1:].reshape(wv, hv + 1)
-    columns[:, hv] = False
-    np.greater(values, MASK_THRESHOLD, out=columns[:, :hv])
-    changed = scratch.changed[: wv * (hv + 1)]
-    np.not_equal(framed[1:], framed[:-1], out=changed)
-    change = np.flatnonzero(changed)  # [2R] positions q in the framed columns
-    if change.size == 0:
-        return np.array([total], dtype=np.int64)
-    column, row = np.divmod(change, hv + 1)  # each column starts and ends unset: start/end alternate
-    return _counts_from_changes((x_0 + column) * height + y_0 + row, total)
+    k_all = len(probs)
+    if k_all == 0:
+        return []
+    m = probs.shape[-1]
+    p = m + 2 * padding
+    ex1, ey1, ex2, ey2 = _expanded_boxes(boxes, m, padding)  # [K] each, inclusive corners
+    x_0, x_1 = np.maximum(ex1, 0), np.minimum(ex2 + 1, width)
+    y_0, y_1 = np.maximum(ey1, 0), np.minimum(ey2 + 1, height)
+    hv, wv = y_1 - y_0, x_1 - x_0  # [K] visible crop rows, columns
+    live = np.flatnonzero((hv > 0) & (wv > 0))  # [L]
+    out: list[np.ndarray] = [np.array([total], dtype=np.int64)] * k_all
+    if not live.size:
+        return out
+    padded = np.zeros((len(live), p, p), dtype=np.float32)  # [L, P, P]
+    padded[:, padding:-padding, padding:-padding] = probs[live]
+    # rows of all live masks: [sum hv, P], as resize_bilinear's first step
+    r0, r1, rw = _visible_weights((y_0 - ey1)[live], hv[live], np.maximum(ey2 - ey1 + 1, 1)[live], p)
+    owner = np.repeat(np.arange(len(live)), hv[live])
+    rw_b = rw[:, None]
+    rows = padded[owner, r0] * (np.float32(1.0) - rw_b) + padded[owner, r1] * rw_b  # [sum hv, P]
+    c0s, c1s, cws = _visible_weights((x_0 - ex1)[live], wv[live], np.maximum(ex2 - ex1 + 1, 1)[live], p)
+    row_end = np.cumsum(hv[live]).tolist()
+    col_end = np.cumsum(wv[live]).tolist()
+    for j, k in enumerate(live.tolist()):
+        h, w = int(hv[k]), int(wv[k])
+        r_stop, c_stop = row_end[j], col_end[j]
+        cols = np.ascontiguousarray(rows[r_stop - h : r_stop].T)  # [P, h]
+        c0, c1 = c0s[c_stop - w : c_stop], c1s[c_stop - w : c_stop]
+        cw_b = cws[c_stop - w : c_stop, None]  # [w, 1]
+        scratch = _scratch(w * h, 1 + w * (h + 1))
+        values = scratch.left[: w * h].reshape(w, h)  # the crop transposed, i.e. column-major
+        right = scratch.right[: w * h].reshape(w, h)
+        np.take(cols, c0, axis=0, out=values, mode="clip")  # in range: "clip" skips a copy
+        values *= np.float32(1.0) - cw_b
+        np.take(cols, c1, axis=0, out=right, mode="clip")
+        right *= cw_b
+        values += right
+        # [1 + w * (h + 1)]: one background pixel, then each crop column followed by one background pixel
+        framed = scratch.framed[: 1 + w * (h + 1)]
+        framed[0] = False
+        columns = framed[1:].reshape(w, h + 1)
+        columns[:, h] = False
+        np.greater(values, MASK_THRESHOLD, out=columns[:, :h])
+        changed = scratch.changed[: w * (h + 1)]
+        np.not_equal(framed[1:], framed[:-1], out=changed)
+        change = np.flatnonzero(changed)  # [2R] positions q in the framed columns
+        if change.size:
+            column, row = np.divmod(change, h + 1)  # each column starts and ends unset: start/end alternate
+            out[k] = _counts_from_changes((int(x_0[k]) + column) * height + int(y_0[k]) + row, total)
+    return out
 
 
 def compress_counts(counts: np.ndarray, height: int, width: int) -> str:
@@ -238,12 +288,11 @@ def encode_rle(mask: PastedMask) -> dict[str, Any]:
 def encode_rle_many(probs: np.ndarray, boxes: np.ndarray, height: int, width: int) -> list[dict[str, Any]]:
     """``[encode_rle(paste_mask(p, b, height, width)) for p, b in zip(probs, boxes)]`` for ``probs``
     [K, M, M] and ``boxes`` [K, 4] (image pixels), without the intermediate crops (faster)."""
+    if len(probs) != len(boxes):
+        raise ValueError(f"{len(probs)} masks but {len(boxes)} boxes")
     return [
-        {
-            "size": [height, width],
-            "counts": compress_counts(rle_counts_from_probs(p, b, height, width), height, width),
-        }
-        for p, b in zip(probs, boxes, strict=True)
+        {"size": [height, width], "counts": compress_counts(counts, height, width)}
+        for counts in rle_counts_many(probs, boxes, height, width)
     ]
 
 

@@ -59,7 +59,15 @@ def _source_index(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, 
     Returns ``(i0, i1, w1)`` each of shape [out_size]: output j = (1 - w1) * x[i0] + w1 * x[i1].
     """
     scale = np.float32(in_size) / np.float32(out_size)
-    src = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    return _source_weights(np.arange(out_size, dtype=np.float32), scale, in_size)
+
+
+def _source_weights(
+    positions: np.ndarray, scale: np.ndarray | np.float32, in_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_source_index` for output ``positions`` float32 [N] (whole numbers) with float32 ``scale``
+    = in / out (a scalar, or one per position): ``(i0, i1, w1)`` each [N]."""
+    src = (positions + np.float32(0.5)) * scale - np.float32(0.5)
     src = np.maximum(src, np.float32(0.0))
     i0 = np.minimum(src.astype(np.int64), in_size - 1)
     i1 = np.minimum(i0 + 1, in_size - 1)
