@@ -8,11 +8,12 @@ session — an ``OnnxBackend`` on the same ``model.onnx`` with the same provider
 spinning setting, in this process while the server idles — runs the pre-processed photograph back
 to back for D/2 seconds: its images/s is what the model alone delivers, and service ÷ bare says how
 much of it the service keeps. Each level alternates bare and service ``--rounds`` times (D/2/R and
-D/R seconds each), so that both sides see the same load on a shared machine. Reported per level: images/s, ratio, p50/p99 latency, per-stage p50
-(server timings), mean batch size, errors; and at 1 client the bare inference p50 + in-process
-decode p50, the floor for the service's p50. CPU milliseconds per image (Linux: the server process's
-user + system time from /proc; the bare session's and the clients' from this process's own) and the
-load average at the end of the level show how busy a shared machine was.
+D/R seconds each), so that both sides see the same load on a shared machine. Reported per level:
+images/s, ratio, p50/p99 latency, per-stage p50 and the p50 of the server's own total (server
+timings; p50 minus it is HTTP + the client), mean batch size, errors; and the bare inference p50 +
+in-process decode p50, the floor for the service's p50 at 1 client. CPU milliseconds per image
+(Linux: the server process's user + system time from /proc; the bare session's and the clients' from
+this process's own) and the load average at the end of the level show how busy a shared machine was.
 
     .venv/bin/python benchmarks/service_throughput.py --export-tiny --duration 10 \\
         --json benchmarks/results/service_throughput.json
@@ -233,6 +234,8 @@ def level(
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
         "stage_p50_ms": {s: round(percentile([t[s] for t in timings], 50) or 0.0, 2) for s in STAGES},
+        # the server's own decode-to-response time; p50 minus this is HTTP + the client
+        "server_total_p50_ms": round(percentile([t["total"] for t in timings], 50) or 0.0, 2),
         "mean_batch": round((after[1] - before[1]) / batches, 2) if batches else 0.0,
         "detections_per_image": round(statistics.mean(t["_n"] for t in timings), 1) if timings else 0.0,
         "requests": sum(statuses.values()),
@@ -317,7 +320,8 @@ def main() -> None:
                         print(
                             f"{size} {mask:>4} c={clients}: service {row['service_images_per_s']:.2f} img/s, "
                             f"bare {row['bare_images_per_s']:.2f} img/s, ratio {row['ratio']:.2f}, "
-                            f"p50 {row['p50_ms'] or 0:.1f} ms (bare+decode {floor:.1f}), "
+                            f"p50 {row['p50_ms'] or 0:.1f} ms (server {row['server_total_p50_ms']:.1f}, "
+                            f"bare+decode {floor:.1f}), "
                             f"errors {row['errors']}, CPU ms/img server {row['server_cpu_ms_per_image']} "
                             f"bare {row['bare_cpu_ms_per_image']} clients {row['client_cpu_ms_per_image']}, "
                             f"load {row['load_average_1m']}",
