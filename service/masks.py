@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -133,10 +133,10 @@ def _counts_from_changes(offsets: np.ndarray, total: int) -> np.ndarray:
 class _Scratch:
     """Work buffers of one thread, reused from mask to mask (fresh large arrays cost page faults)."""
 
-    left: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
-    right: np.ndarray = field(default_factory=lambda: np.empty(0, np.float32))
-    framed: np.ndarray = field(default_factory=lambda: np.empty(0, bool))
-    changed: np.ndarray = field(default_factory=lambda: np.empty(0, bool))
+    left: np.ndarray  # float32: the interpolated crop
+    right: np.ndarray  # float32: its right-hand interpolation term
+    framed: np.ndarray  # bool: the thresholded crop, columns framed by background
+    changed: np.ndarray  # bool: where neighbours in ``framed`` differ
 
 
 _SCRATCH = threading.local()
@@ -165,13 +165,6 @@ def _scratch(pixels: int, framed: int) -> _Scratch:
     return scratch
 
 
-def rle_counts_from_probs(
-    probs: np.ndarray, box: np.ndarray, height: int, width: int, padding: int = 1
-) -> np.ndarray:
-    """``rle_counts(paste_mask(probs, box, height, width, padding))``: see :func:`rle_counts_many`."""
-    return rle_counts_many(probs[None], box[None], height, width, padding)[0]
-
-
 def _expanded_boxes(boxes: np.ndarray, m: int, padding: int) -> np.ndarray:
     """:func:`_expanded_box` of ``boxes`` [K, 4] at once (the same float32 operations): int64 [4, K]."""
     scale = np.float32(m + 2 * padding) / np.float32(m)
@@ -187,7 +180,7 @@ def _expanded_boxes(boxes: np.ndarray, m: int, padding: int) -> np.ndarray:
 def _visible_weights(
     first: np.ndarray, counts: np.ndarray, out_sizes: np.ndarray, in_size: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Interpolation indices/weights (as :func:`_source_index`) of several masks' visible output rows
+    """Interpolation indices/weights (as ``preprocess._source_index``) of several masks' visible output rows
     (or columns), concatenated: mask k needs ``counts[k]`` of its ``out_sizes[k]`` outputs from
     ``first[k]`` on. Returns ``(i0, i1, w1)`` each [sum(counts)]."""
     segment = np.repeat(np.arange(len(counts)), counts)  # [N]: the mask of each output
