@@ -3,13 +3,17 @@
 For each image size (default 640×480 and 1920×1080: a photograph shipped with matplotlib, resized
 with Lanczos and saved as JPEG quality 90), each mask format (``rle``, ``none``) and each client
 count (1, 4, 8), C clients post the photograph back to back for D seconds to one ``vitbench serve``
-process (its default settings: batching, scaled JPEG decoding, stage thread pools). Right before each
-level, the *bare* session — an ``OnnxBackend`` on the same ``model.onnx`` with the same providers and
-intra-op threads, in this process while the server idles — runs the pre-processed photograph back
+process (its default settings: batching, scaled JPEG decoding, stage thread pools). The *bare*
+session — an ``OnnxBackend`` on the same ``model.onnx`` with the same providers, intra-op threads and
+spinning setting, in this process while the server idles — runs the pre-processed photograph back
 to back for D/2 seconds: its images/s is what the model alone delivers, and service ÷ bare says how
-much of it the service keeps. Reported per level: images/s, ratio, p50/p99 latency, per-stage p50
-(server timings), mean batch size, errors; and at 1 client the bare inference p50 + in-process
-decode p50, the floor for the service's p50.
+much of it the service keeps. Each level alternates bare and service ``--rounds`` times (D/2/R and
+D/R seconds each), so that both sides see the same load on a shared machine. Reported per level:
+images/s, ratio, p50/p99 latency, per-stage p50 and the p50 of the server's own total (server
+timings; p50 minus it is HTTP + the client), mean batch size, errors; and the bare inference p50 +
+in-process decode p50, the floor for the service's p50 at 1 client. CPU milliseconds per image
+(Linux: the server process's user + system time from /proc; the bare session's and the clients' from
+this process's own) and the load average at the end of the level show how busy a shared machine was.
 
     .venv/bin/python benchmarks/service_throughput.py --export-tiny --duration 10 \\
         --json benchmarks/results/service_throughput.json
@@ -61,41 +65,71 @@ def photograph(width: int, height: int) -> bytes:
 class Bare:
     """The bare session: same model file, providers and threads as the server; pre-processed input."""
 
-    def __init__(self, model_dir: Path, providers: list[str], threads: int, draft_factor: float) -> None:
+    def __init__(
+        self, model_dir: Path, providers: list[str], threads: int, draft_factor: float, spinning: bool
+    ) -> None:
         from vitbench.registry.manifest import ModelManifest
         from vitbench.service.backends import OnnxBackend
 
         self.manifest = ModelManifest.load(model_dir / "manifest.json")
         self.size = self.manifest.input.size
-        self.backend = OnnxBackend(model_dir / "model.onnx", self.size, providers, intra_op_threads=threads)
+        self.backend = OnnxBackend(
+            model_dir / "model.onnx",
+            self.size,
+            providers,
+            intra_op_threads=threads,
+            intra_op_spinning=spinning,
+        )
         self.draft_factor = draft_factor
 
-    def prepare(self, image: bytes) -> tuple[np.ndarray, float]:
-        """(graph input, median decode ms) for ``image`` with the service's decoding settings."""
-        from vitbench.service.decode import decode_image
+    def prepare(self, image: bytes) -> np.ndarray:
+        """The graph input for ``image`` with the service's decoding settings."""
         from vitbench.service.preprocess import preprocess
 
-        target = int(np.ceil(self.draft_factor * self.size)) if self.draft_factor > 0 else None
-        times = []
-        for _ in range(7):
-            t0 = time.perf_counter()
-            decoded = decode_image(image, 10**9, target)
-            times.append((time.perf_counter() - t0) * 1000)
         spec = self.manifest.input
-        batch, _ = preprocess(decoded.pixels, self.size, spec.pixel_mean, spec.pixel_std)
-        return batch, statistics.median(times)
+        batch, _ = preprocess(self.decode(image), self.size, spec.pixel_mean, spec.pixel_std)
+        return batch
 
-    def run_for(self, batch: np.ndarray, seconds: float) -> tuple[float, float]:
-        """(images/s, p50 ms) of back-to-back ``run`` calls for ``seconds``."""
+    def decode(self, image: bytes) -> np.ndarray:
+        """The pixels the service decodes from ``image`` (scaled JPEG decoding as configured)."""
+        from vitbench.service.decode import decode_image
+
+        target = int(np.ceil(self.draft_factor * self.size)) if self.draft_factor > 0 else None
+        return decode_image(image, 10**9, target).pixels
+
+    def decode_ms(self, image: bytes, times: int) -> list[float]:
+        """``times`` decode timings (ms) of ``image``."""
+        out = []
+        for _ in range(times):
+            t0 = time.perf_counter()
+            self.decode(image)
+            out.append((time.perf_counter() - t0) * 1000)
+        return out
+
+    def run_for(self, batch: np.ndarray, seconds: float) -> tuple[list[float], float, float]:
+        """Back-to-back ``run`` calls for ``seconds``: (run ms each, wall s, CPU s)."""
         self.backend.run(batch)
         times: list[float] = []
         stop = time.perf_counter() + seconds
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), process_cpu_s()
         while time.perf_counter() < stop or len(times) < 3:
             t0 = time.perf_counter()
             self.backend.run(batch)
             times.append((time.perf_counter() - t0) * 1000)
-        return len(times) / (time.perf_counter() - started), statistics.median(times)
+        return times, time.perf_counter() - started, process_cpu_s() - cpu
+
+
+def process_cpu_s(pid: int | None = None) -> float:
+    """User + system CPU seconds of this process (all threads), or of ``pid`` from /proc (Linux; NaN
+    where /proc is missing)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 async def drive(
@@ -144,26 +178,64 @@ def batch_stats(base: str) -> tuple[float, float]:
 
 
 def level(
-    base: str, bare: Bare, batch: np.ndarray, image: bytes, clients: int, seconds: float, mask: str
+    base: str,
+    server_pid: int,
+    bare: Bare,
+    batch: np.ndarray,
+    image: bytes,
+    clients: int,
+    seconds: float,
+    mask: str,
+    rounds: int,
 ) -> dict[str, Any]:
-    """One measurement: bare first (server idle), then the service."""
-    bare_ips, bare_p50 = bare.run_for(batch, seconds / 2)
+    """One measurement in ``rounds`` alternations (so both sides see the same machine load): the bare
+    session for ``seconds / 2 / rounds`` (server idle) plus a few in-process decodes, then the service
+    for ``seconds / rounds``."""
+    bare_times: list[float] = []
+    decode_times: list[float] = []
+    latencies: list[float] = []
+    timings: list[dict[str, float]] = []
+    statuses: Counter[str] = Counter()
+    bare_wall = bare_cpu = wall = server_cpu = client_cpu = 0.0
     before = batch_stats(base)
-    latencies, statuses, timings, wall = asyncio.run(drive(base, image, clients, seconds, mask))
+    for _ in range(rounds):
+        times, w, c = bare.run_for(batch, seconds / 2 / rounds)
+        bare_times += times
+        bare_wall += w
+        bare_cpu += c
+        decode_times += bare.decode_ms(image, 5)
+        s0, c0 = process_cpu_s(server_pid), process_cpu_s()
+        lat, st, tim, w = asyncio.run(drive(base, image, clients, seconds / rounds, mask))
+        server_cpu += process_cpu_s(server_pid) - s0
+        client_cpu += process_cpu_s() - c0
+        latencies += lat
+        statuses += st
+        timings += tim
+        wall += w
     after = batch_stats(base)
+    answered = max(len(latencies), 1)
     batches = after[0] - before[0]
     service_ips = len(latencies) / wall
+    bare_ips = len(bare_times) / bare_wall
     errors = sum(n for status, n in statuses.items() if status != "200")
     return {
         "clients": clients,
         "mask_format": mask,
+        "rounds": rounds,
         "service_images_per_s": round(service_ips, 2),
         "bare_images_per_s": round(bare_ips, 2),
         "ratio": round(service_ips / bare_ips, 3),
-        "bare_p50_ms": round(bare_p50, 1),
+        "bare_p50_ms": round(statistics.median(bare_times), 1),
+        "decode_p50_ms_in_process": round(statistics.median(decode_times), 2),
+        "server_cpu_ms_per_image": round(server_cpu * 1000 / answered, 1),
+        "bare_cpu_ms_per_image": round(bare_cpu * 1000 / len(bare_times), 1),
+        "client_cpu_ms_per_image": round(client_cpu * 1000 / answered, 1),
+        "load_average_1m": round(os.getloadavg()[0], 2),
         "p50_ms": percentile(latencies, 50),
         "p99_ms": percentile(latencies, 99),
         "stage_p50_ms": {s: round(percentile([t[s] for t in timings], 50) or 0.0, 2) for s in STAGES},
+        # the server's own decode-to-response time; p50 minus this is HTTP + the client
+        "server_total_p50_ms": round(percentile([t["total"] for t in timings], 50) or 0.0, 2),
         "mean_batch": round((after[1] - before[1]) / batches, 2) if batches else 0.0,
         "detections_per_image": round(statistics.mean(t["_n"] for t in timings), 1) if timings else 0.0,
         "requests": sum(statuses.values()),
@@ -175,8 +247,9 @@ def level(
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| image | masks | clients | service img/s | bare img/s | service ÷ bare | p50 ms | p99 ms "
-        "| decode | preprocess | queue | inference | postprocess | mean batch | errors |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| decode | preprocess | queue | inference | postprocess | mean batch | errors "
+        "| server CPU ms/img | bare CPU ms/img | client CPU ms/img | load 1m |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         st = r["stage_p50_ms"]
@@ -185,7 +258,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
             f"| {r['bare_images_per_s']:.2f} | **{r['ratio']:.2f}** | {r['p50_ms'] or 0:.1f} "
             f"| {r['p99_ms'] or 0:.1f} | "
             + " | ".join(f"{st[s]:.1f}" for s in STAGES)
-            + f" | {r['mean_batch']} | {r['errors']} |"
+            + f" | {r['mean_batch']} | {r['errors']} | {r['server_cpu_ms_per_image']} "
+            f"| {r['bare_cpu_ms_per_image']} | {r['client_cpu_ms_per_image']} | {r['load_average_1m']} |"
         )
     return "\n".join(lines)
 
@@ -198,11 +272,17 @@ def main() -> None:
     source.add_argument("--model-dir", type=Path, help="exported folder (model.onnx + manifest.json)")
     source.add_argument("--export-tiny", action="store_true", help="export bench-tiny (random weights) first")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per level (bare: half)")
+    parser.add_argument(
+        "--rounds", type=int, default=4, help="bare/service alternations per level (same load on both)"
+    )
     parser.add_argument("--sizes", default="640x480,1920x1080", help="WxH of the posted photographs")
     parser.add_argument("--concurrency", default="1,4,8", help="client counts")
     parser.add_argument("--masks", default="rle,none", help="mask formats")
     parser.add_argument("--providers", default="CPUExecutionProvider", help="ORT providers, best first")
     parser.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0 = ORT default)")
+    parser.add_argument(
+        "--spinning", action="store_true", help="let ORT's intra-op threads spin (server and bare alike)"
+    )
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args()
 
@@ -212,12 +292,14 @@ def main() -> None:
         env = {
             "VITBENCH_PROVIDERS": args.providers,
             "VITBENCH_INTRA_OP_THREADS": str(args.threads),
+            "VITBENCH_INTRA_OP_SPINNING": "1" if args.spinning else "0",
             "VITBENCH_QUEUE_SIZE": "64",
             "VITBENCH_REQUEST_TIMEOUT_S": "120",
         }
         from vitbench.service.settings import ServiceSettings
 
-        bare = Bare(model_dir, args.providers.split(","), args.threads, ServiceSettings().jpeg_draft_factor)
+        draft_factor = ServiceSettings().jpeg_draft_factor
+        bare = Bare(model_dir, args.providers.split(","), args.threads, draft_factor, args.spinning)
         port = free_port()
         proc = start_server(model_dir, port, env)
         base = f"http://127.0.0.1:{port}"
@@ -225,19 +307,24 @@ def main() -> None:
             for size in args.sizes.split(","):
                 width, height = (int(v) for v in size.split("x"))
                 image = photograph(width, height)
-                batch, decode_ms = bare.prepare(image)
+                batch = bare.prepare(image)
                 asyncio.run(drive(base, image, 1, 2.0, "rle"))  # warm the path
                 for mask in args.masks.split(","):
                     for clients in (int(c) for c in args.concurrency.split(",")):
-                        row = {"image": size, "decode_ms_in_process": round(decode_ms, 2)}
-                        row |= level(base, bare, batch, image, clients, args.duration, mask)
+                        row: dict[str, Any] = {"image": size}
+                        row |= level(
+                            base, proc.pid, bare, batch, image, clients, args.duration, mask, args.rounds
+                        )
                         rows.append(row)
-                        floor = row["bare_p50_ms"] + decode_ms
+                        floor = row["bare_p50_ms"] + row["decode_p50_ms_in_process"]
                         print(
                             f"{size} {mask:>4} c={clients}: service {row['service_images_per_s']:.2f} img/s, "
                             f"bare {row['bare_images_per_s']:.2f} img/s, ratio {row['ratio']:.2f}, "
-                            f"p50 {row['p50_ms'] or 0:.1f} ms (bare+decode {floor:.1f}), "
-                            f"errors {row['errors']}",
+                            f"p50 {row['p50_ms'] or 0:.1f} ms (server {row['server_total_p50_ms']:.1f}, "
+                            f"bare+decode {floor:.1f}), "
+                            f"errors {row['errors']}, CPU ms/img server {row['server_cpu_ms_per_image']} "
+                            f"bare {row['bare_cpu_ms_per_image']} clients {row['client_cpu_ms_per_image']}, "
+                            f"load {row['load_average_1m']}",
                             flush=True,
                         )
         finally:

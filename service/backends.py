@@ -4,7 +4,7 @@ Graph contract (docs/architecture.md): input ``images`` float32 [B, 3, S, S]; ou
 [N, 4] (S×S canvas), ``scores`` float32 [N], ``labels`` int64 [N] (1-based), ``mask_logits`` float32
 [N, 28, 28] (probabilities) and, in graphs with a dynamic batch, ``batch_index`` int64 [N] (the image
 of each detection). Graphs without ``batch_index`` are batch-1 exports: a batch runs image by image.
-The session is thread-safe; one ``run`` uses ``intra_op_threads``.
+The session is thread-safe; one ``run`` uses ``intra_op_threads`` (which do not spin-wait unless asked).
 """
 
 from __future__ import annotations
@@ -68,6 +68,7 @@ class OnnxBackend:
         image_size: int,
         providers: list[str],
         intra_op_threads: int = 0,
+        intra_op_spinning: bool = False,
         trt_cache_dir: Path | None = None,
         trt_fp16: bool = True,
     ) -> None:
@@ -79,6 +80,8 @@ class OnnxBackend:
         options.log_severity_level = 3
         if intra_op_threads:
             options.intra_op_num_threads = intra_op_threads
+        # ORT's threads spin between operators by default; beside other CPU work that only burns cores.
+        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if intra_op_spinning else "0")
         provider_args: list[Any] = []
         for name in self.providers:
             if name == "TensorrtExecutionProvider":

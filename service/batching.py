@@ -5,7 +5,9 @@ already waiting (up to ``max_batch_size``) and runs them as one batch in a dedic
 the event loop keeps answering. A lone request runs at once: the worker waits (at most
 ``max_delay_s``) for more only while ``incoming()`` says requests are on their way (admitted and
 being decoded). While a batch runs, new requests queue up and form the next batch.
-``max_batch_size = 1`` turns batching off (still bounded and off the loop). A full queue raises
+``max_batch_size = 1`` turns batching off (still bounded and off the loop). :meth:`run_alone` runs
+a caller's whole job (e.g. decode + inference + postprocess of a lone request) on the inference
+thread while nothing else is queued or running: one thread hand-off instead of three. A full queue raises
 :class:`QueueFullError` (the app answers 503 + ``Retry-After``); a request that waits longer than
 its timeout raises :class:`RequestTimeoutError` and is skipped if it has not started yet.
 """
@@ -25,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 In = TypeVar("In")
 Out = TypeVar("Out")
+T = TypeVar("T")
 
 
 class QueueFullError(Exception):
@@ -86,11 +89,43 @@ class DynamicBatcher(Generic[In, Out]):
         self._worker: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closing = False
+        self._running = False  # a batch or a run_alone job is on the inference thread
+        self._wake = asyncio.Event()  # set when a run_alone job ends
 
     @property
     def depth(self) -> int:
         """Requests waiting (not yet taken into a batch)."""
         return self._queue.qsize() if self._queue is not None else 0
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits and nothing runs: a request now would have the inference thread to itself."""
+        return not self._running and self.depth == 0 and self._queue is not None and not self._closing
+
+    async def run_alone(self, job: Callable[[], T], timeout_s: float) -> T:
+        """Run ``job`` on the inference thread now, at most ``timeout_s`` seconds; batches formed
+        meanwhile wait until it returns. Call it only when :attr:`idle` is true, with no ``await`` in
+        between, so that no batch starts first.
+
+        Raises :class:`BatcherClosedError` when closing, :class:`RequestTimeoutError` on timeout (the
+        job still finishes in its thread and holds it until then), or what ``job`` raises.
+        """
+        if self._executor is None or self._closing:
+            raise BatcherClosedError("the service is shutting down")
+        if self._running:
+            raise RuntimeError("run_alone called while the inference thread is busy")
+        self._running = True
+        future = asyncio.get_running_loop().run_in_executor(self._executor, job)
+
+        def release(_: object) -> None:
+            self._running = False
+            self._wake.set()
+
+        future.add_done_callback(release)
+        try:
+            return await asyncio.wait_for(asyncio.shield(future), timeout_s)
+        except TimeoutError:
+            raise RequestTimeoutError(f"no result within {timeout_s:g} s") from None
 
     async def start(self) -> None:
         """Create the queue and the worker task on the running loop."""
@@ -157,11 +192,17 @@ class DynamicBatcher(Generic[In, Out]):
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._collect(self._queue)
+            while self._running:  # a run_alone job holds the inference thread: gather more meanwhile
+                self._wake.clear()
+                await self._wake.wait()
+                while len(batch) < self.max_batch_size and not self._queue.empty():
+                    batch.append(self._queue.get_nowait())
             self._on_depth(self._queue.qsize())
             live = [p for p in batch if not p.future.done()]  # drop requests that timed out meanwhile
             if not live:
                 continue
             started = time.perf_counter()
+            self._running = True
             try:
                 outputs = await loop.run_in_executor(self._executor, self._run_batch, [p.item for p in live])
                 if len(outputs) != len(live):
@@ -172,6 +213,8 @@ class DynamicBatcher(Generic[In, Out]):
                     if not p.future.done():
                         p.future.set_exception(exc)
                 continue
+            finally:
+                self._running = False
             run_s = time.perf_counter() - started
             self._on_batch(len(live), run_s)
             for p, out in zip(live, outputs, strict=True):

@@ -37,6 +37,7 @@ class DecodeError(Exception):
 # EXIF orientations that swap width and height (transpose, rotate 90/270, transverse).
 _SWAPS_AXES = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION = 0x0112
+_TRANSPOSES = frozenset(range(2, 9))  # orientations exif_transpose acts on (1 = as stored)
 
 
 @dataclass(frozen=True)
@@ -128,7 +129,10 @@ def decode_image(data: bytes, max_pixels: int, min_side_target: int | None = Non
                     denom = max(1, round(width / image.size[0]))
             orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
             image.load()
-            pixels, mode = _to_rgb(ImageOps.exif_transpose(image) or image)
+            oriented: Image.Image = image
+            if orientation in _TRANSPOSES:  # otherwise exif_transpose would only copy the pixels
+                oriented = ImageOps.exif_transpose(image) or image
+            pixels, mode = _to_rgb(oriented)
             if orientation in _SWAPS_AXES:
                 width, height = height, width
     except DecodeError:

@@ -36,6 +36,7 @@ def onnx_backend_factory(artifact: ModelArtifact, settings: ServiceSettings) -> 
         image_size=artifact.manifest.input.size,
         providers=list(settings.providers),
         intra_op_threads=settings.intra_op_threads,
+        intra_op_spinning=settings.intra_op_spinning,
         trt_cache_dir=settings.trt_cache_dir,
         trt_fp16=settings.trt_fp16,
     )

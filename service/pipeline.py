@@ -78,6 +78,18 @@ class DetectorPipeline:
         """Response detections for one image's raw outputs."""
         return postprocess(raw, prepared.letterbox, self.class_names, options)
 
+    def detect_alone(
+        self, data: bytes, max_pixels: int, options: FilterOptions
+    ) -> tuple[Prepared, float, list[dict[str, Any]], float]:
+        """All stages of one request in the calling thread: (prepared, inference s, detections,
+        postprocess s). For a lone request, where nothing could overlap anyway."""
+        prepared = self.prepare(data, max_pixels)
+        t0 = time.perf_counter()
+        (raw,) = self.backend.run_batch([prepared.images])
+        t1 = time.perf_counter()
+        detections = self.finish(raw, prepared, options)
+        return prepared, t1 - t0, detections, time.perf_counter() - t1
+
     def warmup(self) -> float:
         """Run one mean-grey image through the backend; returns the seconds it took."""
         t0 = time.perf_counter()

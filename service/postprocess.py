@@ -9,7 +9,14 @@ from typing import Any
 import numpy as np
 
 from vitbench.service.backends import RawDetections
-from vitbench.service.masks import PastedMask, encode_png, encode_polygon, encode_rle, paste_mask
+from vitbench.service.masks import (
+    PastedMask,
+    encode_png,
+    encode_polygon,
+    encode_rle,
+    encode_rle_many,
+    paste_mask,
+)
 from vitbench.service.preprocess import Letterbox
 from vitbench.service.schemas import MaskFormat
 
@@ -115,6 +122,11 @@ def postprocess(
             }
         )
     if options.mask_format is MaskFormat.none:
+        return detections
+    if options.mask_format is MaskFormat.rle:  # straight from probabilities to runs: no crop arrays
+        encoded = encode_rle_many(raw.masks[chosen], boxes, box.original_height, box.original_width)
+        for item, payload in zip(detections, encoded, strict=True):
+            item["mask"] = {"format": "rle", **payload}
         return detections
     pasted = [
         paste_mask(raw.masks[i], boxes[k], box.original_height, box.original_width)

@@ -59,7 +59,15 @@ def _source_index(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, 
     Returns ``(i0, i1, w1)`` each of shape [out_size]: output j = (1 - w1) * x[i0] + w1 * x[i1].
     """
     scale = np.float32(in_size) / np.float32(out_size)
-    src = (np.arange(out_size, dtype=np.float32) + np.float32(0.5)) * scale - np.float32(0.5)
+    return _source_weights(np.arange(out_size, dtype=np.float32), scale, in_size)
+
+
+def _source_weights(
+    positions: np.ndarray, scale: np.ndarray | np.float32, in_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_source_index` for output ``positions`` float32 [N] (whole numbers) with float32 ``scale``
+    = in / out (a scalar, or one per position): ``(i0, i1, w1)`` each [N]."""
+    src = (positions + np.float32(0.5)) * scale - np.float32(0.5)
     src = np.maximum(src, np.float32(0.0))
     i0 = np.minimum(src.astype(np.int64), in_size - 1)
     i1 = np.minimum(i0 + 1, in_size - 1)
@@ -69,12 +77,15 @@ def _source_index(out_size: int, in_size: int) -> tuple[np.ndarray, np.ndarray, 
 
 def resize_bilinear(image: np.ndarray, out_height: int, out_width: int) -> np.ndarray:
     """Resize float32 [H, W] or [H, W, C] like ``F.interpolate(bilinear, align_corners=False)``."""
-    src = image.astype(np.float32, copy=False)
-    r0, r1, rw = _source_index(out_height, src.shape[0])
-    c0, c1, cw = _source_index(out_width, src.shape[1])
-    extra = (None,) * (src.ndim - 2)
+    r0, r1, rw = _source_index(out_height, image.shape[0])
+    c0, c1, cw = _source_index(out_width, image.shape[1])
+    extra = (None,) * (image.ndim - 2)
     rw_b = rw[(slice(None), None, *extra)]  # [OH, 1, (1)]
-    rows = src[r0] * (np.float32(1.0) - rw_b) + src[r1] * rw_b  # [OH, W, (C)]
+    # gather the two source rows of each output row first, then to float32 (exact for uint8): only
+    # 2 × OH rows are converted, not the whole image
+    top = image[r0].astype(np.float32, copy=False)  # [OH, W, (C)]
+    bottom = image[r1].astype(np.float32, copy=False)
+    rows = top * (np.float32(1.0) - rw_b) + bottom * rw_b  # [OH, W, (C)]
     cw_b = cw[(None, slice(None), *extra)]  # [1, OW, (1)]
     out = rows[:, c0] * (np.float32(1.0) - cw_b) + rows[:, c1] * cw_b  # [OH, OW, (C)]
     return out.astype(np.float32, copy=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import secrets
 import time
@@ -164,7 +165,7 @@ def build_router(state: ServiceState, metrics: ServiceMetrics, index_html: str) 
         openapi_extra={"requestBody": _DETECT_BODY},
         summary="Detect instances in one image",
     )
-    async def detect(request: Request, query: Annotated[DetectQuery, Query()]) -> DetectResponse:
+    async def detect(request: Request, query: Annotated[DetectQuery, Query()]) -> Response:
         started = time.perf_counter()
         pipeline = loaded()
         assert state.batcher is not None
@@ -194,16 +195,35 @@ def build_router(state: ServiceState, metrics: ServiceMetrics, index_html: str) 
             state.preparing += 1  # tells the batcher that this request is on its way
             try:
                 data = await _read_image_bytes(request)
-                prepared = await loop.run_in_executor(
-                    state.prepare_pool, pipeline.prepare, data, settings.max_pixels
-                )
-            except DecodeError as exc:
-                metrics.rejected.labels(reason=_REJECT_REASON.get(exc.status, "undecodable")).inc()
-                raise ServiceError(exc.status, exc.message) from exc
             finally:
                 state.preparing -= 1
             try:
-                result = await state.batcher.submit(prepared.images, settings.request_timeout_s)
+                if state.in_flight == 1 and state.batcher.idle:
+                    # Alone in the service: every stage on the inference thread, one hand-off.
+                    prepared, run_s, detections, post_s = await state.batcher.run_alone(
+                        functools.partial(pipeline.detect_alone, data, settings.max_pixels, options),
+                        settings.request_timeout_s,
+                    )
+                    queue_s = 0.0
+                    metrics.observe_batch(1, run_s)
+                else:
+                    state.preparing += 1
+                    try:
+                        prepared = await loop.run_in_executor(
+                            state.prepare_pool, pipeline.prepare, data, settings.max_pixels
+                        )
+                    finally:
+                        state.preparing -= 1
+                    result = await state.batcher.submit(prepared.images, settings.request_timeout_s)
+                    queue_s, run_s = result.queue_s, result.run_s
+                    t_post = time.perf_counter()
+                    detections = await loop.run_in_executor(
+                        state.finish_pool, pipeline.finish, result.output, prepared, options
+                    )
+                    post_s = time.perf_counter() - t_post
+            except DecodeError as exc:
+                metrics.rejected.labels(reason=_REJECT_REASON.get(exc.status, "undecodable")).inc()
+                raise ServiceError(exc.status, exc.message) from exc
             except QueueFullError as exc:
                 metrics.rejected.labels(reason="overloaded").inc()
                 raise ServiceError(
@@ -214,25 +234,20 @@ def build_router(state: ServiceState, metrics: ServiceMetrics, index_html: str) 
                 raise ServiceError(503, f"inference timed out: {exc}", retry_after()) from exc
             except BatcherClosedError as exc:
                 raise ServiceError(503, str(exc), retry_after()) from exc
-            t_post = time.perf_counter()
-            detections = await loop.run_in_executor(
-                state.finish_pool, pipeline.finish, result.output, prepared, options
-            )
-            post_s = time.perf_counter() - t_post
         finally:
             state.in_flight -= 1
             metrics.in_flight.dec()
         for stage, seconds in (
             ("decode", prepared.decode_s),
             ("preprocess", prepared.preprocess_s),
-            ("queue", result.queue_s),
-            ("inference", result.run_s),
+            ("queue", queue_s),
+            ("inference", run_s),
             ("postprocess", post_s),
         ):
             metrics.stage_seconds.labels(stage=stage).observe(seconds)
         metrics.detections.observe(len(detections))
         box = prepared.letterbox
-        return DetectResponse.model_validate(
+        response = DetectResponse.model_validate(
             {
                 "image": {"width": box.original_width, "height": box.original_height},
                 "detections": detections,
@@ -240,13 +255,15 @@ def build_router(state: ServiceState, metrics: ServiceMetrics, index_html: str) 
                 "timings_ms": {
                     "decode": round(prepared.decode_s * 1000, 3),
                     "preprocess": round(prepared.preprocess_s * 1000, 3),
-                    "queue": round(result.queue_s * 1000, 3),
-                    "inference": round(result.run_s * 1000, 3),
+                    "queue": round(queue_s * 1000, 3),
+                    "inference": round(run_s * 1000, 3),
                     "postprocess": round(post_s * 1000, 3),
                     "total": round((time.perf_counter() - started) * 1000, 3),
                 },
             }
         )
+        # validated once here and serialized by pydantic; FastAPI passes a Response through as it is
+        return Response(response.model_dump_json(), media_type="application/json")
 
     return router
 

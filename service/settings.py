@@ -70,6 +70,11 @@ class ServiceSettings(BaseSettings):
     intra_op_threads: int = Field(
         default=0, ge=0, description="ORT intra-op threads per run; 0 = ORT default (one per core)."
     )
+    intra_op_spinning: bool = Field(
+        default=False,
+        description="Let ORT's intra-op threads spin while they wait for work (ORT's own default). Off: "
+        "they sleep, leaving the cores to the decode and mask threads that share them.",
+    )
     cpu_threads: int = Field(
         default=0,
         ge=0,

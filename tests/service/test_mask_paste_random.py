@@ -13,7 +13,7 @@ import torch
 from pycocotools import mask as mask_utils
 from torchvision.models.detection.roi_heads import paste_masks_in_image
 
-from vitbench.service.masks import encode_rle, paste_mask
+from vitbench.service.masks import encode_rle, encode_rle_many, paste_mask
 
 H, W = 70, 95
 
@@ -46,6 +46,7 @@ def test_paste_equals_torchvision_on_random_boxes(seed: int) -> None:
 
     ref = paste_masks_in_image(torch.from_numpy(probs)[:, None], torch.from_numpy(boxes), (H, W))[:, 0] > 0.5
     partly_outside = 0
+    direct = encode_rle_many(probs, boxes, H, W)  # the service's RLE path: no pasted crop in between
     for i in range(n):
         pasted = paste_mask(probs[i], boxes[i], H, W)
         expected = ref[i].numpy()
@@ -54,6 +55,7 @@ def test_paste_equals_torchvision_on_random_boxes(seed: int) -> None:
         rle = encode_rle(pasted)
         decoded = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")})
         assert decoded.shape == (H, W) and np.array_equal(decoded.astype(bool), expected), f"rle of box {i}"
+        assert direct[i] == rle, f"direct rle of box {i}"
         x1, y1, x2, y2 = boxes[i]
         partly_outside += bool(expected.any() and (x1 < 0 or y1 < 0 or x2 > W or y2 > H))
     assert partly_outside >= 30  # the draw really exercises boxes cut by the image border

@@ -274,3 +274,90 @@ def test_request_timeout_answers_503(make_client: Callable[..., TestClient], fak
     gate.set()
     assert resp.status_code == 503 and "timed out" in resp.json()["detail"]
     assert "retry-after" in resp.headers
+
+
+def test_run_alone_holds_the_inference_thread_and_batches_gather_meanwhile() -> None:
+    gate = threading.Event()
+    seen: list[tuple[str, list[int]]] = []
+
+    def run_batch(items: list[int]) -> list[int]:
+        seen.append((threading.current_thread().name, list(items)))
+        return items
+
+    def job() -> str:
+        gate.wait(5)
+        return threading.current_thread().name
+
+    async def scenario() -> str:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(run_batch, 8, max_delay_s=0.0, queue_size=8)
+        await batcher.start()
+        assert batcher.idle
+        alone = asyncio.create_task(batcher.run_alone(job, 5.0))
+        await asyncio.sleep(0)  # the job is on the inference thread now
+        assert not batcher.idle
+        rest = [asyncio.create_task(batcher.submit(i, 5.0)) for i in (1, 2, 3)]
+        await asyncio.sleep(0.05)
+        assert seen == []  # no batch while the job holds the thread
+        gate.set()
+        thread = await alone
+        await asyncio.gather(*rest)
+        assert batcher.idle
+        await batcher.close()
+        return thread
+
+    thread = _run(scenario)
+    assert seen == [(thread, [1, 2, 3])]  # what queued meanwhile ran as one batch on the same thread
+    assert str(thread).startswith("inference")
+
+
+def test_run_alone_times_out_and_keeps_the_thread_until_the_job_ends() -> None:
+    gate = threading.Event()
+
+    async def scenario() -> None:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(lambda items: items, 4, 0.0, queue_size=8)
+        await batcher.start()
+        with pytest.raises(RequestTimeoutError):
+            await batcher.run_alone(lambda: gate.wait(5), 0.05)
+        assert not batcher.idle  # the job still runs
+        gate.set()
+        assert (await batcher.submit(5, 5.0)).output == 5
+        await batcher.close()
+
+    _run(scenario)
+
+
+def test_lone_requests_take_the_direct_path_and_answer_like_concurrent_ones(
+    make_client: Callable[..., TestClient],
+) -> None:
+    client = make_client()
+    pipeline = client.app.state.service.pipeline  # type: ignore[attr-defined]
+    direct_calls: list[int] = []
+    detect_alone = pipeline.detect_alone
+
+    def counted(*args: object) -> object:
+        direct_calls.append(1)
+        return detect_alone(*args)
+
+    pipeline.detect_alone = counted
+    run_batch = pipeline.backend.run_batch
+
+    def slow(batch: list[np.ndarray]) -> list[RawDetections]:
+        time.sleep(0.05)  # so that concurrent requests overlap
+        return run_batch(batch)
+
+    pipeline.backend.run_batch = slow
+    data = image_bytes(200, 100)
+    params = {"mask_format": "rle", "score_threshold": 0.0}
+
+    def post() -> dict:
+        resp = client.post("/detect", params=params, content=data, headers={"content-type": "image/jpeg"})
+        assert resp.status_code == 200, resp.text
+        body = resp.json()
+        return {k: v for k, v in body.items() if k != "timings_ms"}
+
+    lone = post()
+    assert direct_calls == [1]
+    with ThreadPoolExecutor(6) as pool:
+        together = list(pool.map(lambda _: post(), range(12)))
+    assert len(direct_calls) <= 8  # those arriving while another ran were queued and batched
+    assert lone["detections"] and all(answer == lone for answer in together)

@@ -1,4 +1,5 @@
-"""COCO RLE built from the box-sized crop equals pycocotools' encoding of the full-image mask."""
+"""COCO RLE built from the box-sized crop, or straight from the mask probabilities, equals pycocotools'
+encoding of the full-image mask."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from vitbench.service.masks import PastedMask, encode_rle, paste_mask, rle_counts
+from vitbench.service.masks import PastedMask, encode_rle, encode_rle_many, paste_mask, rle_counts
 
 
 def _reference_rle(mask: PastedMask) -> dict[str, object]:
@@ -68,3 +69,57 @@ def test_mask_touching_the_last_pixel_has_no_trailing_zero_run() -> None:
     mask = PastedMask(np.ones((2, 2), dtype=bool), x0=3, y0=2, height=4, width=5)
     assert rle_counts(mask).tolist() == [3 * 4 + 2, 2, 2, 2]
     assert encode_rle(mask) == _reference_rle(mask)
+
+
+def _random_probs(rng: np.random.Generator) -> np.ndarray:
+    """[28, 28] float32 probabilities: blobs, all-on, all-off or speckle."""
+    style = int(rng.integers(0, 4))
+    return {
+        0: rng.random((28, 28)),
+        1: np.ones((28, 28)),
+        2: np.zeros((28, 28)),
+        3: (rng.random((28, 28)) > 0.5).astype(np.float64),
+    }[style].astype(np.float32)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rle_from_probabilities_is_identical_to_pasting_then_encoding(seed: int) -> None:
+    """``encode_rle_many`` (the service's RLE path) == pycocotools on the full pasted mask, per mask."""
+    rng = np.random.default_rng(100 + seed)
+    for _ in range(40):
+        height, width = int(rng.integers(1, 130)), int(rng.integers(1, 130))
+        n = int(rng.integers(0, 6))
+        probs = np.stack([_random_probs(rng) for _ in range(n)]) if n else np.zeros((0, 28, 28), np.float32)
+        boxes = np.stack([_random_box(rng, height, width) for _ in range(n)]) if n else np.zeros((0, 4))
+        ours = encode_rle_many(probs, boxes, height, width)
+        assert len(ours) == n
+        for k in range(n):
+            mask = paste_mask(probs[k], boxes[k], height, width)
+            assert ours[k] == _reference_rle(mask), (height, width, boxes[k])
+
+
+def test_rle_from_probabilities_on_camera_sized_images() -> None:
+    """Large boxes at 1920×1080 (counts well past 5-bit groups and 16-bit values) stay identical."""
+    rng = np.random.default_rng(7)
+    height, width = 1080, 1920
+    boxes = np.array(
+        [[-40, -30, 1960, 1100], [0, 0, 1920, 1080], [100.3, 50.7, 1500.2, 1079.9], [1800, 900, 2500, 1500]],
+        dtype=np.float32,
+    )
+    probs = np.stack([_random_probs(rng) for _ in range(len(boxes))])
+    probs[0] = rng.random((28, 28)).astype(np.float32)  # speckle over the whole image: many runs
+    for k, counts in enumerate(encode_rle_many(probs, boxes, height, width)):
+        assert counts == _reference_rle(paste_mask(probs[k], boxes[k], height, width))
+
+
+def test_rle_from_probabilities_with_one_off_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Crops over the kept-buffer size use one-off buffers; small ones after them reuse the kept ones."""
+    import vitbench.service.masks as masks
+
+    monkeypatch.setattr(masks, "_SCRATCH_KEEP_PIXELS", 500)
+    rng = np.random.default_rng(11)
+    for _ in range(60):
+        height, width = int(rng.integers(1, 90)), int(rng.integers(1, 90))
+        probs, box = _random_probs(rng)[None], _random_box(rng, height, width)[None]
+        expected = _reference_rle(paste_mask(probs[0], box[0], height, width))
+        assert encode_rle_many(probs, box, height, width) == [expected]

@@ -212,6 +212,10 @@ def test_backend_runs_a_batch_in_one_call_with_per_image_results(exported_tiny: 
     assert manifest.outputs[-1].name == "batch_index"
     backend = OnnxBackend(model_dir / "model.onnx", 128, ["CPUExecutionProvider"], intra_op_threads=1)
     assert backend.supports_batch
+    spin = "session.intra_op.allow_spinning"
+    assert backend._session.get_session_options().get_session_config_entry(spin) == "0"
+    spinning = OnnxBackend(model_dir / "model.onnx", 128, ["CPUExecutionProvider"], intra_op_spinning=True)
+    assert spinning._session.get_session_options().get_session_config_entry(spin) == "1"
     rng = np.random.default_rng(3)
     spec = manifest.input
     batch = [

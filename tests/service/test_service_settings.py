@@ -17,7 +17,10 @@ def test_environment_with_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VITBENCH_MAX_BATCH_SIZE", "8")
     monkeypatch.setenv("VITBENCH_API_KEY", "s3cr3t-key")
     monkeypatch.setenv("VITBENCH_HOME", "/data/vitbench")
+    assert ServiceSettings().intra_op_spinning is False  # ORT threads sleep between runs by default
+    monkeypatch.setenv("VITBENCH_INTRA_OP_SPINNING", "1")
     settings = ServiceSettings()
+    assert settings.intra_op_spinning is True
     assert settings.model == "coco-vitdet@champion"
     assert settings.providers == ["CUDAExecutionProvider", "CPUExecutionProvider"]
     assert settings.max_batch_size == 8
