@@ -8,9 +8,10 @@ import torch
 from timm.models.vision_transformer import VisionTransformer
 
 from vitbench.trainer.pretrain.encoder import PretrainViT, sincos_pos_embed_2d
+from vitbench.trainer.pretrain.recipes import EncoderConfig, SupervisedConfig
 from vitbench.trainer.pretrain.supervised import ViTClassifier
 
-TINY = dict(img_size=64, patch_size=16, embed_dim=96, depth=4, num_heads=3)
+TINY = EncoderConfig(img_size=64, patch_size=16, embed_dim=96, depth=4, num_heads=3)
 
 
 def _mae_reference(dim: int, g: int) -> np.ndarray:
@@ -56,7 +57,7 @@ def test_sincos_needs_dim_divisible_by_4() -> None:
 
 def test_encoder_state_dict_loads_strictly_into_timm_and_computes_the_same() -> None:
     torch.manual_seed(0)
-    enc = PretrainViT(**TINY).eval()
+    enc = PretrainViT(TINY).eval()
     ref = VisionTransformer(
         img_size=64, patch_size=16, embed_dim=96, depth=4, num_heads=3, num_classes=0, qkv_bias=True
     ).eval()
@@ -71,7 +72,7 @@ def test_encoder_state_dict_loads_strictly_into_timm_and_computes_the_same() -> 
 @pytest.mark.parametrize("pool", ["cls", "avg"])
 def test_classifier_is_a_timm_vit(pool: str) -> None:
     torch.manual_seed(0)
-    clf = ViTClassifier(**TINY, num_classes=3, pool=pool, drop_path=0.0).eval()  # type: ignore[arg-type]
+    clf = ViTClassifier(TINY, 3, SupervisedConfig(pool=pool)).eval()  # type: ignore[arg-type]
     ref = VisionTransformer(
         img_size=64,
         patch_size=16,
