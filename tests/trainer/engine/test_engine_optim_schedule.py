@@ -4,6 +4,7 @@ import math
 
 import pytest
 import torch
+from d2_reference import d2_vit_lr_decay_rate
 
 from vitbench.trainer.engine.optim import build_optimizer, layer_lr_scale, param_groups
 from vitbench.trainer.engine.schedule import build_scheduler, lr_factor
@@ -75,18 +76,6 @@ def test_layer_decay_follows_vitdet_rule(model: torch.nn.Module) -> None:
             assert g["lr_scale"] == pytest.approx(layer_lr_scale(n, rate, depth))
 
 
-def _d2_vit_lr_decay_rate(name: str, lr_decay_rate: float, num_layers: int) -> float:
-    """detectron2 ``get_vit_lr_decay_rate`` (projects/ViTDet, ``vit.py`` of detectron2.modeling.backbone),
-    copied verbatim in spirit: pos/patch embed = layer 0, block i = layer i + 1, the rest = num_layers + 1."""
-    layer_id = num_layers + 1
-    if name.startswith("backbone"):
-        if ".pos_embed" in name or ".patch_embed" in name:
-            layer_id = 0
-        elif ".blocks." in name and ".residual." not in name:
-            layer_id = int(name[name.find(".blocks.") :].split(".")[2]) + 1
-    return float(lr_decay_rate ** (num_layers + 1 - layer_id))
-
-
 @pytest.mark.parametrize("recipe_name", ["vitdet-tiny", "bench-tiny"])
 def test_every_parameter_lr_equals_detectron2_layer_decay_through_the_schedule(recipe_name: str) -> None:
     """Each trainable parameter's lr, at build time and after warmup/cosine steps, is
@@ -99,12 +88,12 @@ def test_every_parameter_lr_equals_detectron2_layer_decay_through_the_schedule(r
     lr_of = {id(p): g for g in opt.param_groups for p in g["params"]}
     named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
     assert len(lr_of) == len(named)  # every trainable parameter is optimized, once
-    scales = {_d2_vit_lr_decay_rate(n, rate, depth) for n, _ in named}
+    scales = {d2_vit_lr_decay_rate(n, rate, depth) for n, _ in named}
     assert len(scales) == depth + 2  # embeddings, each block, the rest
     for it in range(12):
         factor = lr_factor(it, 20, "cosine", 5, 0.01)
         for n, p in named:
-            expected = lr * factor * _d2_vit_lr_decay_rate(n, rate, depth)
+            expected = lr * factor * d2_vit_lr_decay_rate(n, rate, depth)
             assert lr_of[id(p)]["lr"] == pytest.approx(expected, rel=1e-6), (it, n)
         opt.step()
         sched.step()
