@@ -9,7 +9,7 @@ from d2_reference import d2_vit_lr_decay_rate
 from vitbench.trainer.engine.optim import build_optimizer, layer_lr_scale, param_groups
 from vitbench.trainer.engine.schedule import build_scheduler, lr_factor
 from vitbench.trainer.models.detector import build_detector
-from vitbench.trainer.recipes import apply_overrides, get_recipe
+from vitbench.trainer.recipes import SolverConfig, apply_overrides, get_recipe
 
 
 def test_cosine_with_linear_warmup_matches_closed_form() -> None:
@@ -24,7 +24,7 @@ def test_cosine_without_warmup_matches_torch_cosine_annealing() -> None:
     p = torch.nn.Parameter(torch.zeros(1))
     ours = torch.optim.SGD([p], lr=1.0)
     ref = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    s1 = build_scheduler(ours, 40, "cosine", 0)
+    s1 = build_scheduler(ours, SolverConfig(max_iters=40, schedule="cosine", warmup_iters=0))
     s2 = torch.optim.lr_scheduler.CosineAnnealingLR(ref, T_max=40)
     for _ in range(40):
         assert ours.param_groups[0]["lr"] == pytest.approx(ref.param_groups[0]["lr"], abs=1e-9)
@@ -84,7 +84,9 @@ def test_every_parameter_lr_equals_detectron2_layer_decay_through_the_schedule(r
     depth, rate, lr = recipe.backbone.depth, 0.7, 1e-3
     net = build_detector(recipe, 3)
     opt = build_optimizer(net, lr, 0.1, layer_decay=rate, depth=depth)
-    sched = build_scheduler(opt, 20, "cosine", 5, 0.01)
+    sched = build_scheduler(
+        opt, SolverConfig(max_iters=20, schedule="cosine", warmup_iters=5, warmup_factor=0.01)
+    )
     lr_of = {id(p): g for g in opt.param_groups for p in g["params"]}
     named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
     assert len(lr_of) == len(named)  # every trainable parameter is optimized, once
