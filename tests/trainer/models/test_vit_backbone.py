@@ -152,13 +152,8 @@ def test_activation_checkpointing_gives_same_outputs_and_grads() -> None:
 @pytest.mark.parametrize("style", ["vitdet", "beit"])
 def test_random_init(style: str) -> None:
     torch.manual_seed(0)
-    vit = _small_vit(
-        depth=4,
-        embed_dim=192,
-        num_heads=3,
-        pretrain_img_size=224,
-        init_style="beit" if style == "beit" else "vitdet",
-    )
+    init_style = "beit" if style == "beit" else "vitdet"
+    vit = _small_vit(depth=4, embed_dim=192, num_heads=3, pretrain_img_size=224, init_style=init_style)
     blocks = list(vit.blocks)
     assert isinstance(blocks[0], Block)
     fc1 = blocks[0].mlp.fc1
