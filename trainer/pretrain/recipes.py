@@ -22,11 +22,11 @@ lr_batch_base``. Sources:
 
 from __future__ import annotations
 
-import difflib
 from typing import Literal
 
 from pydantic import Field, model_validator
 
+from vitbench.suggest import did_you_mean
 from vitbench.trainer.recipes import Recipe, RecipeError, _deep_merge, _Section, get_recipe
 
 __all__ = [
@@ -277,8 +277,7 @@ def get_pretrain_recipe(method: str, name: str) -> PretrainRecipe:
     recipe = _CATALOGUE.get(full)
     if recipe is None:
         known = list_pretrain_recipes(method)
-        close = difflib.get_close_matches(full, known, n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(full, known)
         raise RecipeError(
             f"unknown pre-training recipe {name!r} for method {method!r}; expected one of "
             f"{', '.join(known)} (or the size: tiny, b, l).{hint}"
