@@ -658,16 +658,7 @@ def part_util(ctx: PartContext) -> None:
     with sdpa_backend(True), FlopCounterMode(display=False) as counter, autocast:
         model.backbone.net(x)
     vit_fwd = counter.get_total_flops()
-    bb = recipe.backbone
-    analytic = vit_flops(
-        image_size=size,
-        patch_size=bb.patch_size,
-        embed_dim=bb.embed_dim,
-        depth=bb.depth,
-        mlp_ratio=bb.mlp_ratio,
-        window_size=bb.window_size,
-        global_blocks=bb.global_blocks,
-    )
+    analytic = vit_flops(recipe.backbone, size)
     ctx.row(
         f"{recipe.name} ViT forward FLOPs, counted ÷ analytic",
         vit_fwd / analytic,
