@@ -10,6 +10,7 @@ The scripts import this module by name (``import benchlib``): running ``python b
 from __future__ import annotations
 
 import contextlib
+import itertools
 import statistics
 import tempfile
 import time
@@ -174,6 +175,28 @@ def train_step(
         loss.backward()
         optimizer.step()
     return float(loss.detach())
+
+
+def infer_seconds(
+    model: nn.Module,
+    images: Sequence[torch.Tensor],
+    amp: torch.dtype | None,
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+) -> float:
+    """Median wall seconds of one eager inference of the detector (eval mode, no grad, autocast to ``amp``)
+    on a single image, cycling through ``images``."""
+    counter = itertools.count()
+
+    def run() -> None:
+        with (
+            torch.no_grad(),
+            torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None),
+        ):
+            model([images[next(counter) % len(images)]])
+
+    return median(time_calls(run, warmup, repeats, device))
 
 
 @contextlib.contextmanager
