@@ -53,7 +53,11 @@ KUEUE_QUEUE_LABEL: Final[str] = "kueue.x-k8s.io/queue-name"
 COMPLETION_INDEX_ANNOTATION: Final[str] = "batch.kubernetes.io/job-completion-index"
 JOB_NAME_LABEL: Final[str] = "batch.kubernetes.io/job-name"
 #: Selects every benchmark Job vitbench created (CLI or chart).
-BENCHMARK_SELECTOR: Final[str] = "app.kubernetes.io/name=vitbench,app.kubernetes.io/component=benchmark"
+#: Every Job of a study: its pre-trainings (component ``pretraining``) and fine-tunings (``benchmark``).
+STUDY_SELECTOR: Final[str] = (
+    "app.kubernetes.io/name=vitbench,app.kubernetes.io/component in (benchmark,pretraining)"
+)
+LABEL_COMPONENT: Final[str] = "app.kubernetes.io/component"
 # the chart's default (`make images` tags it; `make images push REGISTRY=...` + --image for a cluster)
 DEFAULT_IMAGE: Final[str] = "vitbench/trainer:0.1.0"
 DATA_MOUNT: Final[str] = "/data"
@@ -267,7 +271,7 @@ class JobSpec(BaseModel):
 
     @property
     def component(self) -> str:
-        """``app.kubernetes.io/component`` of the Job; ``bench status`` lists ``benchmark`` Jobs only."""
+        """``app.kubernetes.io/component`` of the Job (``benchmark``; ``pretraining`` for a pre-training)."""
         return "benchmark"
 
     @property
@@ -287,8 +291,8 @@ class PretrainJobSpec(JobSpec):
     ``study`` carries the cluster settings; its ``recipe`` is the *pre-training* recipe (``tiny``, ``b``,
     ``mae-b``...) and ``inits == (method,)`` (the init its release file loads as). ``data`` is the image
     folder inside the data volume. The Job is ``<study>-pretrain-<method>``, its run folder
-    ``<outputs>/<study>/pretrain-<method>``; its component label is ``pretraining`` (not listed by
-    ``bench status``), and it has no COCO preflight (the images need not be a COCO dataset).
+    ``<outputs>/<study>/pretrain-<method>``; its component label is ``pretraining`` (``bench status``
+    lists it as ``pretrain <method>``), and it has no COCO preflight (the images need not be a COCO dataset).
     """
 
     data: str = DATA_MOUNT

@@ -25,12 +25,13 @@ from kubernetes.client.exceptions import ApiException
 
 from vitbench.deploy.jobs import (
     ANNOTATION_SPEC_HASH,
-    BENCHMARK_SELECTOR,
     COMPLETION_INDEX_ANNOTATION,
     JOB_NAME_LABEL,
+    LABEL_COMPONENT,
     LABEL_INIT,
     LABEL_RECIPE,
     LABEL_STUDY,
+    STUDY_SELECTOR,
     TRAINER_CONTAINER,
 )
 from vitbench.trainer import records
@@ -116,6 +117,12 @@ class JobStatus:
     ap_box: float | None = None
     ap_mask: float | None = None
     message: str = ""
+    pretraining: bool = False
+
+    @property
+    def run(self) -> str:
+        """``<init>`` for a fine-tuning, ``pretrain <method>`` for a pre-training."""
+        return f"pretrain {self.init}" if self.pretraining else self.init
 
     def as_json(self) -> dict[str, Any]:
         """A JSON-ready dict (pods summarised by name, phase and whether disrupted)."""
@@ -123,6 +130,7 @@ class JobStatus:
             "name": self.name,
             "study": self.study,
             "init": self.init,
+            "kind": "pretraining" if self.pretraining else "fine-tuning",
             "recipe": self.recipe,
             "phase": self.phase,
             "active": self.active,
@@ -245,13 +253,19 @@ def _compare(kind: str, name: str, namespace: str, doc: Mapping[str, Any], exist
 
 
 def list_study_jobs(batch: BatchApi, namespace: str, study: str | None = None) -> list[Any]:
-    """The benchmark Jobs in ``namespace`` (of one study when given), sorted by study then init."""
-    selector = BENCHMARK_SELECTOR + (f",{LABEL_STUDY}={study}" if study is not None else "")
+    """The studies' Jobs in ``namespace`` (of one study when given) — pre-trainings and fine-tunings —
+    sorted by study, then pre-trainings first, then init."""
+    selector = STUDY_SELECTOR + (f",{LABEL_STUDY}={study}" if study is not None else "")
     try:
         jobs = list(batch.list_namespaced_job(namespace, label_selector=selector).items or [])
     except ApiException as exc:
         raise _api_error(exc, f"listing Jobs in namespace {namespace}") from exc
-    return sorted(jobs, key=lambda j: (_label(j, LABEL_STUDY), _label(j, LABEL_INIT)))
+    return sorted(jobs, key=lambda j: (_label(j, LABEL_STUDY), not is_pretraining(j), _label(j, LABEL_INIT)))
+
+
+def is_pretraining(job: Any) -> bool:
+    """True for a pre-training Job (component label ``pretraining``)."""
+    return _label(job, LABEL_COMPONENT) == "pretraining"
 
 
 def _label(obj: Any, key: str) -> str:
@@ -387,6 +401,7 @@ def job_status(batch: BatchApi, core: CoreApi, namespace: str, job: Any) -> JobS
         ap_box=ap_box,
         ap_mask=ap_mask,
         message=message,
+        pretraining=is_pretraining(job),
     )
 
 

@@ -455,6 +455,15 @@ class RegistryClient:
             )
         )
 
+    def prepare(self, experiments: Sequence[str] = (), models: Sequence[str] = ()) -> None:
+        """Create the store (an embedded one is created and migrated on first use), ``experiments`` and
+        registered ``models`` now: processes started next then only add runs and versions, and never
+        race each other to create them (SQLite refuses a second concurrent schema migration)."""
+        for experiment in experiments:
+            self._experiment_id(experiment)
+        for name in models:
+            self._ensure_model(name)
+
     def start_run(
         self, experiment: str, run_name: str | None = None, tags: Mapping[str, str] | None = None
     ) -> str:

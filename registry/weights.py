@@ -1,7 +1,7 @@
 """``--weights`` given as a registry reference: resolve it to a sha256-verified local file, and the
 version tags that record the lineage of a model fine-tuned from it.
 
-``NAME@ALIAS`` / ``NAME/VERSION`` / ``models:/...`` is downloaded with
+``NAME@ALIAS`` / ``NAME/VERSION`` / ``models:/...`` is downloaded (into a folder named by its sha256) with
 :meth:`~vitbench.registry.client.RegistryClient.download` (which refuses a digest mismatch); an existing
 local path or a URI is passed through. A detector trained from a registered version carries
 ``pretrained_from`` (``name/version``) and ``pretrained_sha256``; ``vitbench registry show`` prints them.
@@ -56,7 +56,7 @@ def resolve_weights(
     cache_dir: Path,
 ) -> ResolvedWeights | None:
     """Resolve ``--weights``: a path or URI is passed through; a registry reference is downloaded into
-    ``cache_dir/<name>/<version>/`` and verified against the version's ``sha256`` tag (the client
+    ``cache_dir/<sha256>/`` and verified against the version's ``sha256`` tag (the client
     refuses a mismatch). A ``sha256`` given with a reference must equal that tag."""
     if not weights:
         return None
@@ -69,7 +69,8 @@ def resolve_weights(
         raise RegistryError(
             f"--weights-sha256 {sha256} does not match {info.ref}'s registered sha256 {tagged}; refusing it"
         )
-    result = client.download(info.ref, cache_dir / info.name / info.version)
+    # content-addressed: two registries can both hold a different `name/1`
+    result = client.download(info.ref, cache_dir / (tagged or f"{info.name}-{info.version}").lower())
     return ResolvedWeights(str(result.path), result.sha256, info)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import re
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -41,12 +42,27 @@ def _model(body: dict[str, Any], cls: str) -> Any:
 
 
 def _matches(labels: dict[str, str] | None, selector: str | None) -> bool:
+    """Kubernetes label-selector semantics: ``k=v``, ``k==v``, ``k!=v``, ``k in (a,b)``, ``k notin (a,b)``,
+    ``k`` and ``!k``, joined by commas (outside the parentheses)."""
     if not selector:
         return True
     labels = labels or {}
-    for term in selector.split(","):
-        key, _, value = term.partition("=")
-        if labels.get(key) != value:
+    for term in re.split(r",(?![^()]*\))", selector):
+        term = term.strip()
+        if m := re.fullmatch(r"(\S+)\s+(in|notin)\s+\((.*)\)", term):
+            key, op, values = m.group(1), m.group(2), {v.strip() for v in m.group(3).split(",")}
+            ok = (labels.get(key) in values) if op == "in" else (labels.get(key) not in values)
+        elif "!=" in term:
+            key, value = term.split("!=", 1)
+            ok = labels.get(key.strip()) != value.strip()
+        elif "=" in term:
+            key, value = re.split(r"==?", term, maxsplit=1)
+            ok = labels.get(key.strip()) == value.strip()
+        elif term.startswith("!"):
+            ok = term[1:] not in labels
+        else:
+            ok = term in labels
+        if not ok:
             return False
     return True
 

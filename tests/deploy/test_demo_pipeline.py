@@ -31,7 +31,9 @@ def _keep_torch_threads() -> Iterator[None]:
 
 def _demo(tmp_path: Path, *extra: str) -> tuple[int, str]:
     args = ["demo", "--out", str(tmp_path / "demo"), "--home", str(tmp_path / "home")]
-    res = runner.invoke(app, [*args, "--images", "10", "--inits", "random", *SETS, *extra])
+    res = runner.invoke(
+        app, [*args, "--images", "10", "--pretrain", "none", "--inits", "random", *SETS, *extra]
+    )
     return res.exit_code, res.output
 
 
@@ -57,9 +59,11 @@ def test_demo_prints_the_whole_pipeline(tmp_path: Path) -> None:
     assert not list((tmp_path / "demo").rglob("*.tmp*")), "half-written files were left behind"
 
 
-def test_pipeline_needs_the_registered_random_run(tmp_path: Path) -> None:
+def test_flags_that_cannot_work_exit_2(tmp_path: Path) -> None:
     code, output = _demo(tmp_path, "--no-register")
     assert code == 2 and "--no-pipeline" in output
-    code, output = _demo(tmp_path, "--inits", "mae")
-    assert code == 2 and "'random' run" in output
+    code, output = _demo(tmp_path, "--pretrain", "mae,beit")
+    assert code == 2 and "unknown pre-training method 'beit'" in output
+    code, output = _demo(tmp_path, "--pretrain", "mae", "--weights", "mae=/nowhere/mae.pth")
+    assert code == 2 and "both pre-trained by the demo and given --weights" in " ".join(output.split())
     assert not (tmp_path / "demo").exists(), "nothing is trained when the flags cannot work"

@@ -43,7 +43,7 @@ def pretrained(tmp_path_factory: pytest.TempPathFactory, registry_home: Path) ->
         ],
     )
     assert res.exit_code == 0, res.output
-    outcome = json.loads(res.output)
+    outcome = json.loads(res.stdout)
     return root, outcome["registered"], Path(outcome["files"]["mae"])
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import signal
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,7 @@ class PretrainRun:
     hooks: Sequence[Hook] = ()
     progress: bool = False
     registration: Registration | None = None
+    echo_records: bool = False  # also write every metrics line to stderr (the pod log `bench status` reads)
 
 
 def run_pretraining(run: PretrainRun) -> PretrainOutcome:
@@ -98,7 +100,7 @@ def run_pretraining(run: PretrainRun) -> PretrainOutcome:
         raise PretrainError(str(exc)) from None
     info = du.DistInfo.from_env(os.environ)
     task = PretrainTask(PretrainSpec(recipe=pre, data_root=run.data, out_dir=run.out))
-    hooks: list[Hook] = [JsonlMetricsHook(), *run.hooks]
+    hooks: list[Hook] = [JsonlMetricsHook(echo=sys.stderr if run.echo_records else None), *run.hooks]
     bar = RichProgressHook(f"pretrain {pre.name}") if run.progress and info.is_main else None
     if bar is not None:
         hooks.append(bar)

@@ -456,18 +456,18 @@ def status_table(rows: list[JobStatus], ns: str) -> Any:
     title = f"study {studies[0]} in {ns}" if len(studies) == 1 else f"benchmark Jobs in {ns}"
     phase_style = {"Running": "cyan", "Succeeded": "green", "Failed": "bold red", "Queued": "yellow"}
     table = Table(title=title, title_justify="left", box=box.SIMPLE_HEAD)
-    columns = ["init", "phase", "pods", "retried", "failed", "iter", "APbox", "APmask", "note"]
+    columns = ["run", "phase", "pods", "retried", "failed", "iter", "APbox", "APmask", "note"]
     if len(studies) > 1:
         columns.insert(0, "study")
     for col in columns:
-        justify: Any = "left" if col in ("study", "init", "phase", "note") else "right"
+        justify: Any = "left" if col in ("study", "run", "phase", "note") else "right"
         table.add_column(col, justify=justify, no_wrap=col != "note")
     for s in rows:
         why = sorted(
             {_DISRUPTION_WORDS.get(p.reason or "", p.reason or "") for p in s.pods if p.disrupted} - {""}
         )
         cells = [
-            s.init,
+            s.run,
             f"[{phase_style.get(s.phase, 'white')}]{s.phase}[/]",
             f"{s.active}/{len(s.pods)}",
             str(s.retried) + (f" ({','.join(w for w in why if w)})" if any(why) else ""),
@@ -500,7 +500,8 @@ def status(
     context: ContextOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Table of the benchmark Jobs: phase, pods, retries after disruption vs failures, iteration, AP."""
+    """Table of the study Jobs (pre-trainings first): phase, pods, retries after disruption vs failures,
+    iteration, AP."""
     from rich.console import Console
 
     from vitbench.deploy import k8s
@@ -569,16 +570,20 @@ def logs(
     index: Annotated[int, typer.Option("--index", min=0, help="Node rank of a multi-node run.")] = 0,
     tail: Annotated[int | None, typer.Option("--tail", min=1, help="Only the last N lines.")] = None,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="Keep printing as the pod writes.")] = False,
+    pretrain: Annotated[
+        bool, typer.Option("--pretrain", help="The pre-training Job of method INIT, not its fine-tuning.")
+    ] = False,
     namespace: NamespaceOpt = None,
     context: ContextOpt = None,
 ) -> None:
     """Print the trainer log of one init's newest pod (rank 0 unless --index)."""
     from vitbench.deploy import k8s
-    from vitbench.deploy.jobs import job_name
+    from vitbench.deploy.jobs import job_name, pretrain_job_name
 
     batch, core, ns = connect(context, namespace)
     try:
-        name = job_name(_resolve_study(batch, ns, study, init), init)
+        the_study = _resolve_study(batch, ns, study, init)
+        name = pretrain_job_name(the_study, init) if pretrain else job_name(the_study, init)
         if not follow:
             sys.stdout.write(k8s.logs(core, ns, name, index=index, tail_lines=tail))
             return
@@ -594,7 +599,12 @@ def logs(
 def cancel(
     study: StudyOpt = None,
     inits: Annotated[
-        str | None, typer.Option("--inits", "-i", help="Comma-separated inits to cancel (default: all).")
+        str | None,
+        typer.Option(
+            "--inits",
+            "-i",
+            help="Comma-separated inits to cancel (default: all); an init's pre-training Job goes too.",
+        ),
     ] = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for confirmation.")] = False,
     namespace: NamespaceOpt = None,

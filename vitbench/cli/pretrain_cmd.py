@@ -87,6 +87,7 @@ def pretrain(
                     grace_period=grace_period,
                     progress=progress,
                     registration=Registration(model_name, experiment, home) if do_register else None,
+                    echo_records=as_json,
                 )
             )
     except TrainingInterruptedError as exc:

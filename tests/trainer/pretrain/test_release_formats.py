@@ -37,7 +37,7 @@ def _pretrain(method: str, data: Path, out: Path) -> dict[str, Path]:
         + ["--no-register", "--no-progress", "--device", "cpu", "--json"],
     )
     assert res.exit_code == 0, res.output
-    return {k: Path(v) for k, v in json.loads(res.output)["files"].items()}
+    return {k: Path(v) for k, v in json.loads(res.stdout)["files"].items()}
 
 
 @pytest.fixture(scope="module")
