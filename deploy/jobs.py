@@ -353,6 +353,11 @@ def job_name(study: str, init: str) -> str:
     return f"{study}-{init}"
 
 
+def pretrain_job_name(study: str, method: str) -> str:
+    """The Job (and Service) name of ``study``'s pre-training with ``method`` (``PretrainJobSpec.name``)."""
+    return job_name(study, f"pretrain-{method}")
+
+
 def is_registry_reference(weights: str) -> bool:
     """True when a ``--weights`` value names a registered version (``NAME@ALIAS``, ``NAME/N``,
     ``models:/...``): the trainer downloads it from the registry, so no weights volume is needed."""
