@@ -10,16 +10,20 @@ The scripts import this module by name (``import benchlib``): running ``python b
 from __future__ import annotations
 
 import contextlib
+import itertools
 import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from vitbench.trainer.recipes import BackboneConfig
 
 AMP_DTYPES = {"none": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -173,6 +177,28 @@ def train_step(
     return float(loss.detach())
 
 
+def infer_seconds(
+    model: nn.Module,
+    images: Sequence[torch.Tensor],
+    amp: torch.dtype | None,
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+) -> float:
+    """Median wall seconds of one eager inference of the detector (eval mode, no grad, autocast to ``amp``)
+    on a single image, cycling through ``images``."""
+    counter = itertools.count()
+
+    def run() -> None:
+        with (
+            torch.no_grad(),
+            torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None),
+        ):
+            model([images[next(counter) % len(images)]])
+
+    return median(time_calls(run, warmup, repeats, device))
+
+
 @contextlib.contextmanager
 def count_saved_activations() -> Iterator[dict[str, int]]:
     """Count the bytes autograd saves for backward inside the block (each storage once).
@@ -195,17 +221,10 @@ def count_saved_activations() -> Iterator[dict[str, int]]:
         yield tally
 
 
-def vit_flops(
-    *,
-    image_size: int,
-    patch_size: int,
-    embed_dim: int,
-    depth: int,
-    mlp_ratio: float,
-    window_size: int,
-    global_blocks: Sequence[int],
-) -> int:
-    """Analytic forward FLOPs (2 per multiply-add) of the plain ViT's matrix products at batch 1.
+def vit_flops(backbone: BackboneConfig, image_size: int) -> int:
+    """Analytic forward FLOPs (2 per multiply-add) of a recipe's plain ViT (``backbone``: ``patch_size``,
+    ``embed_dim``, ``depth``, ``mlp_ratio``, ``window_size``, ``global_blocks``) at ``image_size`` px,
+    batch 1.
 
     ``N`` tokens of width ``C``; per block: the MLP (``4·mlp_ratio·N·C²``), the qkv + proj linears
     (``8·n·C²``) and the two attention products (``4·n·g·C``, ``g`` tokens per attention group), where
@@ -214,13 +233,14 @@ def vit_flops(
     Plus the patch embedding. Norms, softmax, GELU and relative-position terms are not counted (well
     under 1% at 1024 px).
     """
+    patch_size, window_size = backbone.patch_size, backbone.window_size
     grid = image_size // patch_size
     N = grid * grid
-    C = embed_dim
+    C = backbone.embed_dim
     flops = 2 * N * (3 * patch_size * patch_size) * C
-    for i in range(depth):
-        flops += int(4 * mlp_ratio * N * C * C)
-        if window_size > 0 and i not in global_blocks:
+    for i in range(backbone.depth):
+        flops += int(4 * backbone.mlp_ratio * N * C * C)
+        if window_size > 0 and i not in backbone.global_blocks:
             padded = -(-grid // window_size) * window_size
             n, g = padded * padded, window_size * window_size  # (nW * w², w²)
         else:

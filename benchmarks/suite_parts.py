@@ -429,21 +429,10 @@ def _infer_setup(ctx: PartContext) -> tuple[Any, Any, Any, Any]:
 
 
 def _infer_time(ctx: PartContext, model: Any, data: Any, device: Any, warmup: int) -> float:
-    from benchlib import median, time_calls, val_image
+    from benchlib import infer_seconds, val_image
 
-    torch = _torch()
-    amp = _dtype(ctx)
     images = [val_image(data, i, device) for i in range(len(data.val))]
-    counter = iter(range(10**9))
-
-    def run() -> None:
-        with (
-            torch.no_grad(),
-            torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None),
-        ):
-            model([images[next(counter) % len(images)]])
-
-    return median(time_calls(run, warmup, ctx.mode.infer_iters, device))
+    return infer_seconds(model, images, _dtype(ctx), device, warmup, ctx.mode.infer_iters)
 
 
 def part_infer(ctx: PartContext) -> None:
@@ -658,16 +647,7 @@ def part_util(ctx: PartContext) -> None:
     with sdpa_backend(True), FlopCounterMode(display=False) as counter, autocast:
         model.backbone.net(x)
     vit_fwd = counter.get_total_flops()
-    bb = recipe.backbone
-    analytic = vit_flops(
-        image_size=size,
-        patch_size=bb.patch_size,
-        embed_dim=bb.embed_dim,
-        depth=bb.depth,
-        mlp_ratio=bb.mlp_ratio,
-        window_size=bb.window_size,
-        global_blocks=bb.global_blocks,
-    )
+    analytic = vit_flops(recipe.backbone, size)
     ctx.row(
         f"{recipe.name} ViT forward FLOPs, counted ÷ analytic",
         vit_fwd / analytic,

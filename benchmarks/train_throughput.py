@@ -23,6 +23,7 @@ from benchlib import (
     AMP_DTYPES,
     build_model,
     build_optimizer,
+    infer_seconds,
     median,
     synth_data,
     time_calls,
@@ -75,16 +76,7 @@ def main() -> None:
     train_s = median(time_calls(step, args.warmup, args.iters, device))
 
     model.eval()
-    img_no = iter(range(10**9))
-
-    def infer() -> None:
-        with (
-            torch.no_grad(),
-            torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None),
-        ):
-            model([val_images[next(img_no) % len(val_images)]])
-
-    eval_img = median(time_calls(infer, args.warmup, args.iters, device))
+    eval_img = infer_seconds(model, val_images, amp, device, args.warmup, args.iters)
 
     result = {
         "recipe": recipe.name,

@@ -249,15 +249,20 @@ class JobSpec(BaseModel):
         return self
 
     @property
+    def run_folder(self) -> str:
+        """The run's folder in the study and its Job name's suffix: the init."""
+        return self.init
+
+    @property
     def name(self) -> str:
-        """Deterministic Job name ``<study>-<init>`` (also the headless Service's name)."""
-        return job_name(self.study.name, self.init)
+        """Deterministic Job name ``<study>-<run_folder>`` (also the headless Service's name)."""
+        return job_name(self.study.name, self.run_folder)
 
     @property
     def out_dir(self) -> str:
-        """Where the trainer writes this run: ``/outputs/<study>/<init>`` or ``s3://.../<study>/<init>``."""
+        """Where the trainer writes this run: ``/outputs/<study>/<run_folder>`` or ``s3://.../<study>/...``."""
         root = self.study.outputs_s3 if self.study.outputs_s3 is not None else OUTPUTS_MOUNT
-        return f"{root}/{self.study.name}/{self.init}"
+        return f"{root}/{self.study.name}/{self.run_folder}"
 
     @property
     def distributed(self) -> bool:
@@ -309,14 +314,9 @@ class PretrainJobSpec(JobSpec):
         return self
 
     @property
-    def name(self) -> str:
-        """``<study>-pretrain-<method>`` (also the headless Service's name)."""
-        return pretrain_job_name(self.study.name, self.init)
-
-    @property
-    def out_dir(self) -> str:
-        root = self.study.outputs_s3 if self.study.outputs_s3 is not None else OUTPUTS_MOUNT
-        return f"{root}/{self.study.name}/pretrain-{self.init}"
+    def run_folder(self) -> str:
+        """``pretrain-<method>``: the Job is ``<study>-pretrain-<method>``."""
+        return f"pretrain-{self.init}"
 
     @property
     def component(self) -> str:
@@ -354,24 +354,16 @@ def job_name(study: str, init: str) -> str:
 
 
 def pretrain_job_name(study: str, method: str) -> str:
-    """The Job (and Service) name of ``study``'s pre-training with ``method``."""
-    return f"{study}-pretrain-{method}"
+    """The Job (and Service) name of ``study``'s pre-training with ``method`` (``PretrainJobSpec.name``)."""
+    return job_name(study, f"pretrain-{method}")
 
 
 def is_registry_reference(weights: str) -> bool:
     """True when a ``--weights`` value names a registered version (``NAME@ALIAS``, ``NAME/N``,
     ``models:/...``): the trainer downloads it from the registry, so no weights volume is needed."""
-    from vitbench.registry.client import ModelRef, RegistryError
+    from vitbench.registry.weights import reads_as_ref
 
-    if weights.startswith("models:/"):
-        return True
-    if "://" in weights or weights.startswith(("/", ".")):
-        return False
-    try:
-        ModelRef.parse(weights)
-    except RegistryError:
-        return False
-    return True
+    return not weights.startswith(("/", ".")) and reads_as_ref(weights)  # a path in the pod is not one
 
 
 def labels(job: JobSpec, managed_by: str = "vitbench-cli") -> dict[str, str]:

@@ -29,18 +29,24 @@ class ResolvedWeights:
     version: ModelVersionInfo | None = None
 
 
-def looks_like_ref(weights: str) -> bool:
-    """True when ``weights`` reads as a registry reference (``name@alias``, ``name/N``, ``models:/...``)
-    and is not an existing local path or a URI."""
+def reads_as_ref(weights: str) -> bool:
+    """True when ``weights`` is written as a registry reference (``name@alias``, ``name/N``,
+    ``models:/...``) and not as a URI; whether a local file of that name exists is not asked."""
     if weights.startswith("models:/"):
         return True
-    if "://" in weights or os.path.exists(weights):
+    if "://" in weights:
         return False
     try:
         ModelRef.parse(weights)
     except RegistryError:
         return False
     return True
+
+
+def looks_like_ref(weights: str) -> bool:
+    """True when ``weights`` reads as a registry reference (``name@alias``, ``name/N``, ``models:/...``)
+    and is not an existing local path or a URI."""
+    return weights.startswith("models:/") or (not os.path.exists(weights) and reads_as_ref(weights))
 
 
 def resolve_weights(

@@ -45,25 +45,22 @@ for values in "$CHART"/ci/*.yaml; do
     done
 done
 
+# expect_jobs VALUES TEMPLATE N WHAT: helm/vitbench/ci/VALUES renders exactly N Jobs from templates/TEMPLATE.
+expect_jobs() {
+    local values="$1" template="$2" want="$3" what="$4" got
+    got="$("$HELM" template vitbench "$CHART" -f "$CHART/ci/$values" -s "templates/$template" \
+        | grep -c '^kind: Job$' || true)"
+    if [[ "$got" != "$want" ]]; then
+        echo "FAIL: $values rendered $got $what, expected $want" >&2
+        fail=1
+    else
+        echo "== $values: $want $what"
+    fi
+}
 # One Job per init when the benchmark is enabled (the ci file lists five inits).
-jobs="$("$HELM" template vitbench "$CHART" -f "$CHART/ci/benchmark-values.yaml" -s templates/benchmark-jobs.yaml \
-    | grep -c '^kind: Job$' || true)"
-if [[ "$jobs" != "5" ]]; then
-    echo "FAIL: benchmark-values.yaml rendered $jobs benchmark Jobs, expected 5 (one per init)" >&2
-    fail=1
-else
-    echo "== benchmark-values.yaml: 5 benchmark Jobs, one per init"
-fi
-
+expect_jobs benchmark-values.yaml benchmark-jobs.yaml 5 "benchmark Jobs (one per init)"
 # One pre-training Job (component pretraining) from the pretrain section.
-pretrain="$("$HELM" template vitbench "$CHART" -f "$CHART/ci/pretrain-values.yaml" -s templates/pretrain-job.yaml \
-    | grep -c '^kind: Job$' || true)"
-if [[ "$pretrain" != "1" ]]; then
-    echo "FAIL: pretrain-values.yaml rendered $pretrain pre-training Jobs, expected 1" >&2
-    fail=1
-else
-    echo "== pretrain-values.yaml: 1 pre-training Job"
-fi
+expect_jobs pretrain-values.yaml pretrain-job.yaml 1 "pre-training Job(s)"
 
 for bad in tests/deploy/chart-values/bad-*.yaml; do
     for cmd in "install vitbench $CHART --dry-run=client" "template vitbench $CHART"; do

@@ -15,7 +15,6 @@ Xie et al., arXiv 2105.04553 and SwinTransformer/Transformer-SSL (MoBY / Swin-T)
 
 from __future__ import annotations
 
-import difflib
 import json
 import os
 import types
@@ -28,6 +27,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from vitbench.fileio import atomic_write_json
+from vitbench.suggest import did_you_mean, lookup
 from vitbench.trainer import rundir
 
 __all__ = [
@@ -448,14 +448,7 @@ def list_recipes() -> list[str]:
 
 def get_recipe(name: str) -> Recipe:
     """The built-in recipe called ``name``; raises :class:`RecipeError` naming the known ones."""
-    try:
-        return _CATALOGUE[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, _CATALOGUE, n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise RecipeError(
-            f"unknown recipe {name!r}; expected one of {', '.join(_CATALOGUE)}.{hint}"
-        ) from None
+    return lookup(_CATALOGUE, name, "recipe", RecipeError)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -543,10 +536,9 @@ def apply_overrides(recipe: _R, overrides: Sequence[str]) -> _R:
         if not sep or not key:
             raise RecipeError(f"override {item!r} is not of the form key=value (e.g. solver.lr=1e-4)")
         if key not in known:
-            close = difflib.get_close_matches(key, known, n=3, cutoff=0.6)
-            hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
             raise RecipeError(
-                f"unknown recipe key {key!r}.{hint} Keys look like 'section.field', e.g. solver.lr."
+                f"unknown recipe key {key!r}.{did_you_mean(key, known)} Keys look like 'section.field', "
+                "e.g. solver.lr."
             )
         ann = _annotation(key, root)
         value = _parse_value(raw, ann)

@@ -210,30 +210,19 @@ def test_analytic_vit_flops_match_torch_flop_counter(
     from benchlib import sdpa_backend, vit_flops
     from torch.utils.flop_counter import FlopCounterMode
 
-    from vitbench.trainer.models.vit import ViT
+    from vitbench.trainer.models.detector import build_vit
+    from vitbench.trainer.recipes import BackboneConfig, InputConfig, NeckConfig, Recipe
 
-    vit = ViT(
-        img_size=size,
-        embed_dim=48,
-        depth=4,
-        num_heads=3,
-        window_size=window,
-        global_blocks=global_blocks,
-        rel_pos="none",
-        out_indices=(3,),
+    bb = BackboneConfig(
+        embed_dim=48, depth=4, num_heads=3, window_size=window, global_blocks=global_blocks, rel_pos="none"
     )
+    recipe = Recipe(
+        name="flops", backbone=bb, neck=NeckConfig(kind="simple_fpn"), input=InputConfig(image_size=size)
+    )
+    vit = build_vit(recipe)  # a simple pyramid taps the last block only
     with torch.no_grad(), sdpa_backend(True), FlopCounterMode(display=False) as counter:
         vit(torch.randn(1, 3, size, size))
-    analytic = vit_flops(
-        image_size=size,
-        patch_size=16,
-        embed_dim=48,
-        depth=4,
-        mlp_ratio=4.0,
-        window_size=window,
-        global_blocks=global_blocks,
-    )
-    assert counter.get_total_flops() == analytic
+    assert counter.get_total_flops() == vit_flops(bb, size)
 
 
 def test_saved_activation_count_sees_the_attention_matrix() -> None:

@@ -20,6 +20,9 @@ from typing import Any
 from kubernetes.client import ApiClient, V1Job, V1JobList, V1Pod, V1PodList, V1Service
 from kubernetes.client.exceptions import ApiException
 
+#: The namespace a fake ``bench`` connection falls back to when no ``--namespace`` is given.
+NS = "research"
+
 _API = ApiClient()
 # kubernetes >= 37 deserializes the response text (with a content type); older clients take a response object.
 _TEXT_DESERIALIZE = "content_type" in inspect.signature(ApiClient.deserialize).parameters
@@ -62,6 +65,23 @@ def _matches(labels: dict[str, str] | None, selector: str | None) -> bool:
         if not ok:
             return False
     return True
+
+
+def _get(store: dict[tuple[str, str], Any], namespace: str, name: str) -> Any:
+    """The object ``name`` in ``namespace``; ``ApiException(404)`` when there is none."""
+    try:
+        return store[(namespace, name)]
+    except KeyError:
+        raise ApiException(status=404, reason="NotFound") from None
+
+
+def _listed(store: dict[tuple[str, str], Any], namespace: str, selector: str | None) -> list[Any]:
+    """The objects of ``namespace`` whose labels match ``selector``."""
+    return [
+        o
+        for (ns, _), o in store.items()
+        if ns == namespace and o.metadata is not None and _matches(o.metadata.labels, selector)
+    ]
 
 
 class FakeCluster:
@@ -141,17 +161,26 @@ class FakeCluster:
         self.jobs[(namespace, name)] = _model(body, "V1Job")
 
 
-class FakeBatchApi:
-    """``BatchV1Api`` subset backed by a :class:`FakeCluster`."""
+class _FakeApi:
+    """An API group backed by a :class:`FakeCluster`."""
 
     def __init__(self, cluster: FakeCluster) -> None:
         self.cluster = cluster
 
-    def create_namespaced_job(self, namespace: str, body: Any, **kwargs: Any) -> V1Job:
-        name = body["metadata"]["name"]
-        if (namespace, name) in self.cluster.jobs:
+    def _admit(self, store: dict[tuple[str, str], Any], namespace: str, body: Any, kind: str) -> str:
+        """The name of a new object of ``kind``, recorded as created; ``ApiException(409)`` if it exists."""
+        name = str(body["metadata"]["name"])
+        if (namespace, name) in store:
             raise ApiException(status=409, reason="AlreadyExists")
-        self.cluster.calls.append(("create", "Job", name))
+        self.cluster.calls.append(("create", kind, name))
+        return name
+
+
+class FakeBatchApi(_FakeApi):
+    """``BatchV1Api`` subset backed by a :class:`FakeCluster`."""
+
+    def create_namespaced_job(self, namespace: str, body: Any, **kwargs: Any) -> V1Job:
+        name = self._admit(self.cluster.jobs, namespace, body, "Job")
         metadata = {**body["metadata"], "uid": str(uuid.uuid4())}
         job = _model({**body, "metadata": metadata, "status": {}}, "V1Job")
         job.metadata.creation_timestamp = self.cluster._tick()
@@ -159,26 +188,17 @@ class FakeBatchApi:
         return job
 
     def read_namespaced_job(self, name: str, namespace: str, **kwargs: Any) -> V1Job:
-        try:
-            return self.cluster.jobs[(namespace, name)]
-        except KeyError:
-            raise ApiException(status=404, reason="NotFound") from None
+        return _get(self.cluster.jobs, namespace, name)
 
     def list_namespaced_job(
         self, namespace: str, label_selector: str | None = None, **kwargs: Any
     ) -> V1JobList:
-        items = [
-            j
-            for (ns, _), j in self.cluster.jobs.items()
-            if ns == namespace and j.metadata is not None and _matches(j.metadata.labels, label_selector)
-        ]
-        return V1JobList(items=items)
+        return V1JobList(items=_listed(self.cluster.jobs, namespace, label_selector))
 
     def delete_namespaced_job(self, name: str, namespace: str, **kwargs: Any) -> None:
-        if (namespace, name) not in self.cluster.jobs:
-            raise ApiException(status=404, reason="NotFound")
+        uid = _get(self.cluster.jobs, namespace, name).metadata.uid
         self.cluster.calls.append(("delete", "Job", f"{name}:{kwargs.get('propagation_policy')}"))
-        uid = self.cluster.jobs.pop((namespace, name)).metadata.uid
+        del self.cluster.jobs[(namespace, name)]
         # The garbage collector removes what the Job owns: Services with an ownerReference to it...
         for key, svc in list(self.cluster.services.items()):
             owners = (svc.metadata.owner_references if svc.metadata is not None else None) or []
@@ -192,46 +212,30 @@ class FakeBatchApi:
                     del self.cluster.pods[key]
 
 
-class FakeCoreApi:
+class FakeCoreApi(_FakeApi):
     """``CoreV1Api`` subset backed by a :class:`FakeCluster`."""
 
-    def __init__(self, cluster: FakeCluster) -> None:
-        self.cluster = cluster
-
     def create_namespaced_service(self, namespace: str, body: Any, **kwargs: Any) -> V1Service:
-        name = body["metadata"]["name"]
-        if (namespace, name) in self.cluster.services:
-            raise ApiException(status=409, reason="AlreadyExists")
-        self.cluster.calls.append(("create", "Service", name))
+        name = self._admit(self.cluster.services, namespace, body, "Service")
         svc = _model(body, "V1Service")
         self.cluster.services[(namespace, name)] = svc
         return svc
 
     def read_namespaced_service(self, name: str, namespace: str, **kwargs: Any) -> V1Service:
-        try:
-            return self.cluster.services[(namespace, name)]
-        except KeyError:
-            raise ApiException(status=404, reason="NotFound") from None
+        return _get(self.cluster.services, namespace, name)
 
     def delete_namespaced_service(self, name: str, namespace: str, **kwargs: Any) -> None:
-        if (namespace, name) not in self.cluster.services:
-            raise ApiException(status=404, reason="NotFound")
+        _get(self.cluster.services, namespace, name)
         self.cluster.calls.append(("delete", "Service", name))
         del self.cluster.services[(namespace, name)]
 
     def list_namespaced_pod(
         self, namespace: str, label_selector: str | None = None, **kwargs: Any
     ) -> V1PodList:
-        items = [
-            p
-            for (ns, _), p in self.cluster.pods.items()
-            if ns == namespace and p.metadata is not None and _matches(p.metadata.labels, label_selector)
-        ]
-        return V1PodList(items=items)
+        return V1PodList(items=_listed(self.cluster.pods, namespace, label_selector))
 
     def read_namespaced_pod_log(self, name: str, namespace: str, **kwargs: Any) -> Any:
-        if (namespace, name) not in self.cluster.pods:
-            raise ApiException(status=404, reason="NotFound")
+        _get(self.cluster.pods, namespace, name)
         text = self.cluster.logs.get((namespace, name), "")
         tail = kwargs.get("tail_lines")
         if tail is not None:

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 import typer
 import yaml
-from fake_k8s import FakeBatchApi, FakeCluster, FakeCoreApi
+from fake_k8s import NS, FakeCluster
 from typer.testing import CliRunner
 
 from vitbench.cli import bench_k8s
@@ -16,33 +16,12 @@ from vitbench.cli import bench_k8s
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 FIVE = "random,supervised,mocov3,beit,mae"
-NS = "research"
 #: Every init but random needs weights; these come from a weights PVC.
 W_MAE = ["--weights-pvc", "pretrained", "--weights", "mae=/weights/mae.pth"]
 W_FIVE = [
     *W_MAE,
     *(a for i in ("supervised", "mocov3", "beit") for a in ("--weights", f"{i}=/weights/{i}.pth")),
 ]
-
-
-@pytest.fixture
-def app() -> typer.Typer:
-    root = typer.Typer()
-    bench = typer.Typer()
-    bench_k8s.register(bench)
-    root.add_typer(bench, name="bench")
-    return root
-
-
-@pytest.fixture
-def cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
-    fake = FakeCluster()
-
-    def connect(context: str | None, namespace: str | None) -> tuple[Any, Any, str]:
-        return FakeBatchApi(fake), FakeCoreApi(fake), namespace or NS
-
-    monkeypatch.setattr(bench_k8s, "connect", connect)
-    return fake
 
 
 def _run(app: typer.Typer, *args: str) -> Any:

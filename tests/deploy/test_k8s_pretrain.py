@@ -13,11 +13,10 @@ from typing import Any
 import pytest
 import typer
 import yaml
-from fake_k8s import FakeBatchApi, FakeCluster, FakeCoreApi
+from fake_k8s import FakeCluster
 from pydantic import ValidationError
 from typer.testing import CliRunner
 
-from vitbench.cli import bench_k8s
 from vitbench.deploy.jobs import (
     REGISTRY_CLIENT_LABEL,
     PretrainJobSpec,
@@ -30,7 +29,6 @@ from vitbench.deploy.jobs import (
 kubernetes_validate = pytest.importorskip("kubernetes_validate")
 
 VERSIONS = ("1.30.0", "1.37.0")
-NS = "research"
 
 
 def _pretrain(method: str = "mae", data: str = "/data/unlabeled", **kw: Any) -> PretrainJobSpec:
@@ -43,26 +41,6 @@ def _validate(docs: list[dict[str, Any]]) -> None:
     for doc in docs:
         for version in VERSIONS:
             kubernetes_validate.validate(doc, version, strict=True)
-
-
-@pytest.fixture
-def app() -> typer.Typer:
-    root = typer.Typer()
-    bench = typer.Typer()
-    bench_k8s.register(bench)
-    root.add_typer(bench, name="bench")
-    return root
-
-
-@pytest.fixture
-def cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
-    fake = FakeCluster()
-
-    def connect(context: str | None, namespace: str | None) -> tuple[Any, Any, str]:
-        return FakeBatchApi(fake), FakeCoreApi(fake), namespace or NS
-
-    monkeypatch.setattr(bench_k8s, "connect", connect)
-    return fake
 
 
 @pytest.mark.parametrize(

@@ -9,32 +9,8 @@ from typing import Any
 
 import pytest
 import typer
-from fake_k8s import FakeBatchApi, FakeCluster, FakeCoreApi, _matches
+from fake_k8s import NS, FakeCluster, _matches
 from typer.testing import CliRunner
-
-from vitbench.cli import bench_k8s
-
-NS = "research"
-
-
-@pytest.fixture
-def app() -> typer.Typer:
-    root = typer.Typer()
-    bench = typer.Typer()
-    bench_k8s.register(bench)
-    root.add_typer(bench, name="bench")
-    return root
-
-
-@pytest.fixture
-def cluster(monkeypatch: pytest.MonkeyPatch) -> FakeCluster:
-    fake = FakeCluster()
-
-    def connect(context: str | None, namespace: str | None) -> tuple[Any, Any, str]:
-        return FakeBatchApi(fake), FakeCoreApi(fake), namespace or NS
-
-    monkeypatch.setattr(bench_k8s, "connect", connect)
-    return fake
 
 
 def _invoke(app: typer.Typer, *args: str) -> Any:

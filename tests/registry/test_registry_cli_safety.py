@@ -4,11 +4,10 @@ and says where it looked (typer's runner on the real app: exit code, message, no
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from pathlib import Path
 
 import pytest
+from locked_folder import locked_folder
 from typer.testing import CliRunner
 
 from vitbench.cli.main import app
@@ -79,19 +78,8 @@ def test_download_onto_a_file_or_into_an_unwritable_folder_says_so(
     assert code == 2 and f"-o {notes} is a file; expected a folder to download {model_name}/1 into" in msg
     assert notes.read_text() == "hello"
 
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    try:
-        if os.access(locked, os.W_OK):  # root ignores permissions: make the OS refuse instead
-
-            def refuse(*args: object, **kwargs: object) -> None:
-                raise PermissionError(13, "Permission denied")
-
-            monkeypatch.setattr(tempfile, "TemporaryDirectory", refuse)
+    with locked_folder(tmp_path, monkeypatch, "TemporaryDirectory") as locked:
         code, msg = _invoke("registry", "download", f"{model_name}/1", "-o", str(locked), *home)
-    finally:
-        locked.chmod(0o755)
     assert code == 2 and f"cannot write to {locked}: Permission denied" in msg
     assert list(locked.iterdir()) == []
 

@@ -25,6 +25,18 @@ from vitbench.trainer.data.transforms import build_eval_transform, build_train_t
 from vitbench.trainer.engine.task import EngineConfig, TaskContext, TrainingSetupError, TrainTask
 from vitbench.trainer.evaluation.coco_eval import evaluate
 from vitbench.trainer.identity import RunIdentity, dataset_digest
+from vitbench.trainer.recipes import Recipe
+
+
+def training_set(data_root: Path, recipe: Recipe) -> CocoDetection:
+    """The ``train`` split of ``data_root`` with ``recipe``'s training augmentation (large-scale jitter
+    to ``input.image_size``, horizontal flips), as the detection task trains on it."""
+    img_dir, ann = split_paths(data_root, "train")
+    r = recipe
+    augment = build_train_transform(
+        r.input.image_size, r.data.train_scale_range, r.input.pixel_mean, r.data.hflip_prob
+    )
+    return CocoDetection(img_dir, ann, augment, train=True)
 
 
 @dataclass(kw_only=True)
@@ -59,16 +71,7 @@ class DetectionTask(TrainTask):
             problems = du.broadcast_object(problems)
             if problems:
                 raise DatasetError(problems)
-        r = ctx.recipe
-        img_dir, ann = split_paths(self.cfg.data_root, "train")
-        train_ds = CocoDetection(
-            img_dir,
-            ann,
-            build_train_transform(
-                r.input.image_size, r.data.train_scale_range, r.input.pixel_mean, r.data.hflip_prob
-            ),
-            train=True,
-        )
+        train_ds = training_set(self.cfg.data_root, ctx.recipe)
         v_dir, v_ann = split_paths(self.cfg.data_root, "val")
         val_ds = CocoDetection(v_dir, v_ann, build_eval_transform(), train=False)
         if train_ds.class_names != val_ds.class_names:

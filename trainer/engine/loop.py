@@ -247,9 +247,7 @@ class Trainer:
         self.optimizer = build_optimizer(
             unwrap(model), s.lr, s.weight_decay, s.betas, s.layer_decay, r.backbone.depth
         )
-        self.scheduler = build_scheduler(
-            self.optimizer, s.max_iters, s.schedule, s.warmup_iters, s.warmup_factor, s.steps, s.gamma
-        )
+        self.scheduler = build_scheduler(self.optimizer, s)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp_dtype == torch.float16)
         self._check_identity(task.identity(self))
         resumed_from = self.resume_or_start()

@@ -140,34 +140,65 @@ class RegistryHook(Hook):
         plt.close(fig)
         return path
 
-    # ------------------------------------------------------------------ hook points
-    def before_train(self, loop: LoopState) -> None:
-        """Open the run and log the resolved recipe (flattened) plus init/dataset as params."""
-        if not loop.is_main:
-            return
-        recipe = loop.recipe
-        recipe_dict = recipe.model_dump(mode="json") if hasattr(recipe, "model_dump") else dict(recipe)
+    def _log_run_files(self, out_dir: Path, *extra: Path) -> None:
+        """Upload the run's metrics (under ``metrics/``), resolved recipe, ``extra`` files that exist and
+        the training-curves plot (under ``plots/``) as artifacts of the run."""
+        run, run_id = RunDir(out_dir), self.run_id
+        assert run_id is not None, "the run is opened in before_train"
+        for path, folder in ((run.metrics, "metrics"), (run.recipe, None), *((p, None) for p in extra)):
+            if path.is_file():
+                self.client.log_artifact(run_id, path, folder)
+        plot = self._plot(out_dir)
+        if plot is not None:
+            self.client.log_artifact(run_id, plot, "plots")
+
+    def _register(self, path: Path, tags: Mapping[str, Any], description: str) -> None:
+        """Register ``path`` as a new version of the run, tagged ``tags`` + ``code_version`` + the hook's
+        own tags (which win), described by ``description`` formatted with those tags; finish the run."""
+        assert self.run_id is not None, "the run is opened in before_train"
+        version_tags = {**tags, "code_version": self.version_of_code or code_version(), **self.tags}
+        self.version = self.client.register_version(
+            self.model_name, self.run_id, path, version_tags, description=description.format(**version_tags)
+        )
+        self.client.end_run(self.run_id, "FINISHED")
+
+    def run_tags(self, loop: LoopState) -> dict[str, str]:
+        """Tags of the MLflow run: init, recipe name, dataset, output folder."""
         meta = loop.meta
-        run_tags = {
+        return {
             "init": str(meta.get("init", "")),
-            "recipe": str(recipe_dict.get("name", "")),
+            "recipe": str(self._recipe_dict(loop).get("name", "")),
             "dataset": str(meta.get("dataset", "")),
             "out_dir": str(loop.out_dir),
         }
+
+    def run_params(self, loop: LoopState) -> dict[str, Any]:
+        """Params of the MLflow run (before the schedule's): the resolved recipe, flattened by the
+        client, plus init, dataset and class count."""
+        meta = loop.meta
+        return {
+            **self._recipe_dict(loop),
+            "init": meta.get("init", ""),
+            "dataset": meta.get("dataset", ""),
+            "num_classes": meta.get("num_classes", ""),
+        }
+
+    @staticmethod
+    def _recipe_dict(loop: LoopState) -> dict[str, Any]:
+        recipe = loop.recipe
+        return recipe.model_dump(mode="json") if hasattr(recipe, "model_dump") else dict(recipe)
+
+    # ------------------------------------------------------------------ hook points
+    def before_train(self, loop: LoopState) -> None:
+        """Open the run with :meth:`run_tags`; log :meth:`run_params` plus ``max_iters`` and the
+        iteration it starts from as params."""
+        if not loop.is_main:
+            return
         self.run_id = self.client.start_run(
-            self.experiment, self.run_name or Path(loop.out_dir).name, run_tags
+            self.experiment, self.run_name or Path(loop.out_dir).name, self.run_tags(loop)
         )
-        self.client.log_params(
-            self.run_id,
-            {
-                **recipe_dict,
-                "init": meta.get("init", ""),
-                "dataset": meta.get("dataset", ""),
-                "num_classes": meta.get("num_classes", ""),
-                "max_iters": loop.max_iters,
-                "start_iteration": loop.iteration,
-            },
-        )
+        params = {**self.run_params(loop), "max_iters": loop.max_iters, "start_iteration": loop.iteration}
+        self.client.log_params(self.run_id, params)
 
     def after_step(self, loop: LoopState, metrics: Mapping[str, float]) -> None:
         """Log losses, lr and timings at the current iteration."""
@@ -200,12 +231,7 @@ class RegistryHook(Hook):
         if not final.is_file():
             self.client.end_run(self.run_id, "FAILED")
             raise RegistryError(f"cannot register: the final checkpoint {final} does not exist")
-        for path, folder in ((run.metrics, "metrics"), (run.recipe, None)):
-            if path.is_file():
-                self.client.log_artifact(self.run_id, path, folder)
-        plot = self._plot(out_dir)
-        if plot is not None:
-            self.client.log_artifact(self.run_id, plot, "plots")
+        self._log_run_files(out_dir)
         recipe = loop.recipe
         meta = loop.meta
         version_tags: dict[str, Any] = {
@@ -214,15 +240,6 @@ class RegistryHook(Hook):
             "dataset": meta.get("dataset", ""),
             "ap_box": _fmt_ap(self.last_eval.get("bbox/AP")),
             "ap_mask": _fmt_ap(self.last_eval.get("segm/AP")),
-            "code_version": self.version_of_code or code_version(),
             "iteration": loop.iteration,
-            **self.tags,
         }
-        self.version = self.client.register_version(
-            self.model_name,
-            self.run_id,
-            final,
-            version_tags,
-            description=f"{version_tags['recipe']} / {version_tags['init']} on {version_tags['dataset']}",
-        )
-        self.client.end_run(self.run_id, "FINISHED")
+        self._register(final, version_tags, "{recipe} / {init} on {dataset}")

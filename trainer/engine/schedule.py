@@ -13,6 +13,8 @@ from typing import Literal
 
 import torch
 
+from vitbench.trainer.recipes import SolverConfig
+
 
 def lr_factor(
     iteration: int,
@@ -43,18 +45,13 @@ def lr_factor(
 
 
 def build_scheduler(
-    optimizer: torch.optim.Optimizer,
-    max_iters: int,
-    schedule: Literal["cosine", "step"] = "cosine",
-    warmup_iters: int = 0,
-    warmup_factor: float = 0.001,
-    steps: Sequence[int] = (),
-    gamma: float = 0.1,
+    optimizer: torch.optim.Optimizer, solver: SolverConfig
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    """A ``LambdaLR`` stepping once per optimizer step with :func:`lr_factor`."""
-    steps = tuple(steps)
+    """A ``LambdaLR`` stepping once per optimizer step with :func:`lr_factor` of the recipe's ``solver``
+    (``max_iters``, ``schedule``, ``warmup_iters``, ``warmup_factor``, ``steps``, ``gamma``)."""
+    s = solver
 
     def factor(it: int) -> float:
-        return lr_factor(it, max_iters, schedule, warmup_iters, warmup_factor, steps, gamma)
+        return lr_factor(it, s.max_iters, s.schedule, s.warmup_iters, s.warmup_factor, s.steps, s.gamma)
 
     return torch.optim.lr_scheduler.LambdaLR(optimizer, factor)

@@ -14,12 +14,12 @@ github.com/SwinTransformer/Transformer-SSL, github.com/facebookresearch/detectro
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Literal
 
+from vitbench.suggest import lookup
 from vitbench.trainer.inits.errors import InitError
 
 BackboneKind = Literal["vit", "mimdet", "swin"]
@@ -46,23 +46,24 @@ _MIMDET_NEW = (
 _TIMM_VIT_DROP = (r"^cls_token$", r"^norm\.", r"^head\.", r"^fc_norm\.", r"^head_dist\.", r"^dist_token$")
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class InitSpec:
     """One initialization of the study.
 
-    ``pretrain_img_size`` is in pixels; ``pixel_mean``/``pixel_std`` are RGB on the 0–255 scale.
+    ``pretrain_img_size`` is in pixels; ``pixel_mean``/``pixel_std`` are RGB on the 0–255 scale (by
+    default ImageNet's, as most releases). ``sha256`` is None where the publisher gives no digest.
     ``converter`` names an entry of ``trainer.inits.converters.CONVERTERS``.
     """
 
     name: str
     description: str
     url: str | None
-    sha256: str | None
-    pretrain_img_size: int | None
-    pixel_mean: tuple[float, float, float]
-    pixel_std: tuple[float, float, float]
     converter: str
     applies_to: tuple[BackboneKind, ...]
+    sha256: str | None = None
+    pretrain_img_size: int | None = 224
+    pixel_mean: tuple[float, float, float] = IMAGENET_MEAN
+    pixel_std: tuple[float, float, float] = IMAGENET_STD
     weights_key: tuple[str, ...] = ("model",)
     keep_prefix: str = ""
     drop: tuple[str, ...] = ()
@@ -110,10 +111,6 @@ def _mae(name: str, description: str, url: str, applies_to: tuple[BackboneKind, 
         name=name,
         description=description,
         url=url,
-        sha256=None,
-        pretrain_img_size=224,
-        pixel_mean=IMAGENET_MEAN,
-        pixel_std=IMAGENET_STD,
         converter="mae",
         applies_to=applies_to,
         drop=(r"^cls_token$", r"^mask_token$", r"^decoder_pred\.", r"^decoder_pos_embed$"),
@@ -137,10 +134,7 @@ CATALOG: Mapping[str, InitSpec] = MappingProxyType(
             name="random",
             description="No pre-training: every weight starts from the model's own initialization.",
             url=None,
-            sha256=None,
             pretrain_img_size=None,
-            pixel_mean=IMAGENET_MEAN,
-            pixel_std=IMAGENET_STD,
             converter="none",
             applies_to=("vit", "mimdet", "swin"),
             paper="Li et al. 2021 §3: random init follows the BEiT code",
@@ -149,11 +143,7 @@ CATALOG: Mapping[str, InitSpec] = MappingProxyType(
             name="supervised",
             description="Supervised ImageNet-1k ViT (DeiT release / timm ViT format).",
             url="https://dl.fbaipublicfiles.com/deit/deit_base_patch16_224-b5f2ef4d.pth",
-            sha256=None,
             sha256_prefix="b5f2ef4d",  # DeiT loads it with torch.hub check_hash=True
-            pretrain_img_size=224,
-            pixel_mean=IMAGENET_MEAN,
-            pixel_std=IMAGENET_STD,
             converter="vit",
             applies_to=("vit",),
             drop=_TIMM_VIT_DROP,
@@ -165,10 +155,6 @@ CATALOG: Mapping[str, InitSpec] = MappingProxyType(
             description="MoCo v3 ViT (state_dict with module.base_encoder.; momentum encoder, "
             "predictor and projection head dropped).",
             url="https://dl.fbaipublicfiles.com/moco-v3/vit-b-300ep/vit-b-300ep.pth.tar",
-            sha256=None,
-            pretrain_img_size=224,
-            pixel_mean=IMAGENET_MEAN,
-            pixel_std=IMAGENET_STD,
             converter="vit",
             applies_to=("vit",),
             weights_key=("state_dict",),
@@ -183,8 +169,6 @@ CATALOG: Mapping[str, InitSpec] = MappingProxyType(
             "the window and global tables; no absolute embedding, so pos_embed starts random).",
             url="https://conversationhub.blob.core.windows.net/beit-share-public/beit/"
             "beit_base_patch16_224_pt22k.pth",
-            sha256=None,
-            pretrain_img_size=224,
             pixel_mean=HALF_MEAN,
             pixel_std=HALF_STD,
             converter="beit",
@@ -226,10 +210,6 @@ CATALOG: Mapping[str, InitSpec] = MappingProxyType(
             "projectors, predictor and queues dropped).",
             url="https://github.com/SwinTransformer/storage/releases/download/v1.0.3/"
             "moby_swin_t_300ep_pretrained.pth",
-            sha256=None,
-            pretrain_img_size=224,
-            pixel_mean=IMAGENET_MEAN,
-            pixel_std=IMAGENET_STD,
             converter="moby",
             applies_to=("swin",),
             keep_prefix="encoder.",
@@ -253,10 +233,7 @@ CATALOG: Mapping[str, InitSpec] = MappingProxyType(
             "under model, backbone.net.* names).",
             url="https://dl.fbaipublicfiles.com/detectron2/ViTDet/COCO/mask_rcnn_vitdet_b/f325346929/"
             "model_final_61ccd1.pkl",
-            sha256=None,
             pretrain_img_size=1024,
-            pixel_mean=IMAGENET_MEAN,
-            pixel_std=IMAGENET_STD,
             converter="detectron2",
             applies_to=("vit",),
             drop=(r"^pixel_(mean|std)$",),
@@ -273,9 +250,4 @@ def list_inits() -> list[str]:
 
 def get_init(name: str) -> InitSpec:
     """The record for ``name``; raises InitError naming the known inits (and close matches)."""
-    try:
-        return CATALOG[name]
-    except KeyError:
-        close = difflib.get_close_matches(name, list(CATALOG), n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
-        raise InitError(f"unknown init {name!r}; expected one of {', '.join(CATALOG)}.{hint}") from None
+    return lookup(CATALOG, name, "init", InitError)

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from vitbench.trainer.models.necks import FPN
+from vitbench.trainer.recipes import BackboneConfig, NeckConfig, Recipe
 
 __all__ = ["ConvStem", "MIMDetBackbone", "build_mimdet_backbone", "sincos_pos_embed_2d"]
 
@@ -111,43 +112,31 @@ class _LayerNorm(nn.LayerNorm):
 class MIMDetBackbone(nn.Module):
     """MIMDet: (B, 3, H, W) -> OrderedDict p2–p6 (strides 4–64), ``out_channels`` each.
 
-    H and W must be multiples of 16. ``sample_ratio`` (0 < r <= 1) is the fraction of stride-16 tokens
-    the encoder sees in training; evaluation always uses all tokens.
+    H and W must be multiples of 16. Built from the recipe's ``backbone`` section (``embed_dim``,
+    ``depth``, ``num_heads``, ``mlp_ratio``, ``drop_path``, ``act_checkpoint``, ``decoder_*`` and
+    ``sample_ratio`` (0 < r <= 1), the fraction of stride-16 tokens the encoder sees in training;
+    evaluation always uses all tokens) and its ``neck`` (FPN ``out_channels`` and ``norm``).
     """
 
-    def __init__(
-        self,
-        *,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        drop_path: float = 0.1,
-        sample_ratio: float = 0.5,
-        decoder_depth: int = 4,
-        decoder_dim: int = 512,
-        decoder_heads: int = 16,
-        out_channels: int = 256,
-        norm: Any = "syncbn",
-        act_checkpoint: bool = False,
-    ) -> None:
+    def __init__(self, bb: BackboneConfig, neck: NeckConfig) -> None:
         super().__init__()
-        if not 0 < sample_ratio <= 1:
-            raise ValueError(f"sample_ratio must be in (0, 1], got {sample_ratio}")
+        embed_dim, decoder_dim = bb.embed_dim, bb.decoder_dim  # sample_ratio in (0, 1]: validated
         self.embed_dim, self.decoder_dim = embed_dim, decoder_dim
-        self.sample_ratio = sample_ratio
-        self.act_checkpoint = act_checkpoint
+        self.sample_ratio = bb.sample_ratio
+        self.act_checkpoint = bb.act_checkpoint
         self.stem = ConvStem(embed_dim)
-        self.net = _Encoder(embed_dim, depth, num_heads, mlp_ratio, drop_path)
+        self.net = _Encoder(embed_dim, bb.depth, bb.num_heads, bb.mlp_ratio, bb.drop_path)
         self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
         self.conv_feat_proj = nn.Linear(embed_dim, decoder_dim)
         self.decoder_blocks = nn.ModuleList(
-            Block(decoder_dim, decoder_heads, mlp_ratio, qkv_bias=True, norm_layer=_LayerNorm)
-            for _ in range(decoder_depth)
+            Block(decoder_dim, bb.decoder_heads, bb.mlp_ratio, qkv_bias=True, norm_layer=_LayerNorm)
+            for _ in range(bb.decoder_depth)
         )
         self.decoder_norm = _LayerNorm(decoder_dim)
-        self.fpn = FPN([embed_dim // 4, embed_dim // 2, decoder_dim, decoder_dim], out_channels, norm)
-        self.out_channels = out_channels
+        self.fpn = FPN(
+            [embed_dim // 4, embed_dim // 2, decoder_dim, decoder_dim], neck.out_channels, neck.norm
+        )
+        self.out_channels = neck.out_channels
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -208,21 +197,7 @@ class MIMDetBackbone(nn.Module):
         return self.fpn(self.forward_features(x))
 
 
-def build_mimdet_backbone(recipe: Any) -> MIMDetBackbone:
+def build_mimdet_backbone(recipe: Recipe) -> MIMDetBackbone:
     """The ``mimdet`` backbone of ``recipe`` (``backbone.*`` incl. ``sample_ratio``, ``decoder_*``;
     ``neck.out_channels``, ``neck.norm``)."""
-    bb, neck = recipe.backbone, recipe.neck
-    return MIMDetBackbone(
-        embed_dim=bb.embed_dim,
-        depth=bb.depth,
-        num_heads=bb.num_heads,
-        mlp_ratio=bb.mlp_ratio,
-        drop_path=bb.drop_path,
-        sample_ratio=getattr(bb, "sample_ratio", 0.5),
-        decoder_depth=getattr(bb, "decoder_depth", 4),
-        decoder_dim=getattr(bb, "decoder_dim", 512),
-        decoder_heads=getattr(bb, "decoder_heads", 16),
-        out_channels=neck.out_channels,
-        norm=neck.norm,
-        act_checkpoint=getattr(bb, "act_checkpoint", False),
-    )
+    return MIMDetBackbone(recipe.backbone, recipe.neck)

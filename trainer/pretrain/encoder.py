@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from vitbench.trainer.models.vit import Block, PatchEmbed
+from vitbench.trainer.pretrain.recipes import EncoderConfig
 
 PosEmbedKind = Literal["mae", "mocov3", "learned"]
 
@@ -60,29 +61,25 @@ class PretrainViT(nn.Module):
     """Plain ViT encoder on token sequences, with the releases' parameter names.
 
     Args:
-        img_size: pre-training image side in px (a multiple of ``patch_size``).
+        arch: the ViT's shape, the recipe's ``encoder`` section (validated: ``img_size`` px is a multiple
+            of ``patch_size``). Its ``drop_path`` is not read here: each method passes its own (MAE and
+            MoCo v3 train without stochastic depth).
         pos_embed: ``mae`` / ``mocov3`` (fixed sin-cos, not trained) or ``learned`` (DeiT, trunc-normal).
     """
 
     def __init__(
         self,
+        arch: EncoderConfig,
         *,
-        img_size: int,
-        patch_size: int = 16,
         in_chans: int = 3,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
         drop_path: float = 0.0,
         pos_embed: PosEmbedKind = "mae",
     ) -> None:
         super().__init__()
-        if img_size % patch_size:
-            raise ValueError(f"img_size {img_size} must be a multiple of patch_size {patch_size}")
+        embed_dim, depth, patch_size = arch.embed_dim, arch.depth, arch.patch_size
         self.patch_size = patch_size
         self.embed_dim = embed_dim
-        self.grid = img_size // patch_size
+        self.grid = arch.img_size // patch_size
         self.patch_embed = PatchEmbed(patch_size, in_chans, embed_dim)
         self.cls_token = nn.Parameter(torch.zeros(1, 1, embed_dim))
         n = self.grid * self.grid
@@ -94,7 +91,7 @@ class PretrainViT(nn.Module):
             self.pos_embed = nn.Parameter(table, requires_grad=False)  # fixed, but saved like the releases
         dpr = [drop_path * i / max(depth - 1, 1) for i in range(depth)]
         self.blocks = nn.ModuleList(
-            Block(embed_dim, num_heads, mlp_ratio=mlp_ratio, drop_path=dpr[i]) for i in range(depth)
+            Block(embed_dim, arch.num_heads, mlp_ratio=arch.mlp_ratio, drop_path=dpr[i]) for i in range(depth)
         )
         self.norm = nn.LayerNorm(embed_dim, eps=1e-6)
         self._init_weights()

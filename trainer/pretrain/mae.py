@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from vitbench.trainer.models.vit import Block
 from vitbench.trainer.pretrain.encoder import PretrainViT, sincos_pos_embed_2d
+from vitbench.trainer.pretrain.recipes import EncoderConfig, MaeConfig
 
 
 def patchify(images: Tensor, patch: int) -> Tensor:
@@ -47,46 +48,24 @@ def random_masking(
 
 
 class MaskedAutoencoder(PretrainViT):
-    """MAE: the :class:`PretrainViT` encoder (MAE sin-cos pos-embed) plus a light decoder."""
+    """MAE: the :class:`PretrainViT` encoder (MAE sin-cos pos-embed) plus a light decoder (``cfg``: the
+    recipe's ``mae`` section; its ``crop_min`` belongs to the data pipeline)."""
 
-    def __init__(
-        self,
-        *,
-        img_size: int,
-        patch_size: int = 16,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        decoder_dim: int = 512,
-        decoder_depth: int = 8,
-        decoder_heads: int = 16,
-        mask_ratio: float = 0.75,
-        norm_pix: bool = True,
-    ) -> None:
-        super().__init__(
-            img_size=img_size,
-            patch_size=patch_size,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            pos_embed="mae",
-        )
-        if not 0 < mask_ratio < 1:
-            raise ValueError(f"mask_ratio must be in (0, 1), got {mask_ratio}")
-        self.mask_ratio = mask_ratio
-        self.norm_pix = norm_pix
-        self.decoder_embed = nn.Linear(embed_dim, decoder_dim)
+    def __init__(self, arch: EncoderConfig, cfg: MaeConfig = MaeConfig()) -> None:
+        super().__init__(arch, pos_embed="mae")
+        self.mask_ratio = cfg.mask_ratio  # in (0, 1): MaeConfig validates it
+        self.norm_pix = cfg.norm_pix
+        decoder_dim = cfg.decoder_dim
+        self.decoder_embed = nn.Linear(arch.embed_dim, decoder_dim)
         self.mask_token = nn.Parameter(torch.zeros(1, 1, decoder_dim))
         self.decoder_pos_embed = nn.Parameter(
             sincos_pos_embed_2d(decoder_dim, self.grid, "mae"), requires_grad=False
         )
         self.decoder_blocks = nn.ModuleList(
-            Block(decoder_dim, decoder_heads, mlp_ratio=mlp_ratio) for _ in range(decoder_depth)
+            Block(decoder_dim, cfg.decoder_heads, mlp_ratio=arch.mlp_ratio) for _ in range(cfg.decoder_depth)
         )
         self.decoder_norm = nn.LayerNorm(decoder_dim, eps=1e-6)
-        self.decoder_pred = nn.Linear(decoder_dim, patch_size * patch_size * 3)
+        self.decoder_pred = nn.Linear(decoder_dim, arch.patch_size * arch.patch_size * 3)
         for m in (self.decoder_embed, self.decoder_pred, *self.decoder_blocks.modules()):
             if isinstance(m, nn.Linear):
                 nn.init.xavier_uniform_(m.weight)

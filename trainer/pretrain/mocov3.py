@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vitbench.trainer.pretrain.encoder import PretrainViT
+from vitbench.trainer.pretrain.recipes import EncoderConfig, MoCoV3Config
 
 
 def build_mlp(
@@ -45,39 +46,19 @@ class ViTWithProjector(PretrainViT):
     """ViT (MoCo v3 sin-cos pos-embed, frozen patch projection) whose ``head`` is the projector MLP;
     ``forward`` returns the projection of the cls token after the final norm: (B, dim)."""
 
-    def __init__(
-        self,
-        *,
-        img_size: int,
-        patch_size: int,
-        embed_dim: int,
-        depth: int,
-        num_heads: int,
-        mlp_ratio: float,
-        dim: int,
-        mlp_dim: int,
-        stop_grad_patch_embed: bool = True,
-    ) -> None:
-        super().__init__(
-            img_size=img_size,
-            patch_size=patch_size,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            pos_embed="mocov3",
-        )
+    def __init__(self, arch: EncoderConfig, cfg: MoCoV3Config) -> None:
+        super().__init__(arch, pos_embed="mocov3")
         # MoCo v3 initialization: q, k, v weights xavier-uniform as three separate matrices; cls N(0, 1e-6).
         for name, m in self.named_modules():
             if isinstance(m, nn.Linear) and name.endswith("qkv"):
                 bound = math.sqrt(6.0 / float(m.weight.shape[0] // 3 + m.weight.shape[1]))
                 nn.init.uniform_(m.weight, -bound, bound)
         nn.init.normal_(self.cls_token, std=1e-6)
-        if stop_grad_patch_embed:
+        if cfg.stop_grad_patch_embed:
             self.patch_embed.proj.weight.requires_grad_(False)
             if self.patch_embed.proj.bias is not None:
                 self.patch_embed.proj.bias.requires_grad_(False)
-        self.head = build_mlp(3, embed_dim, mlp_dim, dim)
+        self.head = build_mlp(3, arch.embed_dim, cfg.mlp_dim, cfg.dim)
 
     def forward(self, images: Tensor) -> Tensor:  # type: ignore[override]
         return self.head(super().forward(images)[:, 0])
@@ -112,39 +93,17 @@ def contrastive_loss(q: Tensor, k: Tensor, temperature: float) -> Tensor:
 
 
 class MoCoV3(nn.Module):
-    """``base_encoder``, ``momentum_encoder`` (same architecture, EMA) and ``predictor``."""
+    """``base_encoder``, ``momentum_encoder`` (same architecture, EMA) and ``predictor`` (``cfg``: the
+    recipe's ``mocov3`` section; momentum and crop scale are the task's and the data pipeline's)."""
 
-    def __init__(
-        self,
-        *,
-        img_size: int,
-        patch_size: int = 16,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        dim: int = 256,
-        mlp_dim: int = 4096,
-        temperature: float = 0.2,
-        stop_grad_patch_embed: bool = True,
-    ) -> None:
+    def __init__(self, arch: EncoderConfig, cfg: MoCoV3Config = MoCoV3Config()) -> None:
         super().__init__()
-        self.temperature = temperature
-        self.base_encoder = ViTWithProjector(
-            img_size=img_size,
-            patch_size=patch_size,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            dim=dim,
-            mlp_dim=mlp_dim,
-            stop_grad_patch_embed=stop_grad_patch_embed,
-        )
+        self.temperature = cfg.temperature
+        self.base_encoder = ViTWithProjector(arch, cfg)
         self.momentum_encoder = copy.deepcopy(self.base_encoder)
         for p in self.momentum_encoder.parameters():
             p.requires_grad_(False)
-        self.predictor = build_mlp(2, dim, mlp_dim, dim)
+        self.predictor = build_mlp(2, cfg.dim, cfg.mlp_dim, cfg.dim)
 
     @torch.no_grad()
     def update_momentum_encoder(self, m: float) -> None:

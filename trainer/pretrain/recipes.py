@@ -22,11 +22,11 @@ lr_batch_base``. Sources:
 
 from __future__ import annotations
 
-import difflib
 from typing import Literal
 
 from pydantic import Field, model_validator
 
+from vitbench.suggest import did_you_mean
 from vitbench.trainer.recipes import Recipe, RecipeError, _deep_merge, _Section, get_recipe
 
 __all__ = [
@@ -172,6 +172,17 @@ def _make(name: str, method: Method, detector: str, update: dict[str, object]) -
     return PretrainRecipe.model_validate(_deep_merge(base, update))
 
 
+def _tiny(method: Method, update: dict[str, object]) -> PretrainRecipe:
+    """``<method>-tiny``: bench-tiny's ViT at 64 px, fp32, batch 256, one loader worker, a checkpoint
+    every 200 steps; ``update`` adds the method's own settings and its schedule."""
+    tiny = {
+        "encoder": _TINY_ENCODER,
+        "solver": {"amp": "none", "batch_size": 256, "checkpoint_period": 200},
+        "data": {"num_workers": 1},
+    }
+    return _make(f"{method}-tiny", method, "bench-tiny", _deep_merge(tiny, update))
+
+
 def _build() -> dict[str, PretrainRecipe]:
     mae_b: dict[str, object] = {}  # the defaults are MAE ViT-B's
     moco_b: dict[str, object] = {
@@ -196,49 +207,35 @@ def _build() -> dict[str, PretrainRecipe]:
             "warmup_epochs": 5,
         },
     }
-    tiny_solver = {"amp": "none", "batch_size": 256, "checkpoint_period": 200}
     cat = {
-        "mae-tiny": _make(
-            "mae-tiny",
+        "mae-tiny": _tiny(
             "mae",
-            "bench-tiny",
             {
-                "encoder": _TINY_ENCODER,
                 "mae": {"decoder_dim": 96, "decoder_depth": 2, "decoder_heads": 3},
-                "solver": {**tiny_solver, "base_lr": 1.5e-3, "epochs": 70, "warmup_epochs": 3.5},
-                "data": {"num_workers": 1},
+                "solver": {"base_lr": 1.5e-3, "epochs": 70, "warmup_epochs": 3.5},
             },
         ),
         "mae-b": _make("mae-b", "mae", "bench-b", mae_b),
         "mae-l": _make("mae-l", "mae", "bench-l", {"encoder": _VIT_L_ENCODER}),
-        "mocov3-tiny": _make(
-            "mocov3-tiny",
+        "mocov3-tiny": _tiny(
             "mocov3",
-            "bench-tiny",
             {
-                "encoder": _TINY_ENCODER,
                 "mocov3": {"dim": 64, "mlp_dim": 256},
                 "solver": {
-                    **tiny_solver,
                     "base_lr": 1.5e-3,
                     "weight_decay": 0.1,
                     "betas": (0.9, 0.999),
                     "epochs": 70,
                     "warmup_epochs": 7,
                 },
-                "data": {"num_workers": 1},
             },
         ),
         "mocov3-b": _make("mocov3-b", "mocov3", "bench-b", moco_b),
         "mocov3-l": _make("mocov3-l", "mocov3", "bench-l", _deep_merge(moco_b, {"encoder": _VIT_L_ENCODER})),
-        "supervised-tiny": _make(
-            "supervised-tiny",
+        "supervised-tiny": _tiny(
             "supervised",
-            "bench-tiny",
             {
-                "encoder": _TINY_ENCODER,
                 "solver": {
-                    **tiny_solver,
                     "base_lr": 2e-3,
                     "lr_batch_base": 512,
                     "weight_decay": 0.05,
@@ -246,7 +243,6 @@ def _build() -> dict[str, PretrainRecipe]:
                     "epochs": 40,
                     "warmup_epochs": 2,
                 },
-                "data": {"num_workers": 1},
             },
         ),
         "supervised-b": _make("supervised-b", "supervised", "bench-b", deit_b),
@@ -277,8 +273,7 @@ def get_pretrain_recipe(method: str, name: str) -> PretrainRecipe:
     recipe = _CATALOGUE.get(full)
     if recipe is None:
         known = list_pretrain_recipes(method)
-        close = difflib.get_close_matches(full, known, n=3)
-        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        hint = did_you_mean(full, known)
         raise RecipeError(
             f"unknown pre-training recipe {name!r} for method {method!r}; expected one of "
             f"{', '.join(known)} (or the size: tiny, b, l).{hint}"

@@ -13,7 +13,8 @@ from typing import Any
 
 from vitbench.registry.client import RegistryClient, RegistryError
 from vitbench.trainer.engine.hooks import LoopState
-from vitbench.trainer.engine.registry_hook import RegistryHook, code_version
+from vitbench.trainer.engine.registry_hook import RegistryHook
+from vitbench.trainer.pretrain.task import PRETRAIN_RECIPE
 
 
 class PretrainRegistryHook(RegistryHook):
@@ -39,30 +40,23 @@ class PretrainRegistryHook(RegistryHook):
         self.releases = releases
         self.last_loss: float | None = None
 
-    def before_train(self, loop: LoopState) -> None:
-        if not loop.is_main:
-            return
+    def run_tags(self, loop: LoopState) -> dict[str, str]:
         meta = loop.meta
-        run_tags = {
+        return {
             "method": str(meta.get("method", "")),
             "recipe": str(self.pretrain_recipe.get("name", "")),
             "dataset": str(meta.get("dataset", "")),
             "out_dir": str(loop.out_dir),
             "kind": "pretrain",
         }
-        self.run_id = self.client.start_run(
-            self.experiment, self.run_name or Path(loop.out_dir).name, run_tags
-        )
-        self.client.log_params(
-            self.run_id,
-            {
-                **self.pretrain_recipe,
-                "dataset": meta.get("dataset", ""),
-                "num_samples": meta.get("num_samples", ""),
-                "max_iters": loop.max_iters,
-                "start_iteration": loop.iteration,
-            },
-        )
+
+    def run_params(self, loop: LoopState) -> dict[str, Any]:
+        meta = loop.meta
+        return {
+            **self.pretrain_recipe,
+            "dataset": meta.get("dataset", ""),
+            "num_samples": meta.get("num_samples", ""),
+        }
 
     def after_step(self, loop: LoopState, metrics: Mapping[str, float]) -> None:
         super().after_step(loop, metrics)
@@ -77,14 +71,7 @@ class PretrainRegistryHook(RegistryHook):
         if not files or not all(p.is_file() for _, p in files):
             self.client.end_run(self.run_id, "FAILED")
             raise RegistryError(f"cannot register: the pre-training run in {out_dir} wrote no release file")
-        for name in ("metrics.jsonl", "recipe.json", "pretrain_recipe.json"):
-            if (out_dir / name).is_file():
-                self.client.log_artifact(
-                    self.run_id, out_dir / name, "metrics" if name.endswith("jsonl") else None
-                )
-        plot = self._plot(out_dir)
-        if plot is not None:
-            self.client.log_artifact(self.run_id, plot, "plots")
+        self._log_run_files(out_dir, out_dir / PRETRAIN_RECIPE)
         (init, primary), *others = files
         for _, path in others:
             self.client.log_artifact(self.run_id, path, "releases")
@@ -98,14 +85,5 @@ class PretrainRegistryHook(RegistryHook):
             "dataset": meta.get("dataset", ""),
             "iteration": loop.iteration,
             "loss": "n/a" if self.last_loss is None else f"{self.last_loss:.4f}",
-            "code_version": self.version_of_code or code_version(),
-            **self.tags,
         }
-        self.version = self.client.register_version(
-            self.model_name,
-            self.run_id,
-            primary,
-            tags,
-            description=f"{tags['method']} pre-training ({tags['recipe']}) on {tags['dataset']}",
-        )
-        self.client.end_run(self.run_id, "FINISHED")
+        self._register(primary, tags, "{method} pre-training ({recipe}) on {dataset}")

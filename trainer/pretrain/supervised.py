@@ -9,50 +9,30 @@ the ``{'model': ...}`` content of a DeiT release file.
 
 from __future__ import annotations
 
-from typing import Literal
-
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vitbench.trainer.pretrain.encoder import PretrainViT
+from vitbench.trainer.pretrain.recipes import EncoderConfig, SupervisedConfig
 
 
 class ViTClassifier(PretrainViT):
-    """ViT + classification head; ``forward(images)`` returns (B, num_classes) logits."""
+    """ViT + classification head; ``forward(images)`` returns (B, num_classes) logits. Stochastic depth
+    is ``arch.drop_path``; ``cfg`` is the recipe's ``supervised`` section (``crop_min``: the data's)."""
 
     def __init__(
-        self,
-        *,
-        img_size: int,
-        num_classes: int,
-        patch_size: int = 16,
-        embed_dim: int = 768,
-        depth: int = 12,
-        num_heads: int = 12,
-        mlp_ratio: float = 4.0,
-        drop_path: float = 0.1,
-        pool: Literal["cls", "avg"] = "cls",
-        label_smoothing: float = 0.1,
+        self, arch: EncoderConfig, num_classes: int, cfg: SupervisedConfig = SupervisedConfig()
     ) -> None:
-        super().__init__(
-            img_size=img_size,
-            patch_size=patch_size,
-            embed_dim=embed_dim,
-            depth=depth,
-            num_heads=num_heads,
-            mlp_ratio=mlp_ratio,
-            drop_path=drop_path,
-            pos_embed="learned",
-        )
+        super().__init__(arch, drop_path=arch.drop_path, pos_embed="learned")
         if num_classes < 2:
             raise ValueError(f"classification needs at least 2 classes, got {num_classes}")
-        self.pool = pool
-        self.label_smoothing = label_smoothing
+        self.pool = cfg.pool
+        self.label_smoothing = cfg.label_smoothing
         self.fc_norm: nn.Module | None = None
-        if pool == "avg":  # timm: with global_pool="avg", fc_norm replaces the final norm
-            self.fc_norm = nn.LayerNorm(embed_dim, eps=1e-6)
+        if cfg.pool == "avg":  # timm: with global_pool="avg", fc_norm replaces the final norm
+            self.fc_norm = nn.LayerNorm(arch.embed_dim, eps=1e-6)
             self.norm = nn.Identity()  # type: ignore[assignment]
-        self.head = nn.Linear(embed_dim, num_classes)
+        self.head = nn.Linear(arch.embed_dim, num_classes)
         nn.init.trunc_normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 

@@ -89,42 +89,13 @@ def dataset_for(pre: PretrainRecipe, data_root: Path) -> Dataset[Any]:
 
 
 def build_pretrain_model(pre: PretrainRecipe, num_classes: int = 0) -> nn.Module:
-    """The method's module for ``pre`` (``num_classes`` only for supervised)."""
-    e = pre.encoder
-    common = dict(
-        img_size=e.img_size,
-        patch_size=e.patch_size,
-        embed_dim=e.embed_dim,
-        depth=e.depth,
-        num_heads=e.num_heads,
-        mlp_ratio=e.mlp_ratio,
-    )
+    """The method's module for ``pre``: its ``encoder`` section and the method's own (``num_classes``
+    only for supervised)."""
     if pre.method == "mae":
-        m = pre.mae
-        return MaskedAutoencoder(
-            **common,  # type: ignore[arg-type]
-            decoder_dim=m.decoder_dim,
-            decoder_depth=m.decoder_depth,
-            decoder_heads=m.decoder_heads,
-            mask_ratio=m.mask_ratio,
-            norm_pix=m.norm_pix,
-        )
+        return MaskedAutoencoder(pre.encoder, pre.mae)
     if pre.method == "mocov3":
-        c = pre.mocov3
-        return MoCoV3(
-            **common,  # type: ignore[arg-type]
-            dim=c.dim,
-            mlp_dim=c.mlp_dim,
-            temperature=c.temperature,
-            stop_grad_patch_embed=c.stop_grad_patch_embed,
-        )
-    return ViTClassifier(
-        **common,  # type: ignore[arg-type]
-        num_classes=num_classes,
-        drop_path=e.drop_path,
-        pool=pre.supervised.pool,
-        label_smoothing=pre.supervised.label_smoothing,
-    )
+        return MoCoV3(pre.encoder, pre.mocov3)
+    return ViTClassifier(pre.encoder, num_classes, pre.supervised)
 
 
 @dataclass(kw_only=True)

@@ -14,15 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from vitbench.cli.common import (
-    DEVICE_HELP,
-    HOME_HELP,
-    check_device_option,
-    check_folder_option,
-    fail,
-    print_json,
-    user_errors,
-)
+from vitbench.cli.common import check_folder_option, fail, print_json, user_errors
+from vitbench.cli.options import DeviceOpt, HomeOpt
 
 if TYPE_CHECKING:
     from vitbench.trainer.runs import StudyEvent, StudyOutcome, StudyRequest
@@ -148,12 +141,12 @@ def run(
     ),
     overrides: list[str] = typer.Option([], "--set", help="Recipe override key=value (repeatable)."),
     resume: bool = typer.Option(False, "--resume", help="Continue unfinished runs from their checkpoints."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP, callback=check_device_option),
+    device: DeviceOpt = "auto",
     do_register: bool = typer.Option(
         True, "--register/--no-register", help="Log each run and register its final model."
     ),
     model_name: str | None = typer.Option(None, "--model-name", help="Registered model name."),
-    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    home: HomeOpt = None,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
     as_json: bool = typer.Option(False, "--json", help="Print the final table as JSON."),
 ) -> None:
@@ -208,7 +201,7 @@ def report(
     recipe: str | None = typer.Option(
         None, "--recipe", help="With --registry: keep only versions trained with this recipe."
     ),
-    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    home: HomeOpt = None,
     as_json: bool = typer.Option(False, "--json", help="Print rows and file paths as JSON."),
 ) -> None:
     """Write study.md, study.csv and study_ap_vs_epoch.png into OUT and print the table.

@@ -8,14 +8,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from vitbench.cli.common import (
-    HOME_HELP,
-    check_folder_option,
-    fail,
-    open_registry,
-    print_json,
-    registry_errors,
-)
+from vitbench.cli.common import check_folder_option, fail, open_registry, print_json, registry_errors
+from vitbench.cli.options import HomeOpt
 
 if TYPE_CHECKING:
     from rich.console import Group
@@ -37,7 +31,7 @@ def export(
         "--format",
         help="onnx (ONNX Runtime, any machine) or tensorrt (needs an NVIDIA GPU).",
     ),
-    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    home: HomeOpt = None,
     out: Path | None = typer.Option(
         None,
         "--out",

@@ -8,64 +8,64 @@ Thin: parses options and calls :func:`vitbench.trainer.pretrain.flow.run_pretrai
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from vitbench.cli.common import (
-    DEVICE_HELP,
-    HOME_HELP,
-    check_device_option,
-    check_folder_option,
-    fail,
-    print_json,
-    user_errors,
-)
+from vitbench.cli.common import check_folder_option, fail, print_json, user_errors
+from vitbench.cli.options import DeviceOpt, GracePeriodOpt, HomeOpt, ProgressOpt
 
 
 def pretrain(
-    method: str = typer.Option(..., "--method", "-m", help="mae, supervised or mocov3."),
-    recipe: str = typer.Option(
-        "tiny",
-        "--recipe",
-        "-r",
-        help="Pre-training recipe: tiny (bench-tiny's ViT, 64 px, CPU), b or l (ViT-B/L, 224 px, the "
-        "papers' schedules), or a full name such as mae-b.",
-    ),
-    data: Path = typer.Option(
-        ...,
-        "--data",
-        help="mae/mocov3: any folder of images (recursive) or a COCO dataset (its train images); "
-        "supervised: an ImageFolder tree (one sub-folder per class).",
-    ),
-    out: Path = typer.Option(
-        ...,
-        "--out",
-        help="Run folder: release file(s), checkpoints/, metrics.jsonl.",
-        callback=check_folder_option,
-    ),
-    resume: bool = typer.Option(
-        False,
-        "--resume",
-        help="Continue from the newest checkpoint in --out (with the run's saved recipe).",
-    ),
+    method: Annotated[str, typer.Option("--method", "-m", help="mae, supervised or mocov3.")],
+    data: Annotated[
+        Path,
+        typer.Option(
+            "--data",
+            help="mae/mocov3: any folder of images (recursive) or a COCO dataset (its train images); "
+            "supervised: an ImageFolder tree (one sub-folder per class).",
+        ),
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Run folder: release file(s), checkpoints/, metrics.jsonl.",
+            callback=check_folder_option,
+        ),
+    ],
+    recipe: Annotated[
+        str,
+        typer.Option(
+            "--recipe",
+            "-r",
+            help="Pre-training recipe: tiny (bench-tiny's ViT, 64 px, CPU), b or l (ViT-B/L, 224 px, the "
+            "papers' schedules), or a full name such as mae-b.",
+        ),
+    ] = "tiny",
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume", help="Continue from the newest checkpoint in --out (with the run's saved recipe)."
+        ),
+    ] = False,
     overrides: list[str] = typer.Option(
         [], "--set", help="Recipe override key=value (repeatable), e.g. --set solver.epochs=10."
     ),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP, callback=check_device_option),
-    do_register: bool = typer.Option(
-        True, "--register/--no-register", help="Log the run and register its release file."
-    ),
-    model_name: str | None = typer.Option(
-        None, "--model-name", help="Registered model name (default: the recipe name, e.g. mae-tiny)."
-    ),
-    experiment: str = typer.Option("vitbench-pretrain", "--experiment", help="MLflow experiment."),
-    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
-    grace_period: float = typer.Option(
-        60.0, "--grace-period", help="Seconds allowed to save a checkpoint after SIGTERM before exiting."
-    ),
-    log_period: int = typer.Option(10, "--log-period", min=1, help="Log metrics every N steps."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-    as_json: bool = typer.Option(False, "--json", help="Print the outcome as JSON."),
+    device: DeviceOpt = "auto",
+    do_register: Annotated[
+        bool, typer.Option("--register/--no-register", help="Log the run and register its release file.")
+    ] = True,
+    model_name: Annotated[
+        str | None,
+        typer.Option("--model-name", help="Registered model name (default: the recipe name, e.g. mae-tiny)."),
+    ] = None,
+    experiment: Annotated[str, typer.Option("--experiment", help="MLflow experiment.")] = "vitbench-pretrain",
+    home: HomeOpt = None,
+    grace_period: GracePeriodOpt = 60.0,
+    log_period: Annotated[int, typer.Option("--log-period", min=1, help="Log metrics every N steps.")] = 10,
+    progress: ProgressOpt = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
 ) -> None:
     """Pre-train a ViT and write the method's official checkpoint format (loadable by its init)."""
     from vitbench.trainer.engine.loop import EXIT_INTERRUPTED, TrainingInterruptedError

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING
 
 import typer
 
-from vitbench.cli.common import HOME_HELP, open_registry, print_json, registry_errors
+from vitbench.cli.common import open_registry, print_json, registry_errors
+from vitbench.cli.options import HomeOpt
 
 if TYPE_CHECKING:
     from rich.table import Table
@@ -41,7 +42,7 @@ def _column(table: Table, name: str) -> None:
 
 def list_cmd(
     name: str | None = typer.Argument(None, help="Model name: list its versions instead of all models."),
-    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    home: HomeOpt = None,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List registered models (or the versions of one model) with their aliases and tags.
@@ -91,7 +92,7 @@ def list_cmd(
 
 def show_cmd(
     ref: str = typer.Argument(..., help="Model reference: NAME@ALIAS or NAME/VERSION."),
-    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    home: HomeOpt = None,
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
 ) -> None:
     """Show one version with its lineage and promotion history.
@@ -151,7 +152,7 @@ def show_cmd(
 def promote_cmd(
     ref: str = typer.Argument(..., help="Model reference to promote: NAME/VERSION or NAME@ALIAS."),
     alias: str = typer.Option("champion", "--alias", help="Alias to point at this version."),
-    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    home: HomeOpt = None,
     as_json: bool = typer.Option(False, "--json", help="Print the promoted version as JSON."),
 ) -> None:
     """Point an alias (default ``champion``) at a version; the alias moves off any other version."""
@@ -176,7 +177,7 @@ def download_cmd(
     force: bool = typer.Option(
         False, "--force", help="Replace a different checkpoint of the same name already in --out."
     ),
-    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    home: HomeOpt = None,
     as_json: bool = typer.Option(False, "--json", help="Print path, sha256 and version as JSON."),
 ) -> None:
     """Download a version's checkpoint and verify its SHA-256; a tampered artifact is refused.

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from vitbench.cli.common import HOME_HELP, fail
+from vitbench.cli.common import fail
+from vitbench.cli.options import HomeOpt
 
 if TYPE_CHECKING:
     import uvicorn
@@ -47,7 +48,7 @@ def serve(
     ),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to listen on (0.0.0.0 in containers)."),
     port: int = typer.Option(8000, "--port", min=1, max=65535, help="TCP port."),
-    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
+    home: HomeOpt = None,
     providers: str | None = typer.Option(
         None,
         "--providers",

@@ -12,71 +12,81 @@ import shlex
 import signal
 import sys
 from pathlib import Path
+from typing import Annotated
 
 import typer
 
-from vitbench.cli.common import (
-    DEVICE_HELP,
-    HOME_HELP,
-    check_device_option,
-    check_folder_option,
-    print_json,
-    user_errors,
-)
+from vitbench.cli.common import check_folder_option, print_json, user_errors
+from vitbench.cli.options import DeviceOpt, GracePeriodOpt, HomeOpt, ProgressOpt
 
 
 def train(
-    recipe: str = typer.Option(..., "--recipe", "-r", help="Recipe name (see `vitbench recipes`)."),
-    init: str = typer.Option("random", "--init", "-i", help="Initialization (see `vitbench inits`)."),
-    data: Path = typer.Option(..., "--data", help="COCO-format dataset folder (train/, val/, annotations/)."),
-    out: Path = typer.Option(
-        ...,
-        "--out",
-        help="Run folder: recipe.json, metrics.jsonl, checkpoints/, ...",
-        callback=check_folder_option,
-    ),
-    weights: str | None = typer.Option(
-        None,
-        "--weights",
-        help="Pre-trained weights: path, http(s):// or s3://, or a registry reference NAME@ALIAS / "
-        "NAME/VERSION (e.g. from `vitbench pretrain`; downloaded and sha256-verified, its init tag "
-        "is used when --init is left at random).",
-    ),
-    weights_sha256: str | None = typer.Option(None, "--weights-sha256", help="Expected sha256 of --weights."),
-    resume: bool = typer.Option(
-        False,
-        "--resume",
-        help=(
-            "Continue from the newest complete checkpoint in --out; refused (naming each difference) "
-            "unless recipe, init, weights and dataset are the run's own."
+    recipe: Annotated[str, typer.Option("--recipe", "-r", help="Recipe name (see `vitbench recipes`).")],
+    data: Annotated[
+        Path, typer.Option("--data", help="COCO-format dataset folder (train/, val/, annotations/).")
+    ],
+    out: Annotated[
+        Path,
+        typer.Option(
+            "--out",
+            help="Run folder: recipe.json, metrics.jsonl, checkpoints/, ...",
+            callback=check_folder_option,
         ),
-    ),
+    ],
+    init: Annotated[
+        str, typer.Option("--init", "-i", help="Initialization (see `vitbench inits`).")
+    ] = "random",
+    weights: Annotated[
+        str | None,
+        typer.Option(
+            "--weights",
+            help="Pre-trained weights: path, http(s):// or s3://, or a registry reference NAME@ALIAS / "
+            "NAME/VERSION (e.g. from `vitbench pretrain`; downloaded and sha256-verified, its init tag "
+            "is used when --init is left at random).",
+        ),
+    ] = None,
+    weights_sha256: Annotated[
+        str | None, typer.Option("--weights-sha256", help="Expected sha256 of --weights.")
+    ] = None,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Continue from the newest complete checkpoint in --out; refused (naming each difference) "
+            "unless recipe, init, weights and dataset are the run's own.",
+        ),
+    ] = False,
     overrides: list[str] = typer.Option(
         [], "--set", help="Recipe override key=value (repeatable), e.g. --set solver.max_iters=100."
     ),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP, callback=check_device_option),
-    do_register: bool = typer.Option(
-        True, "--register/--no-register", help="Log the run and register the final model in the registry."
-    ),
-    model_name: str | None = typer.Option(
-        None, "--model-name", help="Registered model name (default vitbench-<recipe>)."
-    ),
-    experiment: str = typer.Option("vitbench", "--experiment", help="MLflow experiment of the run."),
-    home: Path | None = typer.Option(None, "--home", help=HOME_HELP),
-    grace_period: float = typer.Option(
-        60.0, "--grace-period", help="Seconds allowed to save a checkpoint after SIGTERM before exiting."
-    ),
-    log_period: int = typer.Option(10, "--log-period", min=1, help="Log metrics every N iterations."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-    as_json: bool = typer.Option(
-        False,
-        "--json",
-        help=(
-            "Print the train record stream (JSON lines, schema in vitbench.trainer.records): the final "
-            "result record on stdout, every metrics record on stderr (a pod's log then shows live "
-            "progress to `vitbench bench status`)."
+    device: DeviceOpt = "auto",
+    do_register: Annotated[
+        bool,
+        typer.Option(
+            "--register/--no-register", help="Log the run and register the final model in the registry."
         ),
-    ),
+    ] = True,
+    model_name: Annotated[
+        str | None, typer.Option("--model-name", help="Registered model name (default vitbench-<recipe>).")
+    ] = None,
+    experiment: Annotated[
+        str, typer.Option("--experiment", help="MLflow experiment of the run.")
+    ] = "vitbench",
+    home: HomeOpt = None,
+    grace_period: GracePeriodOpt = 60.0,
+    log_period: Annotated[
+        int, typer.Option("--log-period", min=1, help="Log metrics every N iterations.")
+    ] = 10,
+    progress: ProgressOpt = True,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the train record stream (JSON lines, schema in vitbench.trainer.records): the final "
+            "result record on stdout, every metrics record on stderr (a pod's log then shows live "
+            "progress to `vitbench bench status`).",
+        ),
+    ] = False,
 ) -> None:
     """Train one Mask R-CNN run (recipe × init) and evaluate it on the val split."""
     from vitbench.trainer import records
@@ -125,7 +135,7 @@ def eval_(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A model_final.pth or periodic checkpoint."),
     data: Path = typer.Option(..., "--data", help="COCO-format dataset folder."),
     split: str = typer.Option("val", "--split", help="Which split to evaluate."),
-    device: str = typer.Option("auto", "--device", help=DEVICE_HELP, callback=check_device_option),
+    device: DeviceOpt = "auto",
     as_json: bool = typer.Option(False, "--json", help="Print the metrics as JSON."),
 ) -> None:
     """COCO box and mask AP of a checkpoint; writes eval_<split>.json next to it."""

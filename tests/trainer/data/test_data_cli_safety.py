@@ -6,11 +6,11 @@ Driven through typer's runner on the real ``vitbench`` app: exit code, the one m
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import pytest
+from locked_folder import locked_folder
 from typer.testing import CliRunner
 
 from vitbench.cli.main import app
@@ -114,19 +114,7 @@ def test_synth_into_a_file_or_an_unwritable_folder_says_so(
     code, out = _invoke("data", "synth", "--out", str(notes / "sub"), "--images", "2")
     assert code == 2 and f"cannot write to {notes / 'sub'}" in out
 
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o555)
-    try:
-        if os.access(locked, os.W_OK):  # root ignores permissions: make the OS refuse instead
-            import tempfile
-
-            def refuse(*args: object, **kwargs: object) -> str:
-                raise PermissionError(13, "Permission denied")
-
-            monkeypatch.setattr(tempfile, "mkdtemp", refuse)
+    with locked_folder(tmp_path, monkeypatch, "mkdtemp") as locked:
         code, out = _invoke("data", "synth", "--out", str(locked), "--images", "2")
-    finally:
-        locked.chmod(0o755)
     assert code == 2 and f"cannot write to {locked}: Permission denied" in out
     assert list(locked.iterdir()) == []

@@ -4,11 +4,12 @@ import math
 
 import pytest
 import torch
+from d2_reference import d2_vit_lr_decay_rate
 
 from vitbench.trainer.engine.optim import build_optimizer, layer_lr_scale, param_groups
 from vitbench.trainer.engine.schedule import build_scheduler, lr_factor
 from vitbench.trainer.models.detector import build_detector
-from vitbench.trainer.recipes import apply_overrides, get_recipe
+from vitbench.trainer.recipes import SolverConfig, apply_overrides, get_recipe
 
 
 def test_cosine_with_linear_warmup_matches_closed_form() -> None:
@@ -23,7 +24,7 @@ def test_cosine_without_warmup_matches_torch_cosine_annealing() -> None:
     p = torch.nn.Parameter(torch.zeros(1))
     ours = torch.optim.SGD([p], lr=1.0)
     ref = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=1.0)
-    s1 = build_scheduler(ours, 40, "cosine", 0)
+    s1 = build_scheduler(ours, SolverConfig(max_iters=40, schedule="cosine", warmup_iters=0))
     s2 = torch.optim.lr_scheduler.CosineAnnealingLR(ref, T_max=40)
     for _ in range(40):
         assert ours.param_groups[0]["lr"] == pytest.approx(ref.param_groups[0]["lr"], abs=1e-9)
@@ -75,18 +76,6 @@ def test_layer_decay_follows_vitdet_rule(model: torch.nn.Module) -> None:
             assert g["lr_scale"] == pytest.approx(layer_lr_scale(n, rate, depth))
 
 
-def _d2_vit_lr_decay_rate(name: str, lr_decay_rate: float, num_layers: int) -> float:
-    """detectron2 ``get_vit_lr_decay_rate`` (projects/ViTDet, ``vit.py`` of detectron2.modeling.backbone),
-    copied verbatim in spirit: pos/patch embed = layer 0, block i = layer i + 1, the rest = num_layers + 1."""
-    layer_id = num_layers + 1
-    if name.startswith("backbone"):
-        if ".pos_embed" in name or ".patch_embed" in name:
-            layer_id = 0
-        elif ".blocks." in name and ".residual." not in name:
-            layer_id = int(name[name.find(".blocks.") :].split(".")[2]) + 1
-    return float(lr_decay_rate ** (num_layers + 1 - layer_id))
-
-
 @pytest.mark.parametrize("recipe_name", ["vitdet-tiny", "bench-tiny"])
 def test_every_parameter_lr_equals_detectron2_layer_decay_through_the_schedule(recipe_name: str) -> None:
     """Each trainable parameter's lr, at build time and after warmup/cosine steps, is
@@ -95,16 +84,18 @@ def test_every_parameter_lr_equals_detectron2_layer_decay_through_the_schedule(r
     depth, rate, lr = recipe.backbone.depth, 0.7, 1e-3
     net = build_detector(recipe, 3)
     opt = build_optimizer(net, lr, 0.1, layer_decay=rate, depth=depth)
-    sched = build_scheduler(opt, 20, "cosine", 5, 0.01)
+    sched = build_scheduler(
+        opt, SolverConfig(max_iters=20, schedule="cosine", warmup_iters=5, warmup_factor=0.01)
+    )
     lr_of = {id(p): g for g in opt.param_groups for p in g["params"]}
     named = [(n, p) for n, p in net.named_parameters() if p.requires_grad]
     assert len(lr_of) == len(named)  # every trainable parameter is optimized, once
-    scales = {_d2_vit_lr_decay_rate(n, rate, depth) for n, _ in named}
+    scales = {d2_vit_lr_decay_rate(n, rate, depth) for n, _ in named}
     assert len(scales) == depth + 2  # embeddings, each block, the rest
     for it in range(12):
         factor = lr_factor(it, 20, "cosine", 5, 0.01)
         for n, p in named:
-            expected = lr * factor * _d2_vit_lr_decay_rate(n, rate, depth)
+            expected = lr * factor * d2_vit_lr_decay_rate(n, rate, depth)
             assert lr_of[id(p)]["lr"] == pytest.approx(expected, rel=1e-6), (it, n)
         opt.step()
         sched.step()

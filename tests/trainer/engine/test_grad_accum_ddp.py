@@ -31,11 +31,10 @@ from engine_tiny import TINY_SYNTH
 from typer.testing import CliRunner
 
 from vitbench.cli.main import app
-from vitbench.trainer.data import split_paths
-from vitbench.trainer.data.coco import CocoDetection, TrainingSampler, to_model_inputs
+from vitbench.trainer.data.coco import TrainingSampler, to_model_inputs
 from vitbench.trainer.data.synth import generate_dataset
-from vitbench.trainer.data.transforms import build_train_transform
 from vitbench.trainer.engine.checkpoint import load_checkpoint
+from vitbench.trainer.engine.detection import training_set
 from vitbench.trainer.engine.optim import build_optimizer
 from vitbench.trainer.models.detector import build_detector
 from vitbench.trainer.recipes import load_recipe
@@ -131,16 +130,8 @@ def test_accumulated_step_equals_the_mean_of_micro_batch_losses(accum_run: Path,
     assert recipe.solver.grad_accum == 2
     ckpt = load_checkpoint(accum_run / "checkpoints" / "model_0000001.pth")
     assert ckpt["iteration"] == 1
-    img_dir, ann = split_paths(data, "train")
     r = recipe
-    ds = CocoDetection(
-        img_dir,
-        ann,
-        build_train_transform(
-            r.input.image_size, r.data.train_scale_range, r.input.pixel_mean, r.data.hflip_prob
-        ),
-        train=True,
-    )
+    ds = training_set(data, recipe)  # what the run trained on, augmentation included
     model = build_detector(recipe, len(ds.class_names))
     model.load_state_dict(ckpt["model"])
     model.train()

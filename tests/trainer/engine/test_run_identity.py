@@ -16,24 +16,13 @@ import torch
 from typer.testing import CliRunner
 
 from vitbench.cli.main import app
-from vitbench.trainer.data.synth import SynthConfig, generate_dataset
+from vitbench.trainer.data.synth import generate_dataset
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "inits"))
 from inits_formats import mae_file  # the test helpers of the inits package
+from tiny import TINY_SYNTH, sets
 
-TINY = [
-    "input.image_size=64",
-    "backbone.pretrain_img_size=64",
-    "solver.batch_size=2",
-    "solver.max_iters=2",
-    "solver.warmup_iters=1",
-    "solver.checkpoint_period=1",
-    "solver.eval_period=2",
-    "heads.rpn_batch_size_per_image=32",
-    "heads.roi_batch_size_per_image=16",
-    "data.num_workers=0",
-]
-SETS = [arg for o in TINY for arg in ("--set", o)]
+SETS = sets(max_iters=2, checkpoint_period=1, eval_period=2)
 runner = CliRunner()
 
 
@@ -46,8 +35,7 @@ def _invoke(*args: str) -> tuple[int, str]:
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = tmp_path_factory.mktemp("identity-data")
-    cfg = SynthConfig(min_image_size=48, max_image_size=64, min_object_size=14, max_object_size=36)
-    generate_dataset(root, 6, seed=2, cfg=cfg)
+    generate_dataset(root, 6, seed=2, cfg=TINY_SYNTH)
     return root
 
 
@@ -60,6 +48,14 @@ def trained(data: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path,
     code, msg = _invoke(*args, "--home", str(home), "--no-progress", *SETS)
     assert code == 0, msg
     return out, home, msg
+
+
+@pytest.fixture
+def copied_run(trained: tuple[Path, Path, str], tmp_path: Path) -> Path:
+    """A copy of the finished run, for a test to resume (or try to)."""
+    out = tmp_path / "run"
+    shutil.copytree(trained[0], out)
+    return out
 
 
 def _train(data: Path, out: Path, *extra: str) -> tuple[int, str]:
@@ -81,11 +77,9 @@ def test_a_run_records_its_identity_and_says_what_it_registered(
 
 
 def test_resume_refuses_another_recipe_or_override_naming_each_difference(
-    trained: tuple[Path, Path, str], data: Path, tmp_path: Path
+    copied_run: Path, data: Path
 ) -> None:
-    src, _home, _msg = trained
-    out = tmp_path / "run"
-    shutil.copytree(src, out)
+    out = copied_run
     before = sorted(p.name for p in (out / "checkpoints").iterdir())
 
     code, msg = _train(data, out, "--recipe", "bench-tiny", "--resume", "--set", "solver.lr=0.01")
@@ -99,12 +93,8 @@ def test_resume_refuses_another_recipe_or_override_naming_each_difference(
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == before, "nothing was written"
 
 
-def test_resume_refuses_another_init_and_weights(
-    trained: tuple[Path, Path, str], data: Path, tmp_path: Path
-) -> None:
-    src, _home, _msg = trained
-    out = tmp_path / "run"
-    shutil.copytree(src, out)
+def test_resume_refuses_another_init_and_weights(copied_run: Path, data: Path, tmp_path: Path) -> None:
+    out = copied_run
     weights = tmp_path / "mae_tiny.pth"
     torch.save(mae_file(96, 4), weights)
     code, msg = _train(
@@ -114,13 +104,8 @@ def test_resume_refuses_another_init_and_weights(
     assert "init: random → mae" in msg and "weights: none → sha256 " in msg
 
 
-def test_resume_of_the_same_run_is_accepted(
-    trained: tuple[Path, Path, str], data: Path, tmp_path: Path
-) -> None:
-    src, _home, _msg = trained
-    out = tmp_path / "run"
-    shutil.copytree(src, out)
-    code, msg = _train(data, out, "--recipe", "bench-tiny", "--resume")
+def test_resume_of_the_same_run_is_accepted(copied_run: Path, data: Path) -> None:
+    code, msg = _train(data, copied_run, "--recipe", "bench-tiny", "--resume")
     assert code == 0, msg
 
 

@@ -1,8 +1,12 @@
-"""Shared fixtures for the initialization tests: tiny recipes and detectors."""
+"""Shared fixtures for the initialization tests: tiny recipes and detectors, a loopback HTTP server."""
 
 from __future__ import annotations
 
+import functools
+import http.server
+import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 import torch
@@ -22,3 +26,18 @@ def _one_thread() -> Iterator[None]:
 @pytest.fixture
 def bench_tiny() -> Recipe:
     return get_recipe("bench-tiny")
+
+
+@pytest.fixture
+def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
+    """A folder and the ``http://127.0.0.1:PORT`` URL that serves it (stdlib server, quiet) for the test."""
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import http.server
 import pickle
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +36,18 @@ def _assert_unchanged(model: torch.nn.Module, before: dict[str, torch.Tensor]) -
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def _refused(
+    model: torch.nn.Module, recipe: Recipe, init: str, path: Path, match: str, sha256: str | None = None
+) -> str:
+    """Load ``path`` as ``init``, expecting an InitError that matches ``match`` and leaves every tensor of
+    ``model`` as it was; returns the message."""
+    before = _snapshot(model)
+    with pytest.raises(InitError, match=match) as info:
+        load_initialization(model, recipe, init, str(path), sha256=sha256)
+    _assert_unchanged(model, before)
+    return str(info.value)
+
+
 @pytest.fixture
 def model(bench_tiny: Recipe) -> torch.nn.Module:
     return build_detector(bench_tiny, num_classes=2)
@@ -50,27 +58,18 @@ def test_code_executing_pth_is_refused(tmp_path: Path, model: torch.nn.Module, b
     evil = mae_file(96, 4)
     evil["payload"] = _Touch(marker)
     torch.save(evil, tmp_path / "evil.pth")
-    before = _snapshot(model)
-    with pytest.raises(
-        InitError, match=r"refused to load .*evil\.pth: .*Unsupported global: GLOBAL getattr.*weights-only"
-    ):
-        load_initialization(model, bench_tiny, "mae", str(tmp_path / "evil.pth"))
+    match = r"refused to load .*evil\.pth: .*Unsupported global: GLOBAL getattr.*weights-only"
+    _refused(model, bench_tiny, "mae", tmp_path / "evil.pth", match)
     assert not marker.exists()
-    _assert_unchanged(model, before)
 
 
 def test_code_executing_pkl_is_refused(tmp_path: Path, model: torch.nn.Module, bench_tiny: Recipe) -> None:
     marker = tmp_path / "pwned"
     payload = {"model": {"backbone.net.pos_embed": np.zeros((1, 17, 96), np.float32), "x": _Touch(marker)}}
     (tmp_path / "evil.pkl").write_bytes(pickle.dumps(payload, protocol=2))
-    before = _snapshot(model)
-    with pytest.raises(
-        InitError,
-        match=r"refused to load .*evil\.pkl: refused global \S+: a detectron2 checkpoint holds only numpy",
-    ):
-        load_initialization(model, bench_tiny, "detectron2", str(tmp_path / "evil.pkl"))
+    match = r"refused to load .*evil\.pkl: refused global \S+: a detectron2 checkpoint holds only numpy"
+    _refused(model, bench_tiny, "detectron2", tmp_path / "evil.pkl", match)
     assert not marker.exists()
-    _assert_unchanged(model, before)
 
 
 def test_numpy_pickle_is_admitted(tmp_path: Path) -> None:
@@ -88,11 +87,8 @@ def test_sha256_mismatch_is_refused(tmp_path: Path, model: torch.nn.Module, benc
     path = tmp_path / "mae.pth"
     torch.save(mae_file(96, 4), path)
     good = hashlib.sha256(path.read_bytes()).hexdigest()
-    before = _snapshot(model)
     wrong = "0" * 64
-    with pytest.raises(InitError, match=f"sha256 mismatch .*expected {wrong}, file has {good}"):
-        load_initialization(model, bench_tiny, "mae", str(path), sha256=wrong)
-    _assert_unchanged(model, before)
+    _refused(model, bench_tiny, "mae", path, f"sha256 mismatch .*expected {wrong}, file has {good}", wrong)
     assert load_initialization(model, bench_tiny, "mae", str(path), sha256=good.upper()).ok
 
 
@@ -104,10 +100,7 @@ def test_published_name_digest_prefix_is_checked(
 
     named = tmp_path / "deit_base_patch16_224-b5f2ef4d.pth"
     torch.save(deit_file(96, 4), named)
-    before = _snapshot(model)
-    with pytest.raises(InitError, match=r"promises a digest starting with b5f2ef4d"):
-        load_initialization(model, bench_tiny, "supervised", str(named))
-    _assert_unchanged(model, before)
+    _refused(model, bench_tiny, "supervised", named, r"promises a digest starting with b5f2ef4d")
     renamed = named.rename(tmp_path / "my_deit.pth")  # not claiming to be the published file
     assert load_initialization(model, bench_tiny, "supervised", str(renamed)).ok
 
@@ -117,10 +110,7 @@ def test_truncated_file_is_refused(tmp_path: Path, model: torch.nn.Module, bench
     torch.save(mae_file(96, 4), path)
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2])
-    before = _snapshot(model)
-    with pytest.raises(InitError, match="truncated or not a PyTorch checkpoint"):
-        load_initialization(model, bench_tiny, "mae", str(path))
-    _assert_unchanged(model, before)
+    _refused(model, bench_tiny, "mae", path, "truncated or not a PyTorch checkpoint")
     pkl = tmp_path / "model.pkl"
     pkl.write_bytes(pickle.dumps({"model": {"a": np.ones(100, np.float32)}}, protocol=2)[:-40])
     with pytest.raises(InitError, match="truncated or not a pickle"):
@@ -133,14 +123,10 @@ def test_larger_vit_into_smaller_recipe_names_first_mismatch(
     """A "ViT-L" file (wider, deeper) offered to a "ViT-B" recipe, at narrow widths (192/8 vs 96/4)."""
     path = tmp_path / "vit-l.pth"
     torch.save(mae_file(192, 8), path)
-    before = _snapshot(model)
-    with pytest.raises(InitError) as info:
-        load_initialization(model, bench_tiny, "mae", str(path))
-    msg = str(info.value)
+    msg = _refused(model, bench_tiny, "mae", path, r"shape mismatch for backbone\.net\.pos_embed")
     assert "shape mismatch for backbone.net.pos_embed: checkpoint has [1, 17, 192]" in msg
     assert "model 'bench-tiny' expects [1, 17, 96]" in msg
     assert "checkpoint tensors have no place in the model" in msg  # blocks 4..7
-    _assert_unchanged(model, before)
 
 
 def test_unknown_init_and_wrong_nesting(tmp_path: Path, model: torch.nn.Module, bench_tiny: Recipe) -> None:
@@ -167,20 +153,6 @@ def test_random_needs_no_weights(model: torch.nn.Module, bench_tiny: Recipe) -> 
     _assert_unchanged(model, before)
     with pytest.raises(InitError, match="takes no weights"):
         load_initialization(model, bench_tiny, "random", "x.pth")
-
-
-@pytest.fixture
-def http_dir(tmp_path: Path) -> Iterator[tuple[Path, str]]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield tmp_path, f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_loads_over_http_with_sha256(

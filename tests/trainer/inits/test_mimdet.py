@@ -12,7 +12,7 @@ from torch import nn
 from vitbench.trainer.inits import InitError, load_initialization
 from vitbench.trainer.models.detector import build_detector
 from vitbench.trainer.models.mimdet import MIMDetBackbone, sincos_pos_embed_2d
-from vitbench.trainer.recipes import Recipe, apply_overrides, get_recipe
+from vitbench.trainer.recipes import BackboneConfig, NeckConfig, Recipe, apply_overrides, get_recipe
 
 C, DEPTH, DEC = 64, 2, 32
 
@@ -41,7 +41,17 @@ def _recipe(ratio: float = 0.25) -> Recipe:
 
 def test_conv_stem_layout() -> None:
     bb = MIMDetBackbone(
-        embed_dim=C, depth=DEPTH, num_heads=2, decoder_depth=1, decoder_dim=DEC, decoder_heads=2
+        BackboneConfig(
+            kind="mimdet",
+            embed_dim=C,
+            depth=DEPTH,
+            num_heads=2,
+            global_blocks=(),
+            decoder_depth=1,
+            decoder_dim=DEC,
+            decoder_heads=2,
+        ),
+        NeckConfig(kind="fpn"),
     )
     convs = [m for m in bb.stem.stages.modules() if isinstance(m, nn.Conv2d)]
     assert [c.out_channels for c in convs] == [C // 8, C // 4, C // 2, C]

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import torch
+from d2_reference import d2_vit_lr_decay_rate
 from inits_formats import mae_file
 from typer.testing import CliRunner
 
@@ -63,17 +64,6 @@ def mae_weights(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[st
     path = tmp_path_factory.mktemp("weights") / "mae_pretrain_vit_tiny.pth"
     torch.save(file, path)
     return path, file["model"]
-
-
-def _d2_lr_decay_rate(name: str, rate: float, num_layers: int) -> float:
-    """detectron2 ``get_vit_lr_decay_rate`` (ViTDet): pos/patch embed layer 0, block i layer i + 1."""
-    layer_id = num_layers + 1
-    if name.startswith("backbone"):
-        if ".pos_embed" in name or ".patch_embed" in name:
-            layer_id = 0
-        elif ".blocks." in name and ".residual." not in name:
-            layer_id = int(name[name.find(".blocks.") :].split(".")[2]) + 1
-    return float(rate ** (num_layers + 1 - layer_id))
 
 
 @pytest.fixture(scope="module")
@@ -146,7 +136,7 @@ def test_cli_run_steps_every_parameter_with_its_layer_decay_lr(mae_run: Path) ->
     seen: list[str] = []
     for group in ckpt["optimizer"]["param_groups"]:
         for name in group["param_names"]:
-            expected = LR * factor * _d2_lr_decay_rate(name, RATE, DEPTH)
+            expected = LR * factor * d2_vit_lr_decay_rate(name, RATE, DEPTH)
             assert group["lr"] == pytest.approx(expected, rel=1e-6), name
             assert not torch.equal(ckpt["model"][name], final[name]), f"{name} did not move in the last step"
             seen.append(name)

@@ -7,12 +7,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import timm
 import torch
 from inits_formats import beit_file, deit_file, equivalence_recipe, mae_file, mocov3_file
 from timm.layers import resize_rel_pos_bias_table_simple
 from timm.models.beit import Beit
 from timm.models.beit import checkpoint_filter_fn as beit_filter
+from timm_refs import timm_backbone_vit
 
 from vitbench.trainer.inits import InitError, LoadReport, apply_init_overrides, load_initialization
 from vitbench.trainer.models.detector import build_detector
@@ -167,16 +167,7 @@ def test_mae_deit_mocov3_equal_timm_vision_transformer(
     report = load_initialization(model, recipe, init, path)
     assert report.ok and report.missing == () and report.resized == ()
 
-    ref = timm.models.vision_transformer.VisionTransformer(
-        img_size=224,
-        patch_size=16,
-        embed_dim=C,
-        depth=DEPTH,
-        num_heads=HEADS,
-        class_token=False,
-        global_pool="",
-        num_classes=0,
-    ).eval()
+    ref = timm_backbone_vit(224, C, DEPTH, HEADS)
     sd = {k: v for k, v in weights_of(file).items() if k != "cls_token" and not k.startswith("head.")}
     sd["pos_embed"] = sd["pos_embed"][:, 1:]  # the cls slot has no token in a cls-free ViT
     ref.load_state_dict(sd, strict=True)
@@ -194,6 +185,37 @@ def test_mae_deit_mocov3_equal_timm_vision_transformer(
         assert (a - b).abs().max().item() <= 1e-4
 
 
+def _timm_beit(img_size: int) -> Beit:
+    """timm's Beit at the test widths with one relative-position table shared by every block (as the
+    file) and no absolute embedding; ``global_pool="token"`` keeps the final ``norm`` (unused here) rather
+    than ``fc_norm``, as in the file."""
+    return Beit(
+        img_size=img_size,
+        patch_size=16,
+        embed_dim=C,
+        depth=DEPTH,
+        num_heads=HEADS,
+        num_classes=0,
+        global_pool="token",
+        use_abs_pos_emb=False,
+        use_rel_pos_bias=False,
+        use_shared_rel_pos_bias=True,
+        init_values=0.1,
+    ).eval()
+
+
+def _beit_block_maps(ref: Beit, x: torch.Tensor, grid: int) -> list[torch.Tensor]:
+    """Each of ``ref``'s block outputs on ``x`` (1, 3, H, W) as a (1, C, grid, grid) map, the blocks run on
+    the patch tokens only with the patch-to-patch part of the shared bias."""
+    tokens = ref.patch_embed(x)  # (1, grid*grid, C)
+    bias = ref.rel_pos_bias()[:, 1:, 1:]  # (nH, 1 + g*g, 1 + g*g) -> patch-to-patch part
+    maps = []
+    for blk in ref.blocks:
+        tokens = blk(tokens, shared_rel_pos_bias=bias)
+        maps.append(tokens.transpose(1, 2).reshape(1, C, grid, grid))
+    return maps
+
+
 def test_beit_equals_timm_beit_with_one_window_covering_the_image(tmp_path: Path) -> None:
     """BEiT-format weights: our windowed/global blocks with one 14x14 window == timm Beit with a shared
     relative-position bias (patch tokens only; the cls rows of the bias are not used by a detector)."""
@@ -206,19 +228,7 @@ def test_beit_equals_timm_beit_with_one_window_covering_the_image(tmp_path: Path
     with torch.no_grad():
         model.backbone.net.pos_embed.zero_()  # BEiT has no absolute embedding
 
-    ref = Beit(
-        img_size=224,
-        patch_size=16,
-        embed_dim=C,
-        depth=DEPTH,
-        num_heads=HEADS,
-        num_classes=0,
-        global_pool="token",
-        use_abs_pos_emb=False,
-        use_rel_pos_bias=False,
-        use_shared_rel_pos_bias=True,
-        init_values=0.1,
-    ).eval()
+    ref = _timm_beit(224)
     missing, unexpected = ref.load_state_dict(beit_filter(dict(file["model"]), ref), strict=False)
     # the pre-training-only parts (mask token, masked-image-modelling head) have no place in timm's Beit
     assert set(unexpected) == {"mask_token", "lm_head.weight", "lm_head.bias"}, unexpected
@@ -227,12 +237,7 @@ def test_beit_equals_timm_beit_with_one_window_covering_the_image(tmp_path: Path
     x = torch.randn(1, 3, 224, 224, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         ours = model.backbone.net(x)
-        tokens = ref.patch_embed(x)  # (1, 196, C)
-        bias = ref.rel_pos_bias()[:, 1:, 1:]  # (nH, 197, 197) -> patch-to-patch part
-        theirs = []
-        for blk in ref.blocks:
-            tokens = blk(tokens, shared_rel_pos_bias=bias)
-            theirs.append(tokens.transpose(1, 2).reshape(1, C, 14, 14))
+        theirs = _beit_block_maps(ref, x, 14)
     for a, b in zip(ours, theirs, strict=True):
         assert (a - b).abs().max().item() <= 1e-4
 
@@ -253,19 +258,7 @@ def test_beit_at_another_grid_equals_timm_beit_with_the_resized_table(tmp_path: 
     with torch.no_grad():
         model.backbone.net.pos_embed.zero_()  # BEiT has no absolute embedding
 
-    ref = Beit(
-        img_size=128,
-        patch_size=16,
-        embed_dim=C,
-        depth=DEPTH,
-        num_heads=HEADS,
-        num_classes=0,
-        global_pool="token",  # final `norm` (unused here) rather than `fc_norm`, as in the file
-        use_abs_pos_emb=False,
-        use_rel_pos_bias=False,
-        use_shared_rel_pos_bias=True,
-        init_values=0.1,
-    ).eval()
+    ref = _timm_beit(128)
     skip = {"mask_token", "lm_head.weight", "lm_head.bias", "rel_pos_bias.relative_position_index"}
     sd = {k: v for k, v in file["model"].items() if k not in skip}
     key = "rel_pos_bias.relative_position_bias_table"
@@ -275,12 +268,7 @@ def test_beit_at_another_grid_equals_timm_beit_with_the_resized_table(tmp_path: 
     x = torch.randn(1, 3, 128, 128, generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         ours = model.backbone.net(x)
-        tokens = ref.patch_embed(x)  # (1, 64, C)
-        bias = ref.rel_pos_bias()[:, 1:, 1:]  # (nH, 65, 65) -> patch-to-patch part
-        theirs = []
-        for blk in ref.blocks:
-            tokens = blk(tokens, shared_rel_pos_bias=bias)
-            theirs.append(tokens.transpose(1, 2).reshape(1, C, 8, 8))
+        theirs = _beit_block_maps(ref, x, 8)
     assert len(ours) == len(theirs) == DEPTH
     for a, b in zip(ours, theirs, strict=True):
         assert (a - b).abs().max().item() <= 1e-4

@@ -5,11 +5,7 @@ Driven through ``vitbench inits check`` (the same loader ``train --weights`` use
 
 from __future__ import annotations
 
-import functools
-import http.server
 import socket
-import threading
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,21 +43,8 @@ def test_a_directory_is_named_as_one(tmp_path: Path) -> None:
     assert f"weights path {tmp_path} is a directory; expected a checkpoint file" in msg
 
 
-@pytest.fixture
-def http_root(tmp_path: Path) -> Iterator[str]:
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
-    handler.log_message = lambda *a, **k: None  # type: ignore[attr-defined]
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-
-
-def test_http_errors_give_the_reason(http_root: str) -> None:
+def test_http_errors_give_the_reason(http_dir: tuple[Path, str]) -> None:
+    _root, http_root = http_dir
     code, msg = _check(f"{http_root}/missing.pth")
     assert code == 2 and f"cannot read {http_root}/missing.pth: HTTP 404" in msg
     with socket.socket() as s:  # a port nobody listens on

@@ -3,41 +3,53 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 import pytest
 import torch
 import torch.nn.functional as F
 from timm.models.vision_transformer import VisionTransformer
+from timm_refs import timm_backbone_vit
 
 from vitbench.trainer.models.detector import build_vit
 from vitbench.trainer.models.vit import Block, ViT, get_abs_pos
 from vitbench.trainer.recipes import apply_overrides, get_recipe
 
 
+def _small_vit(
+    *,
+    depth: int,
+    img_size: int = 64,
+    embed_dim: int = 32,
+    num_heads: int = 2,
+    window_size: int = 2,
+    pretrain_img_size: int = 64,
+    global_blocks: Sequence[int] | None = None,
+    out_indices: Sequence[int] | None = None,
+    **kw: Any,
+) -> ViT:
+    """A small ViT; by default only its last block is global and only its output is returned."""
+    last = (depth - 1,)
+    return ViT(
+        img_size=img_size,
+        embed_dim=embed_dim,
+        depth=depth,
+        num_heads=num_heads,
+        window_size=window_size,
+        global_blocks=last if global_blocks is None else global_blocks,
+        pretrain_img_size=pretrain_img_size,
+        out_indices=last if out_indices is None else out_indices,
+        **kw,
+    )
+
+
 def _timm_and_ours(depth: int = 4) -> tuple[VisionTransformer, ViT]:
     torch.manual_seed(0)
-    timm_vit = VisionTransformer(
-        img_size=64,
-        patch_size=16,
-        embed_dim=96,
-        depth=depth,
-        num_heads=3,
-        class_token=False,
-        global_pool="avg",
-        num_classes=0,
-        qkv_bias=True,
-    ).eval()
-    ours = ViT(
-        img_size=64,
-        patch_size=16,
-        embed_dim=96,
-        depth=depth,
-        num_heads=3,
-        window_size=0,
-        global_blocks=range(depth),
-        rel_pos="none",
-        pretrain_img_size=64,
-        out_indices=tuple(range(depth)),
+    timm_vit = timm_backbone_vit(64, 96, depth, 3)
+    every = tuple(range(depth))
+    ours = _small_vit(
+        depth=depth, embed_dim=96, num_heads=3, window_size=0, global_blocks=every, out_indices=every
     ).eval()
     state = timm_vit.state_dict()
     converted = {k: v for k, v in state.items() if not k.startswith(("norm.", "fc_norm.", "head."))}
@@ -116,17 +128,7 @@ def test_layer_scale_zero_makes_block_identity() -> None:
 
 def test_drop_path_only_in_training() -> None:
     torch.manual_seed(0)
-    vit = ViT(
-        img_size=64,
-        embed_dim=32,
-        depth=4,
-        num_heads=2,
-        window_size=2,
-        global_blocks=(3,),
-        drop_path=0.9,
-        pretrain_img_size=64,
-        out_indices=(3,),
-    )
+    vit = _small_vit(depth=4, drop_path=0.9)
     x = torch.randn(4, 3, 64, 64)
     vit.eval()
     torch.testing.assert_close(vit(x)[0], vit(x)[0])
@@ -136,19 +138,8 @@ def test_drop_path_only_in_training() -> None:
 
 def test_activation_checkpointing_gives_same_outputs_and_grads() -> None:
     torch.manual_seed(0)
-    kw = dict(
-        img_size=64,
-        embed_dim=32,
-        depth=2,
-        num_heads=2,
-        window_size=2,
-        global_blocks=(1,),
-        rel_pos="shared_bias",
-        pretrain_img_size=64,
-        out_indices=(1,),
-    )
-    plain = ViT(**kw)  # type: ignore[arg-type]
-    ckpt = ViT(act_checkpoint=True, **kw)  # type: ignore[arg-type]
+    plain = _small_vit(depth=2, rel_pos="shared_bias")
+    ckpt = _small_vit(depth=2, rel_pos="shared_bias", act_checkpoint=True)
     ckpt.load_state_dict(plain.state_dict())
     x = torch.randn(2, 3, 64, 64)
     plain(x)[0].square().sum().backward()
@@ -161,17 +152,8 @@ def test_activation_checkpointing_gives_same_outputs_and_grads() -> None:
 @pytest.mark.parametrize("style", ["vitdet", "beit"])
 def test_random_init(style: str) -> None:
     torch.manual_seed(0)
-    vit = ViT(
-        img_size=64,
-        embed_dim=192,
-        depth=4,
-        num_heads=3,
-        window_size=2,
-        global_blocks=(3,),
-        pretrain_img_size=224,
-        out_indices=(3,),
-        init_style="beit" if style == "beit" else "vitdet",
-    )
+    init_style = "beit" if style == "beit" else "vitdet"
+    vit = _small_vit(depth=4, embed_dim=192, num_heads=3, pretrain_img_size=224, init_style=init_style)
     blocks = list(vit.blocks)
     assert isinstance(blocks[0], Block)
     fc1 = blocks[0].mlp.fc1
@@ -199,16 +181,13 @@ def test_bf16_autocast_matches_fp32_closer_than_a_dropped_bias(rel_pos: str) -> 
     ~1.7x below the smallest dropped-bias error.
     """
     torch.manual_seed(0)
-    vit = ViT(
+    vit = _small_vit(
+        depth=2,
         img_size=128,
         embed_dim=96,
-        depth=2,
         num_heads=3,
         window_size=3,
-        global_blocks=(1,),
         rel_pos="shared_bias" if rel_pos == "shared_bias" else "decomposed",
-        pretrain_img_size=64,
-        out_indices=(1,),
     )
     for name, p in vit.named_parameters():
         if "rel_pos" in name:

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 import torch
 from timm.models.vision_transformer import VisionTransformer
+from timm_refs import timm_vit
 
 from vitbench.trainer.pretrain.encoder import PretrainViT, sincos_pos_embed_2d
+from vitbench.trainer.pretrain.recipes import EncoderConfig, SupervisedConfig
 from vitbench.trainer.pretrain.supervised import ViTClassifier
 
-TINY = dict(img_size=64, patch_size=16, embed_dim=96, depth=4, num_heads=3)
+TINY = EncoderConfig(img_size=64, patch_size=16, embed_dim=96, depth=4, num_heads=3)
+
+
+def _timm(**kw: Any) -> VisionTransformer:
+    """timm's ViT (with its cls token) at :data:`TINY`'s shape: the releases' reference implementation."""
+    return timm_vit(TINY.img_size, TINY.embed_dim, TINY.depth, TINY.num_heads, **kw)
 
 
 def _mae_reference(dim: int, g: int) -> np.ndarray:
@@ -56,10 +65,8 @@ def test_sincos_needs_dim_divisible_by_4() -> None:
 
 def test_encoder_state_dict_loads_strictly_into_timm_and_computes_the_same() -> None:
     torch.manual_seed(0)
-    enc = PretrainViT(**TINY).eval()
-    ref = VisionTransformer(
-        img_size=64, patch_size=16, embed_dim=96, depth=4, num_heads=3, num_classes=0, qkv_bias=True
-    ).eval()
+    enc = PretrainViT(TINY).eval()
+    ref = _timm(num_classes=0, qkv_bias=True)
     missing, unexpected = ref.load_state_dict(enc.state_dict(), strict=True)
     assert not missing and not unexpected
     x = torch.randn(2, 3, 64, 64)
@@ -71,16 +78,8 @@ def test_encoder_state_dict_loads_strictly_into_timm_and_computes_the_same() -> 
 @pytest.mark.parametrize("pool", ["cls", "avg"])
 def test_classifier_is_a_timm_vit(pool: str) -> None:
     torch.manual_seed(0)
-    clf = ViTClassifier(**TINY, num_classes=3, pool=pool, drop_path=0.0).eval()  # type: ignore[arg-type]
-    ref = VisionTransformer(
-        img_size=64,
-        patch_size=16,
-        embed_dim=96,
-        depth=4,
-        num_heads=3,
-        num_classes=3,
-        global_pool="token" if pool == "cls" else "avg",
-    ).eval()
+    clf = ViTClassifier(TINY, 3, SupervisedConfig(pool=pool)).eval()  # type: ignore[arg-type]
+    ref = _timm(num_classes=3, global_pool="token" if pool == "cls" else "avg")
     ref.load_state_dict(clf.state_dict(), strict=True)
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():

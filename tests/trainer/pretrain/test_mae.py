@@ -5,20 +5,12 @@ from __future__ import annotations
 import torch
 
 from vitbench.trainer.pretrain.mae import MaskedAutoencoder, patchify, random_masking
+from vitbench.trainer.pretrain.recipes import EncoderConfig, MaeConfig
 
 
-def _tiny(**kw: object) -> MaskedAutoencoder:
-    return MaskedAutoencoder(
-        img_size=64,
-        patch_size=16,
-        embed_dim=96,
-        depth=2,
-        num_heads=3,
-        decoder_dim=64,
-        decoder_depth=1,
-        decoder_heads=2,
-        **kw,  # type: ignore[arg-type]
-    )
+def _tiny() -> MaskedAutoencoder:
+    arch = EncoderConfig(img_size=64, patch_size=16, embed_dim=96, depth=2, num_heads=3)
+    return MaskedAutoencoder(arch, MaeConfig(decoder_dim=64, decoder_depth=1, decoder_heads=2))
 
 
 def test_patchify_matches_the_release_einsum() -> None:

@@ -8,10 +8,12 @@ import torch
 import torch.nn.functional as F
 
 from vitbench.trainer.pretrain.mocov3 import MoCoV3, contrastive_loss, momentum_at
+from vitbench.trainer.pretrain.recipes import EncoderConfig, MoCoV3Config
 
 
 def _tiny() -> MoCoV3:
-    return MoCoV3(img_size=64, patch_size=16, embed_dim=96, depth=2, num_heads=3, dim=32, mlp_dim=64)
+    arch = EncoderConfig(img_size=64, patch_size=16, embed_dim=96, depth=2, num_heads=3)
+    return MoCoV3(arch, MoCoV3Config(dim=32, mlp_dim=64))
 
 
 def test_module_names_are_the_releases() -> None:
