@@ -153,7 +153,7 @@ def test_demo_flow_refuses_flags_that_cannot_work(tmp_path: Path) -> None:
 
 
 def test_the_winner_is_the_highest_final_box_ap(tmp_path: Path) -> None:
-    for init, ap in (("random", 0.10), ("mae", 0.25), ("supervised", 0.20)):
+    for init, ap in (("random", 10.0), ("mae", 25.0), ("supervised", 20.0)):
         (tmp_path / init).mkdir()
         (tmp_path / init / "eval.json").write_text(json.dumps({"metrics": {"bbox/AP": ap}}))
     (tmp_path / "mocov3").mkdir()  # started, never finished: not a candidate
