@@ -308,7 +308,7 @@ make_model() {  # a tiny exported model + the registry home holding it, from the
         heads.rpn_batch_size_per_image=32 heads.roi_batch_size_per_image=16 data.num_workers=0; do
         sets+=(--set "$o")
     done
-    "$VENV/bin/vitbench" demo --out "$out/demo" --home "$out/home" --images 10 --inits random "${sets[@]}" \
+    "$VENV/bin/vitbench" demo --out "$out/demo" --home "$out/home" --images 10 --pretrain none --inits random "${sets[@]}" \
         >"$out/demo.log" 2>&1 || { tail -n 30 "$out/demo.log" >&2; die "vitbench demo failed"; }
     MODEL_DIR=$(dirname "$(find "$out/home/serving" -name model.onnx | head -n1)")
     IMAGE_FILE=$(find "$out/demo/data/val" -name '*.jpg' | head -n1)
