@@ -170,7 +170,12 @@ def demo(
     recipe: str = typer.Option("bench-tiny", "--recipe", help="Detector recipe to fine-tune (a CPU preset)."),
     images: int = typer.Option(240, "--images", min=10, help="Labeled synthetic images (train + val)."),
     val_fraction: float = typer.Option(
-        1 / 3, "--val-fraction", min=0.05, max=0.9, help="Share of the labeled images in val."
+        1 / 3,
+        "--val-fraction",
+        min=0.05,
+        max=0.9,
+        show_default="1/3",
+        help="Share of the labeled images in val.",
     ),
     unlabeled: int = typer.Option(
         3000, "--unlabeled", min=0, help="Unlabeled images for pre-training (their object crops too)."
