@@ -63,6 +63,13 @@ class Point:
     detections_per_image: float = 0.0
 
 
+def add_model_source(parser: argparse.ArgumentParser) -> None:
+    """``--model-dir DIR`` or ``--export-tiny`` (exactly one): the model a service benchmark serves."""
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--model-dir", type=Path, help="exported folder (model.onnx + manifest.json)")
+    source.add_argument("--export-tiny", action="store_true", help="export bench-tiny (random weights) first")
+
+
 def export_tiny(out: Path) -> Path:
     """Export ``bench-tiny`` with seeded random weights (the same model as the service's tests)."""
     import torch
@@ -335,9 +342,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model-dir", type=Path, help="exported folder (model.onnx + manifest.json)")
-    source.add_argument("--export-tiny", action="store_true", help="export bench-tiny (random weights) first")
+    add_model_source(parser)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per concurrency level")
     parser.add_argument("--concurrency", default="1,2,4,16,48", help="comma-separated client counts")
     parser.add_argument("--max-batch-size", type=int, default=8, help="batch size of the batching config")

@@ -45,7 +45,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from load_test import export_tiny, free_port, percentile, start_server
+from load_test import add_model_source, export_tiny, free_port, percentile, start_server
 
 STAGES = ("decode", "preprocess", "queue", "inference", "postprocess")
 
@@ -268,9 +268,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    source = parser.add_mutually_exclusive_group(required=True)
-    source.add_argument("--model-dir", type=Path, help="exported folder (model.onnx + manifest.json)")
-    source.add_argument("--export-tiny", action="store_true", help="export bench-tiny (random weights) first")
+    add_model_source(parser)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per level (bare: half)")
     parser.add_argument(
         "--rounds", type=int, default=4, help="bare/service alternations per level (same load on both)"

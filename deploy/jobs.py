@@ -52,12 +52,13 @@ REGISTRY_CLIENT_LABEL: Final[str] = "vitbench.io/registry-client"
 KUEUE_QUEUE_LABEL: Final[str] = "kueue.x-k8s.io/queue-name"
 COMPLETION_INDEX_ANNOTATION: Final[str] = "batch.kubernetes.io/job-completion-index"
 JOB_NAME_LABEL: Final[str] = "batch.kubernetes.io/job-name"
-#: Selects every benchmark Job vitbench created (CLI or chart).
-#: Every Job of a study: its pre-trainings (component ``pretraining``) and fine-tunings (``benchmark``).
-STUDY_SELECTOR: Final[str] = (
-    "app.kubernetes.io/name=vitbench,app.kubernetes.io/component in (benchmark,pretraining)"
-)
 LABEL_COMPONENT: Final[str] = "app.kubernetes.io/component"
+COMPONENT_FINETUNING: Final[str] = "benchmark"
+COMPONENT_PRETRAINING: Final[str] = "pretraining"
+#: Every Job of a study vitbench created (CLI or chart): its pre-trainings and fine-tunings.
+STUDY_SELECTOR: Final[str] = (
+    f"app.kubernetes.io/name=vitbench,{LABEL_COMPONENT} in ({COMPONENT_FINETUNING},{COMPONENT_PRETRAINING})"
+)
 # the chart's default (`make images` tags it; `make images push REGISTRY=...` + --image for a cluster)
 DEFAULT_IMAGE: Final[str] = "vitbench/trainer:0.1.0"
 DATA_MOUNT: Final[str] = "/data"
@@ -272,7 +273,7 @@ class JobSpec(BaseModel):
     @property
     def component(self) -> str:
         """``app.kubernetes.io/component`` of the Job (``benchmark``; ``pretraining`` for a pre-training)."""
-        return "benchmark"
+        return COMPONENT_FINETUNING
 
     @property
     def preflight(self) -> bool:
@@ -320,7 +321,7 @@ class PretrainJobSpec(JobSpec):
 
     @property
     def component(self) -> str:
-        return "pretraining"
+        return COMPONENT_PRETRAINING
 
     @property
     def preflight(self) -> bool:
@@ -370,7 +371,7 @@ def labels(job: JobSpec, managed_by: str = "vitbench-cli") -> dict[str, str]:
     """Standard ``app.kubernetes.io/*`` labels plus the study, init and recipe."""
     return {
         "app.kubernetes.io/name": "vitbench",
-        "app.kubernetes.io/component": job.component,
+        LABEL_COMPONENT: job.component,
         "app.kubernetes.io/part-of": "vitbench",
         "app.kubernetes.io/instance": job.study.name,
         "app.kubernetes.io/managed-by": managed_by,

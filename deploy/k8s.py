@@ -26,6 +26,7 @@ from kubernetes.client.exceptions import ApiException
 from vitbench.deploy.jobs import (
     ANNOTATION_SPEC_HASH,
     COMPLETION_INDEX_ANNOTATION,
+    COMPONENT_PRETRAINING,
     JOB_NAME_LABEL,
     LABEL_COMPONENT,
     LABEL_INIT,
@@ -265,7 +266,7 @@ def list_study_jobs(batch: BatchApi, namespace: str, study: str | None = None) -
 
 def is_pretraining(job: Any) -> bool:
     """True for a pre-training Job (component label ``pretraining``)."""
-    return _label(job, LABEL_COMPONENT) == "pretraining"
+    return _label(job, LABEL_COMPONENT) == COMPONENT_PRETRAINING
 
 
 def _label(obj: Any, key: str) -> str:

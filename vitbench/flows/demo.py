@@ -38,6 +38,8 @@ if TYPE_CHECKING:  # torch, mlflow and the service are imported when the demo ru
     from vitbench.registry.client import ModelVersionInfo, RegistryClient
     from vitbench.registry.env import RegistryLocation
     from vitbench.registry.manifest import ParityReport
+    from vitbench.trainer.pretrain.recipes import PretrainRecipe
+    from vitbench.trainer.recipes import Recipe
     from vitbench.trainer.runs import StudyEvent, StudyOutcome
 
 DEMO_MARKER = ".vitbench-demo"
@@ -164,6 +166,15 @@ class DemoRequest:
     progress: bool = True
 
     @property
+    def finetune_overrides(self) -> tuple[str, ...]:
+        """Every fine-tuning's overrides: the demo's schedule, then the request's."""
+        return (*DEMO_OVERRIDES, *self.overrides)
+
+    def pretrain_overrides_for(self, method: str) -> tuple[str, ...]:
+        """``method``'s pre-training overrides: the demo's length, then the request's."""
+        return (*DEMO_PRETRAIN_OVERRIDES[method], *self.pretrain_overrides)
+
+    @property
     def finetune_inits(self) -> tuple[str, ...]:
         """Every init fine-tuned: ``inits``, then those with ``weights``, then the pre-trained ones."""
         ordered = [*self.inits, *self.weights, *(PRETRAIN_INIT[m] for m in self.pretrain)]
@@ -222,18 +233,29 @@ def check_request(request: DemoRequest) -> None:
         raise DemoError("pre-training needs unlabeled images: set --unlabeled N (N ≥ 1) or --pretrain none")
 
 
-def check_recipes(request: DemoRequest) -> None:
-    """Build every run's recipe once, so that an unknown init or a bad override fails before the data
-    is synthesized (raises the recipes' ``RecipeError`` / ``InitError``)."""
+@dataclass(frozen=True)
+class DemoRecipes:
+    """Every run's resolved recipe: fine-tunings by init, pre-trainings by method."""
+
+    finetune: dict[str, Recipe]
+    pretrain: dict[str, PretrainRecipe]
+
+
+def resolve_recipes(request: DemoRequest) -> DemoRecipes:
+    """Build every run's recipe once, before the data is synthesized, so that an unknown init or a bad
+    override fails first (raises the recipes' ``RecipeError`` / ``InitError``)."""
     from vitbench.trainer.pretrain.recipes import get_pretrain_recipe
     from vitbench.trainer.recipes import apply_overrides
     from vitbench.trainer.runs import build_recipe
 
-    for init in request.finetune_inits:
-        build_recipe(request.recipe, init, (*DEMO_OVERRIDES, *request.overrides))
-    for method in request.pretrain:
-        overrides = [*DEMO_PRETRAIN_OVERRIDES[method], *request.pretrain_overrides]
-        apply_overrides(get_pretrain_recipe(method, "tiny"), overrides)
+    q = request
+    return DemoRecipes(
+        finetune={i: build_recipe(q.recipe, i, q.finetune_overrides) for i in q.finetune_inits},
+        pretrain={
+            m: apply_overrides(get_pretrain_recipe(m, "tiny"), list(q.pretrain_overrides_for(m)))
+            for m in q.pretrain
+        },
+    )
 
 
 def prepare_folder(out: Path) -> None:
@@ -309,33 +331,29 @@ def finetune_job(
 # --- the flow ---------------------------------------------------------------------------------------
 
 
-def _pretrain_total(method: str, data: Path, overrides: tuple[str, ...]) -> int:
-    """Steps the pre-training will run (for its progress bar)."""
-    from vitbench.trainer.pretrain.recipes import get_pretrain_recipe
+def _pretrain_total(pre: PretrainRecipe, data: Path) -> int:
+    """Steps the pre-training ``pre`` will run on ``data`` (for its progress bar)."""
     from vitbench.trainer.pretrain.task import dataset_for
-    from vitbench.trainer.recipes import apply_overrides
 
-    pre = apply_overrides(get_pretrain_recipe(method, "tiny"), list(overrides))
     return pre.iterations(len(dataset_for(pre, data)))[1]  # type: ignore[arg-type]
 
 
-def plan_jobs(request: DemoRequest, data: Path, study: Path) -> tuple[list[Job], list[StudyEvent]]:
-    """The pre-training and fine-tuning jobs (longest chains first) and the inits skipped up front.
-
-    Raises the study's user errors (bad recipe, override or init name) before anything runs.
-    """
+def plan_jobs(
+    request: DemoRequest, recipes: DemoRecipes, data: Path, study: Path
+) -> tuple[list[Job], list[StudyEvent]]:
+    """The pre-training and fine-tuning jobs (longest chains first) and the inits skipped up front."""
     from vitbench.flows.parallel import Job
     from vitbench.trainer.rundir import RunDir
-    from vitbench.trainer.runs import StudyEvent, build_recipe
+    from vitbench.trainer.runs import StudyEvent
     from vitbench.trainer.study import plan_runs
 
     q = request
     logs = q.out / "logs"
-    overrides = (*DEMO_OVERRIDES, *q.overrides)
+    overrides = q.finetune_overrides
     home = q.home
     jobs: list[Job] = []
     for method in q.pretrain:
-        pre_over = (*DEMO_PRETRAIN_OVERRIDES[method], *q.pretrain_overrides)
+        pre_over = q.pretrain_overrides_for(method)
         src = data / ("crops" if method == "supervised" else "unlabeled")
         name = f"{q.model_name}-{method}" if q.register else None
         fixed = (method, src, q.out / "pretrain" / method, pre_over, name, home)
@@ -346,18 +364,18 @@ def plan_jobs(request: DemoRequest, data: Path, study: Path) -> tuple[list[Job],
                 make_args=lambda _results, a=fixed: a,  # type: ignore[misc]
                 log=logs / f"pretrain-{method}.log",
                 metrics=RunDir(q.out / "pretrain" / method).metrics,
-                total=_pretrain_total(method, src, pre_over),
+                total=_pretrain_total(recipes.pretrain[method], src),
             )
         )
     pretrained = {PRETRAIN_INIT[m]: m for m in q.pretrain}
     user_inits = [i for i in q.finetune_inits if i not in pretrained]
-    base = build_recipe(q.recipe, "random", overrides)  # fails fast on a bad recipe or override
+    base = next(iter(recipes.finetune.values()))  # the inits share the backbone plan_runs looks at
     plan = {p.init: p for p in plan_runs(user_inits, base, q.weights, {})}
     skipped = [StudyEvent("skipped", i, plan[i].skip_reason or "") for i in user_inits if plan[i].skip_reason]
     for init in q.finetune_inits:
         if init in plan and plan[init].skip_reason:
             continue
-        total = build_recipe(q.recipe, init, overrides).solver.max_iters
+        total = recipes.finetune[init].solver.max_iters
         source = pretrained.get(init)
 
         def args(
@@ -395,17 +413,15 @@ def _weights_of(summary: PretrainSummary) -> str:
 
 
 def pick_winner(study: Path, inits: list[str]) -> tuple[str, float] | None:
-    """The init whose finished run has the highest final box AP (in percent), or None if none finished."""
-    from vitbench.trainer.rundir import RunDir
+    """The init whose finished run has the highest final box AP (in percent), or None if none finished;
+    a tie goes to the init listed first."""
+    from vitbench.trainer.study import read_run
 
     best: tuple[str, float] | None = None
     for init in inits:
-        run = RunDir(study / init)
-        if not run.is_finished():
-            continue
-        metrics = json.loads(run.eval.read_text(encoding="utf-8")).get("metrics", {})
-        ap = float(metrics.get("bbox/AP", float("nan")))  # COCO AP in percent, as the trainer writes it
-        if ap == ap and (best is None or ap > best[1]):
+        run = read_run(study / init)
+        ap = run.metrics.get("bbox/AP", float("nan")) if run is not None else float("nan")
+        if ap == ap and (best is None or ap > best[1]):  # NaN: not finished or no box AP
             best = (init, ap)
     return best
 
@@ -420,7 +436,7 @@ def run_demo(request: DemoRequest, reporter: DemoReporter | None = None) -> Demo
     rep = reporter or DemoReporter()
     check_request(request)
     q = request
-    check_recipes(q)
+    recipes = resolve_recipes(q)
     prepare_folder(q.out)
     t0 = time.perf_counter()
     data, study = q.out / "data", q.out / "study"
@@ -436,7 +452,7 @@ def run_demo(request: DemoRequest, reporter: DemoReporter | None = None) -> Demo
             unlabeled=unlabeled,  # type: ignore[arg-type]
         )
     rep.data_ready(data, counts)
-    jobs, skipped = plan_jobs(q, data, study)
+    jobs, skipped = plan_jobs(q, recipes, data, study)
     if q.register:  # the store, experiment and models exist before the jobs write to them at once
         from vitbench.registry.env import registry_location
         from vitbench.trainer.runs import Registration
