@@ -40,6 +40,9 @@ def test_detect_answers_documented_json(client: TestClient) -> None:
     assert body["model"] == {"name": "fake-detector", "version": "3"}
     assert set(body["timings_ms"]) == {"decode", "preprocess", "queue", "inference", "postprocess", "total"}
     assert all(v >= 0 for v in body["timings_ms"].values())
+    # the same stages in the W3C Server-Timing header, e.g. "decode;dur=1.234, preprocess;dur=0.5, ..."
+    header = [part.strip().split(";dur=") for part in resp.headers["server-timing"].split(",")]
+    assert {name: float(ms) for name, ms in header} == body["timings_ms"]
     dets = body["detections"]
     assert [d["score"] for d in dets] == [0.95, 0.7, 0.4]  # highest first; label 3 filtered out
     assert [(d["label"], d["label_name"]) for d in dets] == [(1, "circle"), (2, "square"), (1, "circle")]

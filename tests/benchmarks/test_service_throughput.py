@@ -1,0 +1,96 @@
+"""The service benchmark's lean HTTP client reads whole answers over keep-alive connections, reconnects
+when the server closes, reads stage timings from ``Server-Timing`` and counts what it could not read."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from service_throughput import Connection, drive, server_timing  # noqa: E402
+
+BODY = json.dumps(
+    {"detections": [{"label": 1, "label_name": "circle"}, {"label": 2, "label_name": "square"}]}
+).encode()
+
+
+async def _serve(close_every: int, seen: list[tuple[str, bytes]]) -> tuple[asyncio.Server, int]:
+    """A loopback HTTP/1.1 server answering every POST with ``BODY``; every ``close_every``-th answer on
+    a connection says ``Connection: close`` and closes it. Records (request line, body) in ``seen``."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        answered = 0
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                lines = head.decode("latin-1").split("\r\n")
+                length = next(
+                    int(v) for k, _, v in (h.partition(":") for h in lines) if k.lower() == "content-length"
+                )
+                seen.append((lines[0], await reader.readexactly(length)))
+                answered += 1
+                closing = answered % close_every == 0
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n"
+                    b"server-timing: decode;dur=1.5, inference;dur=20, total;dur=22.25\r\n"
+                    + (b"connection: close\r\n" if closing else b"")
+                    + f"content-length: {len(BODY)}\r\n\r\n".encode()
+                    + BODY
+                )
+                await writer.drain()
+                if closing:
+                    break
+        except asyncio.IncompleteReadError:
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    return server, server.sockets[0].getsockname()[1]
+
+
+def test_connection_reads_whole_answers_and_reconnects_after_close() -> None:
+    async def scenario() -> list[tuple[int, dict[str, str], bytes]]:
+        seen: list[tuple[str, bytes]] = []
+        server, port = await _serve(close_every=2, seen=seen)
+        async with server:
+            conn = Connection("127.0.0.1", port)
+            request = conn.request("/detect?mask_format=rle", b"\xff\xd8jpeg", "image/jpeg")
+            answers = [await conn.send(request) for _ in range(5)]
+            await conn.close()
+        assert seen == [("POST /detect?mask_format=rle HTTP/1.1", b"\xff\xd8jpeg")] * 5
+        return answers
+
+    answers = asyncio.run(scenario())
+    assert [status for status, _, _ in answers] == [200] * 5
+    assert all(body == BODY for _, _, body in answers)  # the whole body, also across reconnects
+    assert server_timing(answers[0][1]["server-timing"]) == {"decode": 1.5, "inference": 20.0, "total": 22.25}
+    assert server_timing("") == {} and server_timing("cache;desc=hit, db;dur=3") == {"db": 3.0}
+
+
+def test_drive_counts_answers_and_detections() -> None:
+    async def scenario() -> tuple[list[float], dict[str, int], list[dict[str, float]]]:
+        server, port = await _serve(close_every=3, seen=[])
+        async with server:
+            latencies, statuses, timings, _ = await drive(f"http://127.0.0.1:{port}", b"jpeg", 2, 0.3, "rle")
+        return latencies, dict(statuses), timings
+
+    latencies, statuses, timings = asyncio.run(scenario())
+    assert statuses == {"200": len(latencies)} and len(latencies) > 4
+    assert all(t == {"decode": 1.5, "inference": 20.0, "total": 22.25, "_n": 2.0} for t in timings)
+
+
+def test_drive_counts_refused_connections_as_errors() -> None:
+    async def scenario() -> dict[str, int]:
+        server, port = await _serve(close_every=1, seen=[])
+        server.close()
+        await server.wait_closed()  # nothing listens on the port any more
+        _, statuses, _, _ = await drive(f"http://127.0.0.1:{port}", b"jpeg", 1, 0.05, "rle")
+        return dict(statuses)
+
+    statuses = asyncio.run(scenario())
+    assert set(statuses) == {"ConnectionRefusedError"} and statuses["ConnectionRefusedError"] >= 1
