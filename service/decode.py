@@ -42,7 +42,8 @@ _TRANSPOSES = frozenset(range(2, 9))  # orientations exif_transpose acts on (1 =
 
 @dataclass(frozen=True)
 class DecodedImage:
-    """An RGB image: ``pixels`` uint8 [h, w, 3] after EXIF orientation; ``source_format`` as sniffed.
+    """An RGB image: ``pixels`` uint8 [h, w, 3] after EXIF orientation (may be read-only: it can wrap
+    Pillow's bytes without a copy); ``source_format`` as sniffed.
 
     ``original_height``/``original_width`` are the full image's size after EXIF orientation; they
     differ from the pixel array's when the JPEG was decoded at a reduced DCT scale (``scale_denom``
@@ -164,4 +165,4 @@ def _to_rgb(image: Image.Image) -> tuple[np.ndarray, str]:
         return np.repeat(gray8[:, :, None], 3, axis=2), mode
     if mode != "RGB":
         image = image.convert("RGB")
-    return np.asarray(image, dtype=np.uint8).copy(), mode
+    return np.asarray(image, dtype=np.uint8), mode  # read-only over Pillow's bytes: no second copy
