@@ -37,8 +37,9 @@ from service_throughput import photograph
 
 def load_masks_module(root: Path) -> ModuleType:
     """``ROOT/service/masks.py`` as a module of its own (it imports the rest from this checkout)."""
-    spec = importlib.util.spec_from_file_location("compared_masks", root / "service" / "masks.py")
-    if spec is None or spec.loader is None:
+    path = root / "service" / "masks.py"
+    spec = importlib.util.spec_from_file_location("compared_masks", path)
+    if not path.is_file() or spec is None or spec.loader is None:
         raise SystemExit(f"--compare-with: no service/masks.py under {root}")
     module = importlib.util.module_from_spec(spec)
     sys.modules["compared_masks"] = module  # dataclasses look their module up

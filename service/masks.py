@@ -163,7 +163,7 @@ RLE_BAND = 4e-6
 _ESTIMATE_KEYS = 1.25 * 7 * 2.0**-24
 
 _SCRATCH = threading.local()
-_SCRATCH_KEEP = 4_000_000  # elements: larger work arrays are one-off (a thread keeps at most ~60 MB)
+_SCRATCH_KEEP = 1_000_000  # elements: larger work arrays are one-off (a thread keeps at most ~65 MB)
 
 
 def _scratch(name: str, size: int, dtype: type) -> np.ndarray:
