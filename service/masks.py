@@ -254,18 +254,18 @@ def rle_counts_many(
         cw=cw,
         top=col_x * height + (y_0[live] + np.arange(len(live)) * (total + 1))[col_mask],
     )
-    change, toggles, split = _change_points(crops, tol)
-    for k, counts in zip(live.tolist(), _counts(change, toggles, split, total), strict=True):
+    change, toggles = _change_points(crops, tol)
+    for k, counts in zip(live.tolist(), _counts(change, toggles, len(live), total), strict=True):
         if counts is not None:
             out[k] = counts
     return out
 
 
-def _change_points(crops: _Crops, tol: float) -> tuple[np.ndarray, np.ndarray, list[int]]:
-    """Where the crops' runs start and end: ``(change, toggles, split)``. ``change`` float64 [E] are the
-    crossings' offsets (sorted; empty runs and runs touching across columns give a value twice), mask
-    j's from ``split[j]`` to ``split[j + 1]``; ``toggles`` (sorted, usually empty) the offsets that
-    also change state, as pairs around each pixel the crossings decide wrongly."""
+def _change_points(crops: _Crops, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where the crops' runs start and end: ``(change, toggles)``. ``change`` float64 [E] are the
+    crossings' offsets (sorted; empty runs and runs touching across columns give a value twice);
+    ``toggles`` (sorted, usually empty) the offsets that also change state, as pairs around each pixel
+    the crossings decide wrongly."""
     n_col, p = len(crops.c0), crops.padded.shape[-1]
     # knots [NC, P] of every column, as paste_mask's row interpolation followed by its column step
     across = np.ascontiguousarray(crops.padded.transpose(0, 2, 1)).reshape(-1, p)  # [L·P (column), P]
@@ -343,7 +343,7 @@ def _change_points(crops: _Crops, tol: float) -> tuple[np.ndarray, np.ndarray, l
             change,
         )
         toggles = np.sort(np.concatenate([flips, flips + 1]))
-    return change, toggles, split.tolist()
+    return change, toggles
 
 
 def _estimate_rows(fraction: np.ndarray, segment: np.ndarray, inv: np.ndarray, start: np.ndarray) -> None:
@@ -384,28 +384,30 @@ def _band_flips(
     return position[(value > MASK_THRESHOLD) != decided]
 
 
-def _counts(change: np.ndarray, toggles: np.ndarray, split: list[int], total: int) -> list[np.ndarray | None]:
-    """COCO RLE counts int64 of each mask (None: no foreground) from :func:`_change_points`' sorted
-    ``change`` and ``toggles`` (float64 offsets, + (total + 1) × mask); values occurring twice cancel."""
-    n_mask, stride = len(split) - 1, total + 1
-    toggle_split = np.searchsorted(toggles, np.arange(n_mask + 1) * stride).tolist()
+def _counts(change: np.ndarray, toggles: np.ndarray, n_mask: int, total: int) -> list[np.ndarray | None]:
+    """COCO RLE counts int64 of each of ``n_mask`` masks (None: no foreground) from :func:`_change_points`'
+    sorted ``change`` and ``toggles`` (float64 offsets, + (total + 1) × mask): the values that occur an
+    odd number of times are where runs start and end."""
+    stride = total + 1
+    if toggles.size:  # few: insert them rather than sort everything
+        change = np.insert(change, np.searchsorted(change, toggles), toggles)
     keep: np.ndarray | None = None  # [E] False where a value occurs twice
-    several = False  # some value occurs 3+ times
     if len(change) > 1:
         same = np.equal(change[1:], change[:-1], out=_scratch("same", len(change) - 1, np.bool_))  # [E - 1]
         if same.any():
-            several = bool((same[1:] & same[:-1]).any())
-            keep = _scratch("keep", len(change), np.bool_)
-            keep[0] = True
-            np.logical_not(same, out=keep[1:])
-            keep[:-1] &= keep[1:].copy()  # neither equal to the previous nor to the next
+            if (same[1:] & same[:-1]).any():  # a value 3+ times (tiny boxes): the general rule, at once
+                first = np.flatnonzero(np.concatenate([[True], ~same]))  # first index of each value
+                change = change[first[np.diff(first, append=len(change)) % 2 == 1]]
+            else:  # pairs only (empty runs, runs touching across columns): both go, mask by mask
+                keep = _scratch("keep", len(change), np.bool_)
+                keep[0] = True
+                np.logical_not(same, out=keep[1:])
+                keep[:-1] &= keep[1:].copy()  # neither equal to the previous nor to the next
+    split = np.searchsorted(change, np.arange(n_mask + 1) * stride).tolist()
     result: list[np.ndarray | None] = []
     for j in range(n_mask):
         mine = change[split[j] : split[j + 1]]
-        if several or toggle_split[j] < toggle_split[j + 1]:
-            mine = np.sort(np.concatenate([mine, toggles[toggle_split[j] : toggle_split[j + 1]]]))
-            mine = _odd_positions(mine)
-        elif keep is not None:
+        if keep is not None:
             mine = mine[keep[split[j] : split[j + 1]]]
         if not mine.size:
             result.append(None)
@@ -418,23 +420,6 @@ def _counts(change: np.ndarray, toggles: np.ndarray, split: list[int], total: in
             counts[-1] = tail
         result.append(counts)
     return result
-
-
-def _odd_positions(change: np.ndarray) -> np.ndarray:
-    """The values of sorted ``change`` [N] that occur an odd number of times (the toggles that remain)."""
-    if len(change) < 2:
-        return change
-    same = change[1:] == change[:-1]  # [N - 1]
-    if not same.any():
-        return change
-    if not (same[1:] & same[:-1]).any():  # only pairs: drop both
-        keep = np.ones(len(change), dtype=bool)
-        keep[1:] = ~same
-        keep[:-1] &= ~same  # neither equal to the previous nor to the next
-        return change[keep]
-    first = np.flatnonzero(np.concatenate([[True], ~same]))  # first index of each distinct value
-    times = np.diff(first, append=len(change))
-    return change[first[times % 2 == 1]]
 
 
 def compress_counts(counts: np.ndarray, height: int, width: int) -> str:
