@@ -129,42 +129,6 @@ def _counts_from_changes(offsets: np.ndarray, total: int) -> np.ndarray:
     return counts[:-1] if counts[-1] == 0 else counts  # no empty background run after the last object
 
 
-@dataclass
-class _Scratch:
-    """Work buffers of one thread, reused from mask to mask (fresh large arrays cost page faults)."""
-
-    left: np.ndarray  # float32: the interpolated crop
-    right: np.ndarray  # float32: its right-hand interpolation term
-    framed: np.ndarray  # bool: the thresholded crop, columns framed by background
-    changed: np.ndarray  # bool: where neighbours in ``framed`` differ
-
-
-_SCRATCH = threading.local()
-_SCRATCH_KEEP_PIXELS = 4_000_000  # larger crops get one-off buffers: a thread keeps at most ~45 MB
-
-
-def _scratch(pixels: int, framed: int) -> _Scratch:
-    """Buffers for a crop of ``pixels`` values and ``framed`` framed pixels (this thread's, if small)."""
-    if pixels > _SCRATCH_KEEP_PIXELS:
-        return _Scratch(
-            np.empty(pixels, np.float32),
-            np.empty(pixels, np.float32),
-            np.empty(framed, bool),
-            np.empty(framed, bool),
-        )
-    scratch: _Scratch | None = getattr(_SCRATCH, "buffers", None)
-    if scratch is None or len(scratch.framed) < framed:
-        grown = max(framed, min(2 * len(scratch.framed) if scratch is not None else 0, _SCRATCH_KEEP_PIXELS))
-        scratch = _Scratch(
-            np.empty(grown, np.float32),
-            np.empty(grown, np.float32),
-            np.empty(grown, bool),
-            np.empty(grown, bool),
-        )
-        _SCRATCH.buffers = scratch
-    return scratch
-
-
 def _expanded_boxes(boxes: np.ndarray, m: int, padding: int) -> np.ndarray:
     """:func:`_expanded_box` of ``boxes`` [K, 4] at once (the same float32 operations): int64 [4, K]."""
     scale = np.float32(m + 2 * padding) / np.float32(m)
@@ -190,21 +154,71 @@ def _visible_weights(
     return _source_weights(positions, scales[segment], in_size)
 
 
+# Pixels whose linear value (see rle_counts_many) lies within RLE_BAND × max(1, max |probability|) of the
+# threshold are recomputed with paste_mask's float32 operations: paste_mask's value differs from the
+# linear one by under 6.5 float32 unit roundoffs (3.9e-7) of that scale, a 10× margin.
+RLE_BAND = 4e-6
+# Bound on the error of a crossing's row estimate, in keys (source rows) per source row of the padded
+# mask: the float32 keys and the float32 inverse round at most 7·P + 3 times by a unit roundoff, 2**-24.
+_ESTIMATE_KEYS = 1.25 * 7 * 2.0**-24
+
+_SCRATCH = threading.local()
+_SCRATCH_KEEP = 1_000_000  # elements: larger work arrays are one-off (a thread keeps at most ~65 MB)
+
+
+def _scratch(name: str, size: int, dtype: type) -> np.ndarray:
+    """A work array [size] of ``dtype``, reused by this thread from call to call (fresh large arrays cost
+    page faults comparable to the arithmetic on them); a one-off array above ``_SCRATCH_KEEP``."""
+    if size > _SCRATCH_KEEP:
+        return np.empty(size, dtype)
+    kept: dict[str, np.ndarray] | None = getattr(_SCRATCH, "arrays", None)
+    if kept is None:
+        kept = _SCRATCH.arrays = {}
+    array = kept.get(name)
+    if array is None or len(array) < size:
+        grown = max(size, min(2 * len(array) if array is not None else 0, _SCRATCH_KEEP))
+        array = kept[name] = np.empty(grown, dtype)
+    return array[:size]
+
+
+@dataclass(frozen=True)
+class _Crops:
+    """The visible crops of L masks, their NC visible columns concatenated (mask by mask, left to right)."""
+
+    padded: np.ndarray  # float32 [L, P, P]: the masks framed by zeros
+    first_row: np.ndarray  # int64 [L]: the first visible row of each resized box
+    rows: np.ndarray  # int64 [L]: its visible rows
+    out_h: np.ndarray  # int64 [L]: its rows in all
+    col_mask: np.ndarray  # int64 [NC]: the mask of each column
+    c0: np.ndarray  # int64 [NC]: paste_mask's interpolation of each column: source columns c0, c1,
+    c1: np.ndarray  # int64 [NC]
+    cw: np.ndarray  # float32 [NC]: and the weight of c1
+    top: np.ndarray  # int64 [NC]: column-major image offset of its first visible pixel, + (H·W + 1)·mask
+
+
 def rle_counts_many(
     probs: np.ndarray, boxes: np.ndarray, height: int, width: int, padding: int = 1
 ) -> list[np.ndarray]:
-    """``[rle_counts(paste_mask(p, b, height, width, padding)) for p, b in zip(probs, boxes)]`` in fewer,
-    vectorized steps, for ``probs`` [K, M, M] and ``boxes`` [K, 4] (image pixels).
+    """``[rle_counts(paste_mask(p, b, height, width, padding)) for p, b in zip(probs, boxes)]`` for
+    ``probs`` [K, M, M] and ``boxes`` [K, 4] (image pixels): identical output, with work proportional to
+    the crops' columns and runs rather than their pixels. Returns int64 counts [R_k] per mask.
 
-    Same float32 arithmetic as :func:`paste_mask` (so the same pixels), but only for the part of each
-    box inside the image: the expanded boxes and the row interpolation of all masks are computed at
-    once; then each mask is interpolated column-major (the order COCO RLE runs in) and thresholded
-    straight into a buffer whose columns are framed by background, so the run boundaries of all its
-    columns come from one comparison of neighbours. Returns int64 counts [R_k] per mask.
+    Along one crop column, paste_mask's value at row y is, in exact arithmetic, the linear
+    interpolation at ``key = src(y)`` (paste_mask's float32 source row, non-decreasing in y) of the
+    column's knots ``C[i] = P[i, c0]·fl(1 - cw) + P[i, c1]·cw`` (P the padded mask). So the column's
+    runs start and end where that polyline crosses 0.5: in each segment whose (float32) knots lie on
+    either side, at the first row whose key reaches the crossing, the ceiling of key(y)'s affine
+    inverse (:func:`_estimate_rows`). paste_mask's float32 value is within 6.5 float32 roundoffs of the
+    polyline, so only pixels where the polyline is within ``RLE_BAND`` of 0.5, and rows within the
+    inverse's error of a crossing, can be decided differently; they are found next to the crossings
+    and to knots near 0.5, recomputed with paste_mask's float32 operations and flipped where they
+    disagree (:func:`_band_flips`). Change points are kept where they occur an odd number of times,
+    which also drops empty runs and merges runs that touch across columns.
     """
+    if padding < 1:
+        raise ValueError(f"padding must be at least 1 pixel, got {padding}")
     total = height * width
-    k_all = len(probs)
-    if k_all == 0:
+    if len(probs) == 0:
         return []
     m = probs.shape[-1]
     p = m + 2 * padding
@@ -213,46 +227,199 @@ def rle_counts_many(
     y_0, y_1 = np.maximum(ey1, 0), np.minimum(ey2 + 1, height)
     hv, wv = y_1 - y_0, x_1 - x_0  # [K] visible crop rows, columns
     live = np.flatnonzero((hv > 0) & (wv > 0))  # [L]
-    out: list[np.ndarray] = [np.array([total], dtype=np.int64)] * k_all
+    out: list[np.ndarray] = [np.array([total], dtype=np.int64)] * len(probs)
     if not live.size:
         return out
     padded = np.zeros((len(live), p, p), dtype=np.float32)  # [L, P, P]
-    padded[:, padding:-padding, padding:-padding] = probs[live]
-    # rows of all live masks: [sum hv, P], as resize_bilinear's first step
-    r0, r1, rw = _visible_weights((y_0 - ey1)[live], hv[live], np.maximum(ey2 - ey1 + 1, 1)[live], p)
-    owner = np.repeat(np.arange(len(live)), hv[live])
-    rw_b = rw[:, None]
-    rows = padded[owner, r0] * (np.float32(1.0) - rw_b) + padded[owner, r1] * rw_b  # [sum hv, P]
-    c0s, c1s, cws = _visible_weights((x_0 - ex1)[live], wv[live], np.maximum(ex2 - ex1 + 1, 1)[live], p)
-    row_end = np.cumsum(hv[live]).tolist()
-    col_end = np.cumsum(wv[live]).tolist()
-    for j, k in enumerate(live.tolist()):
-        h, w = int(hv[k]), int(wv[k])
-        r_stop, c_stop = row_end[j], col_end[j]
-        cols = np.ascontiguousarray(rows[r_stop - h : r_stop].T)  # [P, h]
-        c0, c1 = c0s[c_stop - w : c_stop], c1s[c_stop - w : c_stop]
-        cw_b = cws[c_stop - w : c_stop, None]  # [w, 1]
-        scratch = _scratch(w * h, 1 + w * (h + 1))
-        values = scratch.left[: w * h].reshape(w, h)  # the crop transposed, i.e. column-major
-        right = scratch.right[: w * h].reshape(w, h)
-        np.take(cols, c0, axis=0, out=values, mode="clip")  # in range: "clip" skips a copy
-        values *= np.float32(1.0) - cw_b
-        np.take(cols, c1, axis=0, out=right, mode="clip")
-        right *= cw_b
-        values += right
-        # [1 + w * (h + 1)]: one background pixel, then each crop column followed by one background pixel
-        framed = scratch.framed[: 1 + w * (h + 1)]
-        framed[0] = False
-        columns = framed[1:].reshape(w, h + 1)
-        columns[:, h] = False
-        np.greater(values, MASK_THRESHOLD, out=columns[:, :h])
-        changed = scratch.changed[: w * (h + 1)]
-        np.not_equal(framed[1:], framed[:-1], out=changed)
-        change = np.flatnonzero(changed)  # [2R] positions q in the framed columns
-        if change.size:
-            column, row = np.divmod(change, h + 1)  # each column starts and ends unset: start/end alternate
-            out[k] = _counts_from_changes((int(x_0[k]) + column) * height + int(y_0[k]) + row, total)
+    padded[:, padding : padding + m, padding : padding + m] = probs[live]
+    magnitude = float(np.abs(padded).max())
+    tol = RLE_BAND * max(1.0, magnitude)
+    if not np.isfinite(magnitude) or tol >= 0.25:  # NaN/inf or absurd values: pixel by pixel
+        for k in live.tolist():
+            out[k] = rle_counts(paste_mask(probs[k], boxes[k], height, width, padding))
+        return out
+
+    wl = wv[live]
+    c0, c1, cw = _visible_weights((x_0 - ex1)[live], wl, np.maximum(ex2 - ex1 + 1, 1)[live], p)  # [NC]
+    col_mask = np.repeat(np.arange(len(live)), wl)  # [NC]
+    col_x = x_0[live][col_mask] + np.arange(len(c0)) - (np.cumsum(wl) - wl)[col_mask]  # [NC] image column
+    crops = _Crops(
+        padded=padded,
+        first_row=(y_0 - ey1)[live],
+        rows=hv[live],
+        out_h=np.maximum(ey2 - ey1 + 1, 1)[live],
+        col_mask=col_mask,
+        c0=c0,
+        c1=c1,
+        cw=cw,
+        top=col_x * height + (y_0[live] + np.arange(len(live)) * (total + 1))[col_mask],
+    )
+    change, toggles = _change_points(crops, tol)
+    for k, counts in zip(live.tolist(), _counts(change, toggles, len(live), total), strict=True):
+        if counts is not None:
+            out[k] = counts
     return out
+
+
+def _change_points(crops: _Crops, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """Where the crops' runs start and end: ``(change, toggles)``. ``change`` float64 [E] are the
+    crossings' offsets (sorted; empty runs and runs touching across columns give a value twice);
+    ``toggles`` (sorted, usually empty) the offsets that also change state, as pairs around each pixel
+    the crossings decide wrongly."""
+    n_col, p = len(crops.c0), crops.padded.shape[-1]
+    # knots [NC, P] of every column, as paste_mask's row interpolation followed by its column step
+    across = np.ascontiguousarray(crops.padded.transpose(0, 2, 1)).reshape(-1, p)  # [L·P (column), P]
+    knots = _scratch("knots", n_col * p, np.float32).reshape(n_col, p)
+    other = _scratch("other", n_col * p, np.float32).reshape(n_col, p)
+    np.take(across, crops.col_mask * p + crops.c0, axis=0, out=knots, mode="clip")  # indices in range
+    knots *= (np.float32(1.0) - crops.cw)[:, None]
+    np.take(across, crops.col_mask * p + crops.c1, axis=0, out=other, mode="clip")
+    other *= crops.cw[:, None]
+    knots += other
+    high = np.greater(knots, MASK_THRESHOLD, out=_scratch("high", n_col * p, np.bool_).reshape(n_col, p))
+    # Segment s of the flattened knots joins knots s and s + 1: segment j of a column for j < P - 1, and
+    # for j = P - 1 a column's last knot and the next one's first, both 0 (never a crossing). Flat,
+    # the shifted operands are contiguous.
+    flat_knots, flat_high, n_seg = knots.reshape(-1), high.reshape(-1), n_col * p - 1
+    crossing = _scratch("crossing", n_col * p, np.bool_)
+    crossing[-1] = False
+    np.not_equal(flat_high[1:], flat_high[:-1], out=crossing[:n_seg])
+
+    # each crossing's row (real-valued) and its reach: the rows each side where the polyline is within
+    # tol of 0.5, plus the estimate's error
+    index = np.flatnonzero(crossing)  # [E] column-major, so the estimates are non-decreasing per column
+    n_event = len(index)
+    event_col = np.floor_divide(index, p, out=_scratch("event_col", n_event, np.int64))  # [E]
+    split = np.searchsorted(index, np.searchsorted(crops.col_mask, np.arange(len(crops.rows) + 1)) * p)
+    inv = (crops.out_h / np.float64(p)).astype(np.float32)  # [L] rows per key
+    inv_event = np.take(inv[crops.col_mask], event_col, out=_scratch("inv", n_event, np.float32), mode="clip")
+    start = (crops.first_row.astype(np.float32) + np.float32(0.5))[crops.col_mask]  # [NC]
+    start = np.take(start, event_col, out=_scratch("start", n_event, np.float32), mode="clip")
+    left = np.take(flat_knots, index, out=_scratch("estimate", n_event, np.float32), mode="clip")
+    work = _scratch("work", n_event, np.int64)
+    right = np.take(
+        flat_knots, np.add(index, 1, out=work), out=_scratch("reach", n_event, np.float32), mode="clip"
+    )
+    slope = np.subtract(right, left, out=right)
+    estimate = np.subtract(np.float32(MASK_THRESHOLD), left, out=left)
+    estimate /= slope  # the crossing's fraction t of its segment, in [0, 1]
+    np.subtract(index, np.multiply(event_col, p, out=work), out=work)  # the segment j
+    segment = np.add(work, np.float32(0.5), out=_scratch("segment", n_event, np.float32))  # exact
+    _estimate_rows(estimate, segment, inv_event, start)
+    near = np.abs(slope, out=slope)
+    with np.errstate(over="ignore"):  # a nearly flat segment: all its rows are near
+        np.divide(np.multiply(inv_event, np.float32(1.01 * tol), out=segment), near, out=near)
+    near += np.multiply(inv_event, np.float32(_ESTIMATE_KEYS * p), out=segment)
+    row = np.ceil(estimate, out=_scratch("row", n_event, np.float32))  # [E] visible rows
+    gap = np.subtract(row, estimate, out=_scratch("gap", n_event, np.float32))  # [E] in [0, 1)
+    gap -= np.float32(0.5)
+    np.abs(gap, out=gap)
+    gap += near
+    near_crossing = np.greater_equal(gap, 0.5, out=_scratch("near", n_event, np.bool_))  # a row in reach
+    cut = (crops.first_row > 0) | (crops.rows < crops.out_h - crops.first_row)  # [L] crops cut by the image
+    for j in np.flatnonzero(cut).tolist():  # the others' rows are in range by construction
+        mine = row[split[j] : split[j + 1]]
+        np.clip(mine, np.float32(0.0), np.float32(crops.rows[j]), out=mine)
+    change = np.take(
+        crops.top.astype(np.float64), event_col, out=_scratch("change", n_event, np.float64), mode="clip"
+    )
+    change += row
+
+    dist = np.subtract(knots, np.float32(MASK_THRESHOLD), out=other)
+    near_knot = np.less_equal(np.abs(dist, out=dist), tol, out=high)  # [NC, P]
+    toggles = np.zeros(0)
+    if near_crossing.any() or near_knot.any():
+        # rows to recompute: within reach of a crossing's estimate (± 1), and all rows of the two
+        # segments next to a knot near 0.5 (from key j - 1 to key j + 1, ± 1)
+        chosen = np.flatnonzero(near_crossing)
+        knot_col, knot_j = np.divmod(np.flatnonzero(near_knot), p)
+        knot_mask = crops.col_mask[knot_col]
+        knot_lo = (knot_j - 0.5) * inv[knot_mask] - 1.5 - crops.first_row[knot_mask]
+        flips = _band_flips(
+            crops,
+            np.concatenate([event_col[chosen], knot_col]),
+            np.concatenate([estimate[chosen] - near[chosen] - 1.0, np.where(knot_j > 1, knot_lo, -1.0)]),
+            np.concatenate([estimate[chosen] + near[chosen] + 1.0, knot_lo + 2.0 * inv[knot_mask] + 2.0]),
+            change,
+        )
+        toggles = np.sort(np.concatenate([flips, flips + 1]))
+    return change, toggles
+
+
+def _estimate_rows(fraction: np.ndarray, segment: np.ndarray, inv: np.ndarray, start: np.ndarray) -> None:
+    """In place, float32: the crossing at key ``segment - 0.5 + fraction`` (``segment`` = j + 0.5 for
+    segment j) becomes the real-valued visible row ``(key + 0.5)·inv - start`` (``start`` = the first
+    visible row + 0.5) whose ceiling is the first row with key >= the crossing's: key(y) =
+    (first_row + y + 0.5)·scale - 0.5 in paste_mask, and inv ≈ 1 / scale = out_h / P. Off by at most
+    ``_ESTIMATE_KEYS·P·inv`` rows: the keys' float32 rounding and this function's."""
+    fraction += segment
+    fraction *= inv
+    fraction -= start
+
+
+def _band_flips(
+    crops: _Crops, column: np.ndarray, lo: np.ndarray, hi: np.ndarray, change: np.ndarray
+) -> np.ndarray:
+    """Offsets (as ``change``) of the pixels where paste_mask's float32 value decides differently from
+    the sorted change points ``change``, among the visible rows in [lo, hi] (real-valued, [S]) of the
+    columns ``column`` [S] (overlaps allowed)."""
+    p = crops.padded.shape[-1]
+    start = np.maximum(np.ceil(lo), 0).astype(np.int64)  # [S] visible rows start..stop - 1
+    stop = np.minimum(np.floor(hi) + 1, crops.rows[crops.col_mask[column]]).astype(np.int64)
+    size = np.maximum(stop - start, 0)
+    owner = np.repeat(np.arange(len(size)), size)  # [B]
+    row = start[owner] + np.arange(len(owner)) - (np.cumsum(size) - size)[owner]  # [B] visible rows
+    offset, first = np.unique(crops.top[column[owner]] + row, return_index=True)  # each pixel once
+    row, col = row[first], column[owner[first]]
+    mask = crops.col_mask[col]
+    scale = np.float32(p) / crops.out_h.astype(np.float32)  # [L] as _visible_weights
+    ya, yb, wy = _source_weights((crops.first_row[mask] + row).astype(np.float32), scale[mask], p)
+    xa, xb, wx = crops.c0[col], crops.c1[col], crops.cw[col]
+    # paste_mask's float32 operations: the two source columns' row interpolations, then across
+    at_c0 = crops.padded[mask, ya, xa] * (np.float32(1.0) - wy) + crops.padded[mask, yb, xa] * wy
+    at_c1 = crops.padded[mask, ya, xb] * (np.float32(1.0) - wy) + crops.padded[mask, yb, xb] * wy
+    value = at_c0 * (np.float32(1.0) - wx) + at_c1 * wx
+    position = offset.astype(np.float64)
+    decided = np.searchsorted(change, position, "right") % 2 == 1  # on iff an odd number of toggles
+    return position[(value > MASK_THRESHOLD) != decided]
+
+
+def _counts(change: np.ndarray, toggles: np.ndarray, n_mask: int, total: int) -> list[np.ndarray | None]:
+    """COCO RLE counts int64 of each of ``n_mask`` masks (None: no foreground) from :func:`_change_points`'
+    sorted ``change`` and ``toggles`` (float64 offsets, + (total + 1) × mask): the values that occur an
+    odd number of times are where runs start and end."""
+    stride = total + 1
+    if toggles.size:  # few: insert them rather than sort everything
+        change = np.insert(change, np.searchsorted(change, toggles), toggles)
+    keep: np.ndarray | None = None  # [E] False where a value occurs twice
+    if len(change) > 1:
+        same = np.equal(change[1:], change[:-1], out=_scratch("same", len(change) - 1, np.bool_))  # [E - 1]
+        if same.any():
+            if (same[1:] & same[:-1]).any():  # a value 3+ times (tiny boxes): the general rule, at once
+                first = np.flatnonzero(np.concatenate([[True], ~same]))  # first index of each value
+                change = change[first[np.diff(first, append=len(change)) % 2 == 1]]
+            else:  # pairs only (empty runs, runs touching across columns): both go, mask by mask
+                keep = _scratch("keep", len(change), np.bool_)
+                keep[0] = True
+                np.logical_not(same, out=keep[1:])
+                keep[:-1] &= keep[1:].copy()  # neither equal to the previous nor to the next
+    split = np.searchsorted(change, np.arange(n_mask + 1) * stride).tolist()
+    result: list[np.ndarray | None] = []
+    for j in range(n_mask):
+        mine = change[split[j] : split[j + 1]]
+        if keep is not None:
+            mine = mine[keep[split[j] : split[j + 1]]]
+        if not mine.size:
+            result.append(None)
+            continue
+        tail = total - (int(mine[-1]) - j * stride)  # the background after the last run, if any
+        counts = np.empty(len(mine) + (1 if tail else 0), dtype=np.int64)
+        counts[0] = int(mine[0]) - j * stride
+        np.subtract(mine[1:], mine[:-1], out=counts[1 : len(mine)], casting="unsafe")
+        if tail:
+            counts[-1] = tail
+        result.append(counts)
+    return result
 
 
 def compress_counts(counts: np.ndarray, height: int, width: int) -> str:

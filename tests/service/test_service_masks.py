@@ -7,7 +7,14 @@ import numpy as np
 import pytest
 from pycocotools import mask as mask_utils
 
-from vitbench.service.masks import PastedMask, encode_rle, encode_rle_many, paste_mask, rle_counts
+from vitbench.service.masks import (
+    PastedMask,
+    encode_rle,
+    encode_rle_many,
+    paste_mask,
+    rle_counts,
+    rle_counts_many,
+)
 
 
 def _reference_rle(mask: PastedMask) -> dict[str, object]:
@@ -113,13 +120,18 @@ def test_rle_from_probabilities_on_camera_sized_images() -> None:
 
 
 def test_rle_from_probabilities_with_one_off_buffers(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Crops over the kept-buffer size use one-off buffers; small ones after them reuse the kept ones."""
+    """Work arrays over the kept size are one-off, smaller ones are reused from call to call: the counts
+    stay identical either way, and no returned array shares memory with a work array."""
     import vitbench.service.masks as masks
 
-    monkeypatch.setattr(masks, "_SCRATCH_KEEP_PIXELS", 500)
+    monkeypatch.setattr(masks, "_SCRATCH_KEEP", 500)
     rng = np.random.default_rng(11)
+    earlier: list[tuple[np.ndarray, np.ndarray]] = []
     for _ in range(60):
         height, width = int(rng.integers(1, 90)), int(rng.integers(1, 90))
         probs, box = _random_probs(rng)[None], _random_box(rng, height, width)[None]
-        expected = _reference_rle(paste_mask(probs[0], box[0], height, width))
-        assert encode_rle_many(probs, box, height, width) == [expected]
+        expected = rle_counts(paste_mask(probs[0], box[0], height, width))
+        (counts,) = rle_counts_many(probs, box, height, width)
+        assert np.array_equal(counts, expected)
+        earlier.append((counts, counts.copy()))
+    assert all(np.array_equal(kept, copy) for kept, copy in earlier)  # later calls overwrote nothing
