@@ -171,13 +171,13 @@ def _scratch(name: str, size: int, dtype: type) -> np.ndarray:
     page faults comparable to the arithmetic on them); a one-off array above ``_SCRATCH_KEEP``."""
     if size > _SCRATCH_KEEP:
         return np.empty(size, dtype)
-    kept: dict[str, np.ndarray] | None = getattr(_SCRATCH, "arrays", None)
+    kept: dict[tuple[str, type], np.ndarray] | None = getattr(_SCRATCH, "arrays", None)
     if kept is None:
         kept = _SCRATCH.arrays = {}
-    array = kept.get(name)
+    array = kept.get((name, dtype))
     if array is None or len(array) < size:
         grown = max(size, min(2 * len(array) if array is not None else 0, _SCRATCH_KEEP))
-        array = kept[name] = np.empty(grown, dtype)
+        array = kept[name, dtype] = np.empty(grown, dtype)
     return array[:size]
 
 
