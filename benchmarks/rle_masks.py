@@ -1,7 +1,7 @@
 """Thread CPU of the service's COCO RLE step (``masks.rle_counts_many``) on a served model's own masks.
 
 For each image size (default 640×480 and 1920×1080: service_throughput.py's photograph), the photograph
-goes through the service's decode (JPEG draft factor 4, the default), preprocess and ONNX session, and
+goes through the service's decode (its default JPEG draft factor), preprocess and ONNX session, and
 the first ``--masks`` masks with their boxes in original-image pixels are what ``POST /detect`` encodes
 with ``mask_format=rle`` and ``score_threshold=0``. Reported per size: the median thread-CPU
 milliseconds (``time.thread_time``) of one ``rle_counts_many`` call over all masks, in this checkout
@@ -9,7 +9,7 @@ and — with ``--compare-with ROOT`` — in ``ROOT/service/masks.py`` (e.g. main
 process and timed alternately on the same masks; the runs per mask; whether the counts equal the
 per-pixel reference ``rle_counts(paste_mask(...))``, mask by mask.
 
-    PYTHONPATH=$PWD .venv/bin/python benchmarks/rle_masks.py --export-tiny --compare-with /work/main
+    .venv/bin/python benchmarks/rle_masks.py --export-tiny --compare-with ../vitbench-23287a5
 """
 
 from __future__ import annotations
@@ -57,11 +57,14 @@ def served_masks(model_dir: Path, width: int, height: int, count: int) -> tuple[
     from vitbench.service.decode import decode_image
     from vitbench.service.postprocess import scale_boxes
     from vitbench.service.preprocess import preprocess
+    from vitbench.service.settings import ServiceSettings
 
     manifest = ModelManifest.load(model_dir / "manifest.json")
     size = manifest.input.size
     backend = OnnxBackend(model_dir / "model.onnx", size, ["CPUExecutionProvider"])
-    image = decode_image(photograph(width, height), 10**9, math.ceil(4.0 * size))
+    image = decode_image(
+        photograph(width, height), 10**9, math.ceil(ServiceSettings().jpeg_draft_factor * size)
+    )
     batch, letterbox = preprocess(
         image.pixels, size, manifest.input.pixel_mean, manifest.input.pixel_std, (height, width)
     )

@@ -50,20 +50,9 @@ class PastedMask:
 
 def _expanded_box(box: np.ndarray, m: int, padding: int) -> tuple[int, int, int, int]:
     """torchvision's ``expand_boxes`` + ``.to(int64)``: the integer box (x1, y1, x2, y2) the padded
-    [M+2p, M+2p] mask is resized onto (inclusive corners)."""
-    scale = np.float32(m + 2 * padding) / np.float32(m)
-    b = box.astype(np.float32)
-    w_half = (b[2] - b[0]) * np.float32(0.5) * scale
-    h_half = (b[3] - b[1]) * np.float32(0.5) * scale
-    x_c = (b[2] + b[0]) * np.float32(0.5)
-    y_c = (b[3] + b[1]) * np.float32(0.5)
-    # torchvision casts the expanded box with .to(torch.int64): truncation toward zero.
-    return (
-        int(np.trunc(x_c - w_half)),
-        int(np.trunc(y_c - h_half)),
-        int(np.trunc(x_c + w_half)),
-        int(np.trunc(y_c + h_half)),
-    )
+    [M+2p, M+2p] mask is resized onto (inclusive corners); :func:`_expanded_boxes` of one box."""
+    x1, y1, x2, y2 = (int(v) for v in _expanded_boxes(box, m, padding)[:, 0])
+    return x1, y1, x2, y2
 
 
 def _padded(probs: np.ndarray, padding: int) -> np.ndarray:

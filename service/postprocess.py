@@ -9,19 +9,11 @@ from typing import Any
 import numpy as np
 
 from vitbench.service.backends import RawDetections
-from vitbench.service.masks import (
-    PastedMask,
-    encode_png,
-    encode_polygon,
-    encode_rle,
-    encode_rle_many,
-    paste_mask,
-)
+from vitbench.service.masks import PastedMask, encode_png, encode_polygon, encode_rle_many, paste_mask
 from vitbench.service.preprocess import Letterbox
 from vitbench.service.schemas import MaskFormat
 
 _ENCODERS: dict[MaskFormat, Callable[[PastedMask], dict[str, Any]]] = {
-    MaskFormat.rle: encode_rle,
     MaskFormat.png: encode_png,
     MaskFormat.polygon: encode_polygon,
 }
