@@ -95,6 +95,7 @@ def create_app(
             on_batch=metrics.observe_batch,
             on_depth=metrics.queue_depth.set,
             incoming=lambda: state.preparing,
+            streams=settings.inference_streams,
         )
 
     @asynccontextmanager

@@ -1,13 +1,18 @@
 """Dynamic batching of inference requests on an asyncio queue.
 
 Requests wait in a bounded queue; one worker task takes the first waiting request plus every request
-already waiting (up to ``max_batch_size``) and runs them as one batch in a dedicated worker thread, so
-the event loop keeps answering. A lone request runs at once: the worker waits (at most
-``max_delay_s``) for more only while ``incoming()`` says requests are on their way (admitted and
-being decoded). While a batch runs, new requests queue up and form the next batch.
-``max_batch_size = 1`` turns batching off (still bounded and off the loop). :meth:`run_alone` runs
-a caller's whole job (e.g. decode + inference + postprocess of a lone request) on the inference
-thread while nothing else is queued or running: one thread hand-off instead of three. A full queue raises
+already waiting (up to ``max_batch_size``) and runs them as one batch on one of ``streams`` dedicated
+inference threads, so the event loop keeps answering. A lone request runs at once: the worker waits
+(at most ``max_delay_s``) for more only while ``incoming()`` says requests are on their way (admitted
+and being decoded). While every stream runs a batch, new requests queue up and form the next batch.
+``max_batch_size = 1`` turns batching off (still bounded and off the loop).
+
+With ``streams`` > 1, up to that many batches run at once on the one (thread-safe) session, like
+several model instances in Triton's ``instance_group``: on a CPU a second batch fills the cores while
+the first waits in the model's serial parts, so throughput rises when requests pile up; a lone request
+still has the session to itself. :meth:`run_alone` runs a caller's whole job (e.g. decode + inference +
+postprocess of a lone request) on an inference thread while nothing else is queued or running: one
+thread hand-off instead of three. A full queue raises
 :class:`QueueFullError` (the app answers 503 + ``Retry-After``); a request that waits longer than
 its timeout raises :class:`RequestTimeoutError` and is skipped if it has not started yet.
 """
@@ -60,7 +65,8 @@ class _Pending(Generic[In, Out]):
 
 
 class DynamicBatcher(Generic[In, Out]):
-    """Queue + batching worker around a blocking ``run_batch(list[In]) -> list[Out]``.
+    """Queue + batching worker around a blocking ``run_batch(list[In]) -> list[Out]``, called from at
+    most ``streams`` threads at once.
 
     ``on_batch(size, seconds)`` and ``on_depth(depth)`` are observability hooks (metrics);
     ``incoming()`` counts requests that will be submitted soon (default: none known).
@@ -75,13 +81,15 @@ class DynamicBatcher(Generic[In, Out]):
         on_batch: Callable[[int, float], None] | None = None,
         on_depth: Callable[[int], None] | None = None,
         incoming: Callable[[], int] | None = None,
+        streams: int = 1,
     ) -> None:
-        if max_batch_size < 1 or queue_size < 1 or max_delay_s < 0:
-            raise ValueError("max_batch_size and queue_size must be >= 1 and max_delay_s >= 0")
+        if max_batch_size < 1 or queue_size < 1 or streams < 1 or max_delay_s < 0:
+            raise ValueError("max_batch_size, queue_size and streams must be >= 1 and max_delay_s >= 0")
         self._run_batch = run_batch
         self.max_batch_size = max_batch_size
         self.max_delay_s = max_delay_s
         self.queue_size = queue_size
+        self.streams = streams
         self._on_batch = on_batch or (lambda size, seconds: None)
         self._on_depth = on_depth or (lambda depth: None)
         self._incoming = incoming or (lambda: 0)
@@ -89,8 +97,10 @@ class DynamicBatcher(Generic[In, Out]):
         self._worker: asyncio.Task[None] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._closing = False
-        self._running = False  # a batch or a run_alone job is on the inference thread
-        self._wake = asyncio.Event()  # set when a run_alone job ends
+        self._busy = 0  # batches and run_alone jobs on the inference threads
+        self._wake = asyncio.Event()  # set when a batch or a run_alone job ends
+        self._held: list[_Pending[In, Out]] = []  # the batch the worker holds while every stream is busy
+        self._runs: set[asyncio.Task[None]] = set()
 
     @property
     def depth(self) -> int:
@@ -99,27 +109,26 @@ class DynamicBatcher(Generic[In, Out]):
 
     @property
     def idle(self) -> bool:
-        """Nothing waits and nothing runs: a request now would have the inference thread to itself."""
-        return not self._running and self.depth == 0 and self._queue is not None and not self._closing
+        """Nothing waits and nothing runs: a request now would have the session to itself."""
+        return not self._busy and self.depth == 0 and self._queue is not None and not self._closing
 
     async def run_alone(self, job: Callable[[], T], timeout_s: float) -> T:
-        """Run ``job`` on the inference thread now, at most ``timeout_s`` seconds; batches formed
-        meanwhile wait until it returns. Call it only when :attr:`idle` is true, with no ``await`` in
-        between, so that no batch starts first.
+        """Run ``job`` on an inference thread now, at most ``timeout_s`` seconds; batches formed
+        meanwhile take the other streams, or wait until it returns when there are none. Call it only
+        when :attr:`idle` is true, with no ``await`` in between, so that no batch starts first.
 
         Raises :class:`BatcherClosedError` when closing, :class:`RequestTimeoutError` on timeout (the
         job still finishes in its thread and holds it until then), or what ``job`` raises.
         """
         if self._executor is None or self._closing:
             raise BatcherClosedError("the service is shutting down")
-        if self._running:
-            raise RuntimeError("run_alone called while the inference thread is busy")
-        self._running = True
+        if self._busy:
+            raise RuntimeError("run_alone called while the session is busy")
+        self._busy += 1
         future = asyncio.get_running_loop().run_in_executor(self._executor, job)
 
         def release(_: object) -> None:
-            self._running = False
-            self._wake.set()
+            self._release()
 
         future.add_done_callback(release)
         try:
@@ -130,7 +139,7 @@ class DynamicBatcher(Generic[In, Out]):
     async def start(self) -> None:
         """Create the queue and the worker task on the running loop."""
         self._queue = asyncio.Queue(maxsize=self.queue_size)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="inference")
+        self._executor = ThreadPoolExecutor(max_workers=self.streams, thread_name_prefix="inference")
         self._worker = asyncio.create_task(self._loop(), name="dynamic-batcher")
 
     async def submit(self, item: In, timeout_s: float) -> BatchResult[Out]:
@@ -150,29 +159,34 @@ class DynamicBatcher(Generic[In, Out]):
             raise RequestTimeoutError(f"no result within {timeout_s:g} s") from None
 
     async def close(self, drain_timeout_s: float = 30.0) -> None:
-        """Stop taking requests, let queued ones finish (up to ``drain_timeout_s``), stop the worker."""
+        """Stop taking requests, let queued and running ones finish (up to ``drain_timeout_s``), stop
+        the worker; what is left then fails with :class:`BatcherClosedError`."""
         self._closing = True
         if self._queue is not None and self._worker is not None:
             deadline = time.monotonic() + drain_timeout_s
-            while self._queue.qsize() and time.monotonic() < deadline and not self._worker.done():
+            while (self._queue.qsize() or self._held) and not self._worker.done():
+                if time.monotonic() >= deadline:
+                    break
                 await asyncio.sleep(0.01)
             self._worker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
-            while not self._queue.empty():
-                pending = self._queue.get_nowait()
+            if self._runs:
+                await asyncio.wait(set(self._runs), timeout=max(0.0, deadline - time.monotonic()))
+            left = self._held + [self._queue.get_nowait() for _ in range(self._queue.qsize())]
+            for pending in left:
                 if not pending.future.done():
                     pending.future.set_exception(BatcherClosedError("the service is shutting down"))
         if self._executor is not None:
             self._executor.shutdown(wait=True)
 
-    async def _collect(self, queue: asyncio.Queue[_Pending[In, Out]]) -> list[_Pending[In, Out]]:
-        first = await queue.get()
-        batch = [first]
+    async def _collect(self, queue: asyncio.Queue[_Pending[In, Out]]) -> None:
+        """Gather the next batch into ``_held`` (where :meth:`close` finds it if it stops the worker)."""
+        self._held = [await queue.get()]
         deadline = time.perf_counter() + self.max_delay_s
-        while len(batch) < self.max_batch_size:
+        while len(self._held) < self.max_batch_size:
             try:
-                batch.append(queue.get_nowait())
+                self._held.append(queue.get_nowait())
                 continue
             except asyncio.QueueEmpty:
                 pass
@@ -182,41 +196,53 @@ class DynamicBatcher(Generic[In, Out]):
             if remaining <= 0:
                 break
             try:
-                batch.append(await asyncio.wait_for(queue.get(), remaining))
+                self._held.append(await asyncio.wait_for(queue.get(), remaining))
             except TimeoutError:
                 break
-        return batch
+
+    def _release(self) -> None:
+        self._busy -= 1
+        self._wake.set()
 
     async def _loop(self) -> None:
-        assert self._queue is not None and self._executor is not None
-        loop = asyncio.get_running_loop()
+        assert self._queue is not None
         while True:
-            batch = await self._collect(self._queue)
-            while self._running:  # a run_alone job holds the inference thread: gather more meanwhile
+            await self._collect(self._queue)
+            while self._busy >= self.streams:  # every stream is taken: gather more meanwhile
                 self._wake.clear()
                 await self._wake.wait()
-                while len(batch) < self.max_batch_size and not self._queue.empty():
-                    batch.append(self._queue.get_nowait())
+                while len(self._held) < self.max_batch_size and not self._queue.empty():
+                    self._held.append(self._queue.get_nowait())
+            batch, self._held = self._held, []
             self._on_depth(self._queue.qsize())
             live = [p for p in batch if not p.future.done()]  # drop requests that timed out meanwhile
             if not live:
                 continue
-            started = time.perf_counter()
-            self._running = True
-            try:
-                outputs = await loop.run_in_executor(self._executor, self._run_batch, [p.item for p in live])
-                if len(outputs) != len(live):
-                    raise RuntimeError(f"run_batch returned {len(outputs)} outputs for {len(live)} inputs")
-            except Exception as exc:
-                logger.exception("batch of %d failed", len(live))
-                for p in live:
-                    if not p.future.done():
-                        p.future.set_exception(exc)
-                continue
-            finally:
-                self._running = False
-            run_s = time.perf_counter() - started
-            self._on_batch(len(live), run_s)
-            for p, out in zip(live, outputs, strict=True):
+            self._busy += 1
+            run = asyncio.create_task(self._run(live), name="inference-batch")
+            self._runs.add(run)
+            run.add_done_callback(self._runs.discard)
+
+    async def _run(self, live: list[_Pending[In, Out]]) -> None:
+        """Run one batch on an inference thread and hand each request its output (or the error)."""
+        assert self._executor is not None
+        started = time.perf_counter()
+        try:
+            outputs = await asyncio.get_running_loop().run_in_executor(
+                self._executor, self._run_batch, [p.item for p in live]
+            )
+            if len(outputs) != len(live):
+                raise RuntimeError(f"run_batch returned {len(outputs)} outputs for {len(live)} inputs")
+        except Exception as exc:
+            logger.exception("batch of %d failed", len(live))
+            for p in live:
                 if not p.future.done():
-                    p.future.set_result(BatchResult(out, started - p.enqueued, run_s, len(live)))
+                    p.future.set_exception(exc)
+            return
+        finally:
+            self._release()
+        run_s = time.perf_counter() - started
+        self._on_batch(len(live), run_s)
+        for p, out in zip(live, outputs, strict=True):
+            if not p.future.done():
+                p.future.set_result(BatchResult(out, started - p.enqueued, run_s, len(live)))

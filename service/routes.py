@@ -169,7 +169,7 @@ def build_router(state: ServiceState, metrics: ServiceMetrics, index_html: str) 
         started = time.perf_counter()
         pipeline = loaded()
         assert state.batcher is not None
-        if state.in_flight >= settings.queue_size + settings.max_batch_size:
+        if state.in_flight >= settings.queue_size + settings.max_batch_size * settings.inference_streams:
             metrics.rejected.labels(reason="overloaded").inc()
             raise ServiceError(503, "too many requests in progress; retry later", retry_after())
         state.in_flight += 1

@@ -106,6 +106,14 @@ class ServiceSettings(BaseSettings):
         description="Longest wait to fill a batch (ms), only while admitted requests are still being "
         "decoded; a lone request runs at once.",
     )
+    inference_streams: int = Field(
+        default=2,
+        ge=1,
+        le=16,
+        description="Batches run at once on the one ONNX Runtime session (like instances in Triton's "
+        "instance_group). On a CPU a second batch fills the cores while the first waits in the model's "
+        "serial parts; a lone request still runs alone. 1 = one batch at a time.",
+    )
     queue_size: int = Field(default=64, ge=1, description="Requests waiting for inference before 503.")
     request_timeout_s: float = Field(default=30.0, gt=0.0, description="Queue + inference time limit (s).")
     retry_after_s: int = Field(default=1, ge=0, description="`Retry-After` seconds sent with 503 answers.")

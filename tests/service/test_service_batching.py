@@ -241,11 +241,15 @@ def _gated_app(model_dir: Path, gate: threading.Event, **overrides: object) -> t
     return create_app(settings_for(model_dir, **overrides), backend_factory=factory), backend
 
 
+@pytest.mark.parametrize("streams", [1, 2])
 def test_overload_answers_503_with_retry_after(
-    make_client: Callable[..., TestClient], fake_model_dir: Path
+    make_client: Callable[..., TestClient], fake_model_dir: Path, streams: int
 ) -> None:
     gate = threading.Event()
-    app, _ = _gated_app(fake_model_dir, gate, max_batch_size=1, queue_size=2, retry_after_s=3)
+    app, _ = _gated_app(
+        fake_model_dir, gate, max_batch_size=1, queue_size=2, retry_after_s=3, inference_streams=streams
+    )
+    admitted = streams + 2  # one running per stream + two queued
     client = make_client(app)
     data = image_bytes(64, 64)
 
@@ -255,13 +259,13 @@ def test_overload_answers_503_with_retry_after(
     with ThreadPoolExecutor(8) as pool:
         futures = [pool.submit(post) for _ in range(8)]
         deadline = time.monotonic() + 10
-        while sum(f.done() for f in futures) < 5 and time.monotonic() < deadline:
+        while sum(f.done() for f in futures) < 8 - admitted and time.monotonic() < deadline:
             time.sleep(0.01)
         rejected = client.post("/detect", content=data, headers={"content-type": "image/jpeg"})
         gate.set()
         codes = sorted(f.result() for f in futures)
     assert rejected.status_code == 503 and rejected.headers["retry-after"] == "3"
-    assert codes.count(200) == 3 and codes.count(503) == 5  # one running + two queued; the rest refused
+    assert codes.count(200) == admitted and codes.count(503) == 8 - admitted  # the rest refused
     assert client.post("/detect", content=data, headers={"content-type": "image/jpeg"}).status_code == 200
     assert 'vitbench_rejected_total{reason="overloaded"}' in client.get("/metrics").text
 
@@ -361,3 +365,95 @@ def test_lone_requests_take_the_direct_path_and_answer_like_concurrent_ones(
         together = list(pool.map(lambda _: post(), range(12)))
     assert len(direct_calls) <= 8  # those arriving while another ran were queued and batched
     assert lone["detections"] and all(answer == lone for answer in together)
+
+
+@pytest.mark.parametrize("streams", [1, 2])
+def test_streams_run_that_many_batches_at_once(streams: int) -> None:
+    """Two requests that each wait for the other inside ``run_batch`` both finish only with two streams."""
+    barrier = threading.Barrier(2, timeout=0.5)
+
+    def run_batch(items: list[int]) -> list[int]:
+        barrier.wait()  # raises BrokenBarrierError when the other batch cannot run at the same time
+        return items
+
+    async def scenario() -> list[object]:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(run_batch, 1, 0.0, queue_size=8, streams=streams)
+        await batcher.start()
+        results = await asyncio.gather(*(batcher.submit(i, 5.0) for i in (1, 2)), return_exceptions=True)
+        await batcher.close()
+        return list(results)
+
+    results = _run(scenario)
+    if streams == 2:
+        assert [r.output for r in results] == [1, 2]  # type: ignore[union-attr]
+    else:
+        assert all(isinstance(r, threading.BrokenBarrierError) for r in results)
+
+
+def test_streams_bound_the_concurrent_batches_and_later_requests_gather() -> None:
+    running = 0
+    most = 0
+    sizes: list[int] = []
+    lock = threading.Lock()
+
+    def run_batch(items: list[int]) -> list[int]:
+        nonlocal running, most
+        with lock:
+            running += 1
+            most = max(most, running)
+            sizes.append(len(items))
+        time.sleep(0.2)
+        with lock:
+            running -= 1
+        return [i * 2 for i in items]
+
+    async def scenario() -> list[object]:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(run_batch, 4, 0.0, queue_size=32, streams=3)
+        await batcher.start()
+        first = []
+        for i in range(3):  # each starts a batch of its own on a free stream
+            first.append(asyncio.create_task(batcher.submit(i, 5.0)))
+            await asyncio.sleep(0.02)
+        rest = [asyncio.create_task(batcher.submit(i, 5.0)) for i in range(3, 11)]
+        results = await asyncio.gather(*first, *rest)
+        await batcher.close()
+        return list(results)
+
+    results = _run(scenario)
+    assert [r.output for r in results] == [i * 2 for i in range(11)]  # type: ignore[attr-defined]
+    assert most == 3
+    assert sizes[:3] == [1, 1, 1] and sizes[3:] == [4, 4]  # the rest waited for a stream and gathered
+
+
+def test_close_lets_running_batches_on_every_stream_finish() -> None:
+    def run_batch(items: list[int]) -> list[int]:
+        time.sleep(0.1)
+        return items
+
+    async def scenario() -> list[object]:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(run_batch, 1, 0.0, queue_size=8, streams=2)
+        await batcher.start()
+        pending = [asyncio.create_task(batcher.submit(i, 5.0)) for i in range(4)]
+        await asyncio.sleep(0.02)  # two batches run, two requests wait
+        await batcher.close(drain_timeout_s=5.0)
+        return list(await asyncio.gather(*pending))
+
+    assert [r.output for r in _run(scenario)] == [0, 1, 2, 3]  # type: ignore[attr-defined]
+
+
+def test_a_second_stream_serves_a_request_while_run_alone_holds_the_first() -> None:
+    gate = threading.Event()
+
+    async def scenario() -> None:
+        batcher: DynamicBatcher[int, int] = DynamicBatcher(
+            lambda items: items, 4, 0.0, queue_size=8, streams=2
+        )
+        await batcher.start()
+        alone = asyncio.create_task(batcher.run_alone(lambda: gate.wait(5), 5.0))
+        await asyncio.sleep(0)
+        assert (await batcher.submit(7, 1.0)).output == 7  # did not wait for the job
+        gate.set()
+        assert await alone is True
+        await batcher.close()
+
+    _run(scenario)

@@ -63,6 +63,13 @@ def serve(
     max_queue_delay_ms: float | None = typer.Option(
         None, "--max-queue-delay-ms", min=0.0, help="Longest wait to fill a batch, milliseconds."
     ),
+    inference_streams: int | None = typer.Option(
+        None,
+        "--inference-streams",
+        min=1,
+        help="Batches run at once on the session (default 2: on a CPU the second fills the cores; "
+        "1 = one at a time).",
+    ),
     queue_size: int | None = typer.Option(None, "--queue-size", min=1, help="Waiting requests before 503."),
     log_level: str | None = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
 ) -> None:
@@ -86,6 +93,7 @@ def serve(
         "providers": providers,
         "max_batch_size": max_batch_size,
         "max_queue_delay_ms": max_queue_delay_ms,
+        "inference_streams": inference_streams,
         "queue_size": queue_size,
         "log_level": log_level,
     }
