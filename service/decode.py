@@ -6,18 +6,27 @@ Every failure is a :class:`DecodeError` carrying the HTTP status the service ans
 decoded (truncated or corrupt).
 
 JPEGs much larger than what the model needs can be decoded at a reduced scale (libjpeg's DCT scaling
-by 1/2, 1/4 or 1/8 through Pillow's ``Image.draft``): ``min_side_target`` is the longest side the
-caller needs; the decoded image keeps its longest side at least that long, and :class:`DecodedImage`
-remembers the original size so results are reported in the original image's pixels.
+by 1/2, 1/4 or 1/8): ``min_side_target`` is the longest side the caller needs; the decoded image
+keeps its longest side at least that long, and :class:`DecodedImage` remembers the original size so
+results are reported in the original image's pixels.
+
+Pillow reads every header (format, size, EXIF orientation). The pixels of YCbCr and greyscale JPEGs
+come straight from libjpeg-turbo through simplejpeg into the RGB array, with libjpeg's default (exact
+integer) DCT and upsampling, so they are the same pixels Pillow decodes, without Pillow's 4-byte
+internal copy and its repacking (``benchmarks/decode_jpeg.py`` measures both). Every other image,
+CMYK and Adobe-RGB JPEGs included, is decoded by Pillow.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+import simplejpeg
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 # Pillow format name for each accepted signature.
@@ -38,6 +47,8 @@ class DecodeError(Exception):
 _SWAPS_AXES = frozenset({5, 6, 7, 8})
 _EXIF_ORIENTATION = 0x0112
 _TRANSPOSES = frozenset(range(2, 9))  # orientations exif_transpose acts on (1 = as stored)
+# JPEG colour spaces libjpeg-turbo converts to RGB itself; others (CMYK, YCCK, RGB) go through Pillow.
+_TURBO_COLORSPACES = frozenset({"YCbCr", "Gray"})
 
 
 @dataclass(frozen=True)
@@ -98,6 +109,12 @@ def draft_denominator(width: int, height: int, min_side_target: int) -> int:
     return 1
 
 
+def draft_target(draft_factor: float, model_size: int) -> int | None:
+    """The longest side a JPEG must keep when decoded for a ``model_size``-pixel model: ``draft_factor``
+    × ``model_size``, rounded up; None (decode at full size) when the factor is 0."""
+    return math.ceil(draft_factor * model_size) if draft_factor > 0 else None
+
+
 def decode_image(data: bytes, max_pixels: int, min_side_target: int | None = None) -> DecodedImage:
     """Decode ``data`` into RGB uint8 [H, W, 3], refusing images over ``max_pixels`` before decoding.
 
@@ -124,16 +141,21 @@ def decode_image(data: bytes, max_pixels: int, min_side_target: int | None = Non
             denom = 1
             if min_side_target and fmt == "JPEG":
                 denom = draft_denominator(width, height, min_side_target)
+            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
+            mode = image.mode
+            pixels = _decode_turbo(data, width, height, denom) if fmt == "JPEG" else None
+            if pixels is None:
                 if denom > 1:
                     # requests (w // d, h // d): Pillow then picks exactly scale 1/d
                     image.draft(image.mode, (width // denom, height // denom))
                     denom = max(1, round(width / image.size[0]))
-            orientation = image.getexif().get(_EXIF_ORIENTATION, 1)
-            image.load()
-            oriented: Image.Image = image
-            if orientation in _TRANSPOSES:  # otherwise exif_transpose would only copy the pixels
-                oriented = ImageOps.exif_transpose(image) or image
-            pixels, mode = _to_rgb(oriented)
+                image.load()
+                oriented: Image.Image = image
+                if orientation in _TRANSPOSES:  # otherwise exif_transpose would only copy the pixels
+                    oriented = ImageOps.exif_transpose(image) or image
+                pixels, mode = _to_rgb(oriented)
+            elif orientation in _TRANSPOSES:
+                pixels = np.ascontiguousarray(_ORIENT[orientation](pixels))
             if orientation in _SWAPS_AXES:
                 width, height = height, width
     except DecodeError:
@@ -150,6 +172,43 @@ def decode_image(data: bytes, max_pixels: int, min_side_target: int | None = Non
         original_width=width,
         scale_denom=denom,
     )
+
+
+# EXIF orientation → the view of the stored [H, W, 3] pixels that displays upright; the same
+# transposes as Pillow's ``ImageOps.exif_transpose`` (FLIP_LEFT_RIGHT, ROTATE_180, FLIP_TOP_BOTTOM,
+# TRANSPOSE, ROTATE_270, TRANSVERSE, ROTATE_90; Pillow's rotations are counter-clockwise).
+_ORIENT: dict[int, Callable[[np.ndarray], np.ndarray]] = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.transpose(1, 0, 2),
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].transpose(1, 0, 2),
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _decode_turbo(data: bytes, width: int, height: int, denom: int) -> np.ndarray | None:
+    """RGB uint8 [ceil(h / d), ceil(w / d), 3] of a YCbCr or greyscale JPEG at DCT scale 1/``denom``,
+    decoded by libjpeg-turbo straight into the array; None when Pillow should decode it instead.
+
+    That is: other colour spaces, and anything libjpeg-turbo's TurboJPEG API refuses (``strict``:
+    its warnings count too). The API refuses some files libjpeg itself decodes (unusual chroma
+    sampling factors, for one), so Pillow gives the verdict: the pixels, or a 422 for a truncated or
+    corrupt file.
+    """
+    out_h, out_w = -(-height // denom), -(-width // denom)  # libjpeg rounds scaled sides up
+    try:
+        if simplejpeg.decode_jpeg_header(data)[2] not in _TURBO_COLORSPACES:
+            return None
+        pixels = simplejpeg.decode_jpeg(
+            data, colorspace="RGB", min_height=out_h, min_width=out_w, min_factor=denom, strict=True
+        )
+    except ValueError:
+        return None
+    if pixels.shape != (out_h, out_w, 3):  # libjpeg-turbo picked another scale: let Pillow decode
+        return None
+    return pixels
 
 
 def _to_rgb(image: Image.Image) -> tuple[np.ndarray, str]:

@@ -6,7 +6,6 @@ thread pool and inference through the :class:`~service.batching.DynamicBatcher`.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -14,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from vitbench.service.backends import RawDetections
-from vitbench.service.decode import decode_image
+from vitbench.service.decode import decode_image, draft_target
 from vitbench.service.model_source import ModelArtifact
 from vitbench.service.postprocess import FilterOptions, postprocess
 from vitbench.service.preprocess import Letterbox, preprocess
@@ -57,8 +56,7 @@ class DetectorPipeline:
     def prepare(self, data: bytes, max_pixels: int) -> Prepared:
         """Decode ``data`` (raises :class:`~service.decode.DecodeError`) and build the graph input."""
         t0 = time.perf_counter()
-        target = math.ceil(self.jpeg_draft_factor * self.image_size) if self.jpeg_draft_factor > 0 else None
-        image = decode_image(data, max_pixels, target)
+        image = decode_image(data, max_pixels, draft_target(self.jpeg_draft_factor, self.image_size))
         t1 = time.perf_counter()
         images, letterbox = preprocess(
             image.pixels,

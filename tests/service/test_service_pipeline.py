@@ -230,3 +230,94 @@ def test_letterbox_maps_reduced_decode_back_to_original_pixels() -> None:
     assert (box.resized_height, box.resized_width) == (72, 128)
     assert (box.original_height, box.original_width) == (1080, 1920)
     assert box.ratio_x == 1920 / 128 and box.ratio_y == 1080 / 72
+
+
+def _pillow_reference(data: bytes, denom: int) -> np.ndarray:
+    """What Pillow alone decodes: DCT scale 1/``denom``, EXIF orientation applied, RGB."""
+    from PIL import ImageOps
+
+    image = Image.open(io.BytesIO(data))
+    if denom > 1:
+        image.draft(image.mode, (image.width // denom, image.height // denom))
+    image.load()
+    return np.asarray((ImageOps.exif_transpose(image) or image).convert("RGB"))
+
+
+def _photograph(size: tuple[int, int]) -> Image.Image:
+    import matplotlib
+
+    path = f"{matplotlib.get_data_path()}/sample_data/grace_hopper.jpg"
+    return Image.open(path).convert("RGB").resize(size, Image.Resampling.BILINEAR)
+
+
+@pytest.mark.parametrize(
+    ("mode", "options"),
+    [
+        ("RGB", {"subsampling": 2, "quality": 90}),  # 4:2:0, what cameras write
+        ("RGB", {"subsampling": 1, "quality": 75}),  # 4:2:2
+        ("RGB", {"subsampling": 0, "quality": 95}),  # 4:4:4
+        ("RGB", {"progressive": True, "quality": 85}),
+        ("L", {"quality": 90}),
+    ],
+)
+def test_libjpeg_turbo_decode_gives_pillows_pixels(mode: str, options: dict[str, object]) -> None:
+    """YCbCr and grey JPEGs decoded by libjpeg-turbo are Pillow's pixels, at every DCT scale and at
+    odd sizes (sides that the scaling rounds up)."""
+    for size in ((1021, 677), (1920, 1080), (333, 517)):
+        data = _encode(_photograph(size).convert(mode), "JPEG", **options)
+        for target, denom in ((None, 1), (max(size) // 2, 2), (max(size) // 4, 4), (max(size) // 8, 8)):
+            decoded = decode_image(data, 10**8, target)
+            assert decoded.scale_denom == denom
+            assert decoded.source_mode == mode
+            expected = _pillow_reference(data, denom)
+            assert decoded.pixels.shape == expected.shape == (-(-size[1] // denom), -(-size[0] // denom), 3)
+            np.testing.assert_array_equal(decoded.pixels, expected)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_jpeg_exif_orientations_match_pillows_transpose(orientation: int) -> None:
+    """Each EXIF orientation turns the pixels as Pillow's ``exif_transpose`` does, full and reduced."""
+    image = _photograph((320, 200))
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    data = _encode(image, "JPEG", exif=exif.tobytes(), quality=90)
+    swapped = orientation in (5, 6, 7, 8)
+    for target, denom in ((None, 1), (160, 2)):
+        decoded = decode_image(data, 10**6, target)
+        np.testing.assert_array_equal(decoded.pixels, _pillow_reference(data, denom))
+        assert decoded.pixels.flags.c_contiguous
+        assert (decoded.original_width, decoded.original_height) == ((200, 320) if swapped else (320, 200))
+
+
+def test_cmyk_jpeg_is_decoded_by_pillow() -> None:
+    data = _encode(Image.new("CMYK", (40, 30), (0, 255, 255, 0)), "JPEG", quality=95)
+    decoded = decode_image(data, 10_000, 20)
+    assert decoded.source_mode == "CMYK" and decoded.scale_denom == 2
+    np.testing.assert_array_equal(decoded.pixels, _pillow_reference(data, 2))
+    assert np.abs(decoded.pixels.astype(int) - (255, 0, 0)).max() <= 3
+
+
+def test_corrupt_jpeg_scan_is_refused_with_422() -> None:
+    data = bytearray(_encode(_photograph((64, 48)), "JPEG"))
+    sos = data.index(b"\xff\xda")
+    data[sos + 20 : sos + 60] = b"\xff" * 40  # marker bytes in the middle of the entropy-coded data
+    with pytest.raises(DecodeError) as corrupt:
+        decode_image(bytes(data), 10_000)
+    assert corrupt.value.status == 422
+
+
+def test_jpeg_the_turbojpeg_api_refuses_is_decoded_by_pillow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """TurboJPEG refuses some files libjpeg decodes (unusual sampling factors); Pillow decides then."""
+    import simplejpeg
+
+    def refuse(*args: object, **kwargs: object) -> object:
+        raise ValueError("tjDecompressHeader3(): Could not determine subsampling level of JPEG image")
+
+    data = _encode(_photograph((320, 200)), "JPEG", quality=90)
+    monkeypatch.setattr(simplejpeg, "decode_jpeg_header", refuse)
+    decoded = decode_image(data, 10**6, 160)
+    assert decoded.scale_denom == 2
+    np.testing.assert_array_equal(decoded.pixels, _pillow_reference(data, 2))
+    with pytest.raises(DecodeError) as truncated:  # and Pillow still refuses what is broken
+        decode_image(data[: len(data) // 2], 10**6, 160)
+    assert truncated.value.status == 422

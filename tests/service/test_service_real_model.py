@@ -241,3 +241,53 @@ def test_backend_runs_a_batch_in_one_call_with_per_image_results(exported_tiny: 
         np.testing.assert_allclose(got.boxes, alone.boxes, atol=1e-3)
         np.testing.assert_array_equal(got.labels, alone.labels)
         np.testing.assert_allclose(got.masks, alone.masks, atol=1e-4)
+
+
+def test_concurrent_streams_answer_exactly_like_lone_requests(
+    exported_tiny: tuple[Path, Any], make_client: Callable[..., TestClient]
+) -> None:
+    """Two inference streams run requests on the one session at once; every answer is the one the same
+    image gets alone (boxes, scores, labels and RLE masks)."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vitbench.service.lifecycle import onnx_backend_factory
+
+    lock = threading.Lock()
+    running = most = 0
+
+    def factory(artifact: Any, settings: Any) -> Any:
+        backend = onnx_backend_factory(artifact, settings)
+        run_batch = backend.run_batch
+
+        def counted(batch: list[np.ndarray]) -> Any:
+            nonlocal running, most
+            with lock:
+                running += 1
+                most = max(most, running)
+            try:
+                return run_batch(batch)
+            finally:
+                with lock:
+                    running -= 1
+
+        backend.run_batch = counted  # type: ignore[method-assign]
+        return backend
+
+    model_dir, _ = exported_tiny
+    settings = settings_for(model_dir, inference_streams=2, max_batch_size=1, intra_op_threads=2)
+    client = make_client(create_app(settings, backend_factory=factory))
+    params = {"score_threshold": 0.0, "mask_format": "rle"}
+    images = [image_bytes(w, h) for w, h in ((300, 200), (160, 240), (640, 480), (97, 131))]
+
+    def detect(data: bytes) -> list[dict[str, Any]]:
+        answer = client.post("/detect", params=params, content=data, headers={"content-type": "image/jpeg"})
+        assert answer.status_code == 200
+        return list(answer.json()["detections"])
+
+    alone = [detect(data) for data in images]
+    assert all(alone)
+    with ThreadPoolExecutor(4) as pool:
+        together = list(pool.map(detect, images * 4))
+    assert together == alone * 4
+    assert most == 2  # the session did run two requests at once
