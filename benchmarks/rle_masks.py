@@ -50,11 +50,9 @@ def load_masks_module(root: Path) -> ModuleType:
 def served_masks(model_dir: Path, width: int, height: int, count: int) -> tuple[np.ndarray, np.ndarray]:
     """The first ``count`` mask probabilities [K, M, M] and original-pixel boxes [K, 4] the service
     would encode for the photograph at ``width``×``height``."""
-    import math
-
     from vitbench.registry.manifest import ModelManifest
     from vitbench.service.backends import OnnxBackend
-    from vitbench.service.decode import decode_image
+    from vitbench.service.decode import decode_image, draft_target
     from vitbench.service.postprocess import scale_boxes
     from vitbench.service.preprocess import preprocess
     from vitbench.service.settings import ServiceSettings
@@ -63,7 +61,7 @@ def served_masks(model_dir: Path, width: int, height: int, count: int) -> tuple[
     size = manifest.input.size
     backend = OnnxBackend(model_dir / "model.onnx", size, ["CPUExecutionProvider"])
     image = decode_image(
-        photograph(width, height), 10**9, math.ceil(ServiceSettings().jpeg_draft_factor * size)
+        photograph(width, height), 10**9, draft_target(ServiceSettings().jpeg_draft_factor, size)
     )
     batch, letterbox = preprocess(
         image.pixels, size, manifest.input.pixel_mean, manifest.input.pixel_std, (height, width)

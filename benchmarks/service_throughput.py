@@ -7,8 +7,11 @@ process (its default settings: batching, scaled JPEG decoding, stage thread pool
 session — an ``OnnxBackend`` on the same ``model.onnx`` with the same providers, intra-op threads and
 spinning setting, in this process while the server idles — runs the pre-processed photograph back
 to back for D/2 seconds: its images/s is what the model alone delivers, and service ÷ bare says how
-much of it the service keeps. Each level alternates bare and service ``--rounds`` times (D/2/R and
-D/R seconds each), so that both sides see the same load on a shared machine. Reported per level:
+much of it the service keeps. The service runs up to ``VITBENCH_INFERENCE_STREAMS`` batches at once
+(``--streams``, default the service's default), so the bare session is also run for D/2 seconds by
+that many threads at once (*bare ×N*): service ÷ bare ×N says how much of the session driven the
+service's way the service keeps. Each level alternates bare, bare ×N and service ``--rounds`` times
+(D/2/R, D/2/R and D/R seconds each), so that all see the same load on a shared machine. Reported per level:
 images/s, ratio, p50/p99 latency, per-stage p50 and the p50 of the server's own total (server
 timings; p50 minus it is HTTP + the client), mean batch size, errors; and the bare inference p50 +
 in-process decode p50, the floor for the service's p50 at 1 client. CPU milliseconds per image
@@ -37,6 +40,7 @@ import signal
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from collections import Counter
 from pathlib import Path
@@ -95,10 +99,9 @@ class Bare:
 
     def decode(self, image: bytes) -> np.ndarray:
         """The pixels the service decodes from ``image`` (scaled JPEG decoding as configured)."""
-        from vitbench.service.decode import decode_image
+        from vitbench.service.decode import decode_image, draft_target
 
-        target = int(np.ceil(self.draft_factor * self.size)) if self.draft_factor > 0 else None
-        return decode_image(image, 10**9, target).pixels
+        return decode_image(image, 10**9, draft_target(self.draft_factor, self.size)).pixels
 
     def decode_ms(self, image: bytes, times: int) -> list[float]:
         """``times`` decode timings (ms) of ``image``."""
@@ -108,6 +111,25 @@ class Bare:
             self.decode(image)
             out.append((time.perf_counter() - t0) * 1000)
         return out
+
+    def run_streams(self, batch: np.ndarray, seconds: float, streams: int) -> tuple[int, float, float]:
+        """``streams`` threads calling ``run`` back to back for ``seconds``, as the service's inference
+        streams do: (runs, wall s, CPU s)."""
+        stop = time.perf_counter() + seconds
+        runs = [0] * streams
+
+        def loop(k: int) -> None:
+            while time.perf_counter() < stop:
+                self.backend.run(batch)
+                runs[k] += 1
+
+        started, cpu = time.perf_counter(), process_cpu_s()
+        threads = [threading.Thread(target=loop, args=(k,)) for k in range(streams)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return sum(runs), time.perf_counter() - started, process_cpu_s() - cpu
 
     def run_for(self, batch: np.ndarray, seconds: float) -> tuple[list[float], float, float]:
         """Back-to-back ``run`` calls for ``seconds``: (run ms each, wall s, CPU s)."""
@@ -266,22 +288,27 @@ def level(
     seconds: float,
     mask: str,
     rounds: int,
+    streams: int,
 ) -> dict[str, Any]:
-    """One measurement in ``rounds`` alternations (so both sides see the same machine load): the bare
-    session for ``seconds / 2 / rounds`` (server idle) plus a few in-process decodes, then the service
-    for ``seconds / rounds``."""
+    """One measurement in ``rounds`` alternations (so all sides see the same machine load): the bare
+    session for ``seconds / 2 / rounds`` (server idle) plus a few in-process decodes, the bare session
+    driven by ``streams`` threads as long, then the service for ``seconds / rounds``."""
     bare_times: list[float] = []
     decode_times: list[float] = []
     latencies: list[float] = []
     timings: list[dict[str, float]] = []
     statuses: Counter[str] = Counter()
-    bare_wall = bare_cpu = wall = server_cpu = client_cpu = 0.0
+    bare_wall = bare_cpu = wall = server_cpu = client_cpu = streams_wall = 0.0
+    streams_runs = 0
     before = batch_stats(base)
     for _ in range(rounds):
         times, w, c = bare.run_for(batch, seconds / 2 / rounds)
         bare_times += times
         bare_wall += w
         bare_cpu += c
+        runs, w, _ = bare.run_streams(batch, seconds / 2 / rounds, streams)
+        streams_runs += runs
+        streams_wall += w
         decode_times += bare.decode_ms(image, 5)
         s0, c0 = process_cpu_s(server_pid), process_cpu_s()
         lat, st, tim, w = asyncio.run(drive(base, image, clients, seconds / rounds, mask))
@@ -296,6 +323,7 @@ def level(
     batches = after[0] - before[0]
     service_ips = len(latencies) / wall
     bare_ips = len(bare_times) / bare_wall
+    streams_ips = streams_runs / streams_wall
     errors = sum(n for status, n in statuses.items() if status != "200")
     return {
         "clients": clients,
@@ -304,6 +332,9 @@ def level(
         "service_images_per_s": round(service_ips, 2),
         "bare_images_per_s": round(bare_ips, 2),
         "ratio": round(service_ips / bare_ips, 3),
+        "bare_streams": streams,
+        "bare_streams_images_per_s": round(streams_ips, 2),
+        "ratio_to_bare_streams": round(service_ips / streams_ips, 3),
         "bare_p50_ms": round(statistics.median(bare_times), 1),
         "decode_p50_ms_in_process": round(statistics.median(decode_times), 2),
         "server_cpu_ms_per_image": round(server_cpu * 1000 / answered, 1),
@@ -325,16 +356,19 @@ def level(
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| image | masks | clients | service img/s | bare img/s | service ÷ bare | p50 ms | p99 ms "
+        "| image | masks | clients | service img/s | bare img/s | service ÷ bare | bare ×N img/s "
+        "| service ÷ bare ×N | p50 ms | p99 ms "
         "| decode | preprocess | queue | inference | postprocess | mean batch | errors "
         "| server CPU ms/img | bare CPU ms/img | client CPU ms/img | load 1m |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         st = r["stage_p50_ms"]
         lines.append(
             f"| {r['image']} | {r['mask_format']} | {r['clients']} | {r['service_images_per_s']:.2f} "
-            f"| {r['bare_images_per_s']:.2f} | **{r['ratio']:.2f}** | {r['p50_ms'] or 0:.1f} "
+            f"| {r['bare_images_per_s']:.2f} | **{r['ratio']:.2f}** "
+            f"| {r['bare_streams_images_per_s']:.2f} | {r['ratio_to_bare_streams']:.2f} "
+            f"| {r['p50_ms'] or 0:.1f} "
             f"| {r['p99_ms'] or 0:.1f} | "
             + " | ".join(f"{st[s]:.1f}" for s in STAGES)
             + f" | {r['mean_batch']} | {r['errors']} | {r['server_cpu_ms_per_image']} "
@@ -350,7 +384,10 @@ def main() -> None:
     add_model_source(parser)
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per level (bare: half)")
     parser.add_argument(
-        "--rounds", type=int, default=4, help="bare/service alternations per level (same load on both)"
+        "--rounds",
+        type=int,
+        default=4,
+        help="bare / bare ×N / service alternations per level (the same load on all)",
     )
     parser.add_argument("--sizes", default="640x480,1920x1080", help="WxH of the posted photographs")
     parser.add_argument("--concurrency", default="1,4,8", help="client counts")
@@ -359,6 +396,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=0, help="ORT intra-op threads (0 = ORT default)")
     parser.add_argument(
         "--spinning", action="store_true", help="let ORT's intra-op threads spin (server and bare alike)"
+    )
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=0,
+        help="the service's inference streams, and the threads driving the bare ×N session "
+        "(0 = the service's default)",
     )
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args()
@@ -375,7 +419,10 @@ def main() -> None:
         }
         from vitbench.service.settings import ServiceSettings
 
-        draft_factor = ServiceSettings().jpeg_draft_factor
+        defaults = ServiceSettings()
+        draft_factor = defaults.jpeg_draft_factor
+        streams = args.streams or defaults.inference_streams
+        env["VITBENCH_INFERENCE_STREAMS"] = str(streams)
         bare = Bare(model_dir, args.providers.split(","), args.threads, draft_factor, args.spinning)
         port = free_port()
         proc = start_server(model_dir, port, env)
@@ -390,13 +437,24 @@ def main() -> None:
                     for clients in (int(c) for c in args.concurrency.split(",")):
                         row: dict[str, Any] = {"image": size}
                         row |= level(
-                            base, proc.pid, bare, batch, image, clients, args.duration, mask, args.rounds
+                            base,
+                            proc.pid,
+                            bare,
+                            batch,
+                            image,
+                            clients,
+                            args.duration,
+                            mask,
+                            args.rounds,
+                            streams,
                         )
                         rows.append(row)
                         floor = row["bare_p50_ms"] + row["decode_p50_ms_in_process"]
                         print(
                             f"{size} {mask:>4} c={clients}: service {row['service_images_per_s']:.2f} img/s, "
                             f"bare {row['bare_images_per_s']:.2f} img/s, ratio {row['ratio']:.2f}, "
+                            f"bare x{streams} {row['bare_streams_images_per_s']:.2f} img/s "
+                            f"(ratio {row['ratio_to_bare_streams']:.2f}), "
                             f"p50 {row['p50_ms'] or 0:.1f} ms (server {row['server_total_p50_ms']:.1f}, "
                             f"bare+decode {floor:.1f}), "
                             f"errors {row['errors']}, CPU ms/img server {row['server_cpu_ms_per_image']} "

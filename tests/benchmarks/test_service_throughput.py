@@ -6,12 +6,16 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import threading
+import time
 from pathlib import Path
+
+import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from service_throughput import Connection, drive, server_timing  # noqa: E402
+from service_throughput import Bare, Connection, drive, server_timing  # noqa: E402
 
 BODY = json.dumps(
     {"detections": [{"label": 1, "label_name": "circle"}, {"label": 2, "label_name": "square"}]}
@@ -94,3 +98,27 @@ def test_drive_counts_refused_connections_as_errors() -> None:
 
     statuses = asyncio.run(scenario())
     assert set(statuses) == {"ConnectionRefusedError"} and statuses["ConnectionRefusedError"] >= 1
+
+
+def test_bare_streams_call_the_session_from_that_many_threads_at_once() -> None:
+    """The bare ×N side runs N callers at once and counts every run they made."""
+    lock = threading.Lock()
+    active = most = calls = 0
+
+    class Session:
+        def run(self, batch: np.ndarray) -> None:
+            nonlocal active, most, calls
+            with lock:
+                active += 1
+                most = max(most, active)
+            time.sleep(0.01)
+            with lock:
+                active -= 1
+                calls += 1
+
+    bare = object.__new__(Bare)  # only the session is needed
+    bare.backend = Session()  # type: ignore[assignment]
+    runs, wall, cpu = bare.run_streams(np.zeros((1, 3, 8, 8), np.float32), 0.2, 3)
+    assert most == 3
+    assert runs == calls >= 3 * 8  # ≈ 20 runs per thread in 0.2 s; slack for a loaded machine
+    assert wall >= 0.2 and cpu >= 0.0
