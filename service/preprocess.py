@@ -3,11 +3,18 @@
 The exported graph expects ``images`` float32 [1, 3, S, S]: the RGB image resized (bilinear, no
 antialias, like ``F.interpolate(align_corners=False)``) so its longest side is S, normalized with the
 manifest's mean/std on the 0–255 scale and zero-padded at the bottom/right.
+
+:func:`preprocess` works on the image as uint8 rows of ``W × 3`` lanes (each pixel's channels side by
+side), so every numpy loop runs along a whole row rather than over 3 channels, and when it shrinks the
+image it gathers the source pixels each output pixel reads before converting anything to float32. Its
+float32 arithmetic is :func:`resize_bilinear`'s, operation for operation, so the two give the same
+bits; the gather plan of an image size is cached (a camera sends one size).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from dataclasses import dataclass
 
@@ -91,6 +98,69 @@ def resize_bilinear(image: np.ndarray, out_height: int, out_width: int) -> np.nd
     return out.astype(np.float32, copy=False)
 
 
+@dataclass(frozen=True)
+class _ResizePlan:
+    """What :func:`resize_bilinear` reads and weighs to resize [H, W, C] to [h, w, C], as gathers on the
+    image viewed as rows of W·C lanes. Arrays are read-only (the plan is cached and shared)."""
+
+    rows: tuple[np.ndarray, np.ndarray]  # int64 [h] each: the upper and lower source row
+    row_weights: tuple[np.ndarray, np.ndarray]  # float32 [h, 1] each: 1 - wy, wy
+    lanes: tuple[np.ndarray, np.ndarray]  # int64 [w·C] each: the left and right source pixel's lanes
+    lane_weights: tuple[np.ndarray, np.ndarray]  # float32 [w·C] each: 1 - wx, wx
+    columns_first: bool  # gather the output's columns before converting (when shrinking the width)
+
+
+@functools.lru_cache(maxsize=32)
+def _resize_plan(height: int, width: int, channels: int, out_height: int, out_width: int) -> _ResizePlan:
+    r0, r1, rw = _source_index(out_height, height)
+    c0, c1, cw = _source_index(out_width, width)
+    channel = np.arange(channels)
+    one = np.float32(1.0)
+    arrays = (
+        r0,
+        r1,
+        (one - rw)[:, None],
+        rw[:, None],
+        (c0[:, None] * channels + channel).reshape(-1),  # [w, C] -> [w·C]
+        (c1[:, None] * channels + channel).reshape(-1),
+        np.repeat(one - cw, channels),
+        np.repeat(cw, channels),
+    )
+    for array in arrays:
+        array.flags.writeable = False
+    return _ResizePlan(arrays[0:2], arrays[2:4], arrays[4:6], arrays[6:8], out_width < width)
+
+
+def _interpolate_rows(
+    top: np.ndarray, bottom: np.ndarray, weights: tuple[np.ndarray, np.ndarray]
+) -> np.ndarray:
+    """float32 ``top * (1 - wy) + bottom * wy`` of two uint8 [h, L] gathers (in place: no temporaries)."""
+    out = top.astype(np.float32)
+    out *= weights[0]
+    lower = bottom.astype(np.float32)
+    lower *= weights[1]
+    out += lower
+    return out
+
+
+def _resize_lanes(image: np.ndarray, out_height: int, out_width: int) -> np.ndarray:
+    """uint8 [H, W, C] → float32 [h, w·C]: the same values as ``resize_bilinear(image, h, w)``."""
+    height, width, channels = image.shape
+    plan = _resize_plan(height, width, channels, out_height, out_width)
+    lanes = image.reshape(height, width * channels)  # [H, W·C]
+    top, bottom = lanes[plan.rows[0]], lanes[plan.rows[1]]  # uint8 [h, W·C]
+    if plan.columns_first:  # interpolate rows only where the output reads them
+        left = _interpolate_rows(top[:, plan.lanes[0]], bottom[:, plan.lanes[0]], plan.row_weights)
+        right = _interpolate_rows(top[:, plan.lanes[1]], bottom[:, plan.lanes[1]], plan.row_weights)
+    else:
+        rows = _interpolate_rows(top, bottom, plan.row_weights)  # [h, W·C]
+        left, right = rows[:, plan.lanes[0]], rows[:, plan.lanes[1]]  # [h, w·C]
+    left *= plan.lane_weights[0]
+    right *= plan.lane_weights[1]
+    left += right
+    return left
+
+
 def preprocess(
     pixels: np.ndarray,
     canvas: int,
@@ -103,15 +173,17 @@ def preprocess(
     ``original_size`` (H, W) is the full image's size when ``pixels`` is a reduced decode of it (JPEG
     DCT scaling); the letterbox then maps canvas coordinates to the original's pixels.
     """
-    if pixels.ndim != 3 or pixels.shape[2] != 3:
-        raise ValueError(f"expected an RGB image [H, W, 3], got shape {pixels.shape}")
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 RGB image [H, W, 3], got {pixels.dtype} of shape {pixels.shape}")
     box = letterbox_for(pixels.shape[0], pixels.shape[1], canvas)
     if original_size is not None and original_size != pixels.shape[:2]:
         box = dataclasses.replace(box, original_height=original_size[0], original_width=original_size[1])
-    resized = resize_bilinear(pixels, box.resized_height, box.resized_width)  # [h, w, 3] 0–255
-    mean = np.asarray(pixel_mean, dtype=np.float32)
-    std = np.asarray(pixel_std, dtype=np.float32)
-    normalized = (resized - mean) / std  # [h, w, 3]
+    h, w = box.resized_height, box.resized_width
+    resized = _resize_lanes(np.ascontiguousarray(pixels), h, w)  # [h, w·3] 0–255
+    mean = np.tile(np.asarray(pixel_mean, dtype=np.float32), w)  # [w·3]
+    std = np.tile(np.asarray(pixel_std, dtype=np.float32), w)
+    resized -= mean
+    resized /= std  # [h, w·3] normalized
     batch = np.zeros((1, 3, canvas, canvas), dtype=np.float32)
-    batch[0, :, : box.resized_height, : box.resized_width] = normalized.transpose(2, 0, 1)  # [3, h, w]
+    batch[0, :, :h, :w] = resized.reshape(h, w, 3).transpose(2, 0, 1)  # [3, h, w]
     return batch, box

@@ -45,6 +45,39 @@ def test_preprocess_matches_torchvision_transform(height: int, width: int) -> No
     assert not batch[0, :, h:, :].any() and not batch[0, :, :, w:].any()  # zero pad = mean colour
 
 
+@pytest.mark.parametrize(
+    ("height", "width", "size"),
+    [
+        (480, 640, 128),
+        (1080, 1920, 1024),
+        (540, 960, 128),
+        (37, 53, 64),
+        (90, 17, 64),
+        (1, 1, 64),
+        (300, 200, 1024),
+    ],
+)
+def test_preprocess_gives_the_bits_of_resize_then_normalize(height: int, width: int, size: int) -> None:
+    """The lane-wise fast path changes no bit of the graph input (shrinking and enlarging, odd sizes,
+    a non-contiguous EXIF-rotated view), so responses stay what they were for the same image."""
+    rng = np.random.default_rng(height * 7 + width)
+    stored = rng.integers(0, 256, (width, height, 3), dtype=np.uint8)
+    for pixels in (np.ascontiguousarray(np.rot90(stored, -1)), np.rot90(stored, -1)):
+        batch, box = preprocess(pixels, size, MEAN, STD)
+        h, w = box.resized_height, box.resized_width
+        resized = resize_bilinear(pixels.astype(np.float32), h, w)
+        reference = (resized - np.float32(MEAN)) / np.float32(STD)  # [h, w, 3]
+        np.testing.assert_array_equal(batch[0, :, :h, :w], reference.transpose(2, 0, 1))
+        assert not batch[0, :, h:, :].any() and not batch[0, :, :, w:].any()
+
+
+def test_preprocess_refuses_anything_but_uint8_rgb() -> None:
+    with pytest.raises(ValueError, match="uint8 RGB image"):
+        preprocess(np.zeros((8, 8, 3), np.float32), 64, MEAN, STD)
+    with pytest.raises(ValueError, match=r"shape \(8, 8\)"):
+        preprocess(np.zeros((8, 8), np.uint8), 64, MEAN, STD)
+
+
 def test_letterbox_longest_side_and_ratios() -> None:
     box = letterbox_for(480, 640, 1024)
     assert (box.resized_height, box.resized_width) == (768, 1024)
