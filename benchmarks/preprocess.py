@@ -1,0 +1,99 @@
+"""Thread CPU of the service's preprocessing against the plain resize-then-normalize it reproduces.
+
+For each photograph size (default 640×480 and 1920×1080: service_throughput.py's photograph, decoded
+the way ``POST /detect`` decodes it, DCT-scaled for the canvas) and each canvas side S, the decoded
+pixels are turned into the [1, 3, S, S] graph input by ``service.preprocess.preprocess`` (lane-wise,
+gathering before converting) and by the straightforward composition: ``resize_bilinear`` on the whole
+[h, w, 3] image, ``(x - mean) / std`` over the channel axis, zero padding. Both alternate in one
+process, ``--repeats`` times each. Reported: the median thread-CPU milliseconds
+(``time.thread_time``) of each, their ratio, and whether the two inputs are the same bits.
+
+    .venv/bin/python benchmarks/preprocess.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from decode_jpeg import thread_ms
+from service_throughput import photograph
+
+MEAN = (123.675, 116.28, 103.53)  # the study's ImageNet mean/std on the 0–255 scale
+STD = (58.395, 57.12, 57.375)
+
+
+def plain(pixels: np.ndarray, canvas: int) -> np.ndarray:
+    """float32 [1, 3, S, S]: resize the whole image, normalize over the channel axis, pad."""
+    from vitbench.service.preprocess import letterbox_for, resize_bilinear
+
+    box = letterbox_for(pixels.shape[0], pixels.shape[1], canvas)
+    resized = resize_bilinear(pixels, box.resized_height, box.resized_width)  # [h, w, 3]
+    normalized = (resized - np.asarray(MEAN, np.float32)) / np.asarray(STD, np.float32)
+    batch = np.zeros((1, 3, canvas, canvas), dtype=np.float32)
+    batch[0, :, : box.resized_height, : box.resized_width] = normalized.transpose(2, 0, 1)
+    return batch
+
+
+def measure(width: int, height: int, canvas: int, draft_factor: float, repeats: int) -> dict[str, Any]:
+    from vitbench.service.decode import decode_image, draft_target
+    from vitbench.service.preprocess import preprocess
+
+    pixels = decode_image(photograph(width, height), 10**9, draft_target(draft_factor, canvas)).pixels
+    service_ms: list[float] = []
+    plain_ms: list[float] = []
+    for _ in range(repeats):  # alternate, so both see the same machine
+        service_ms.append(thread_ms(lambda: preprocess(pixels, canvas, MEAN, STD)))
+        plain_ms.append(thread_ms(lambda: plain(pixels, canvas)))
+    service_p50, plain_p50 = statistics.median(service_ms), statistics.median(plain_ms)
+    return {
+        "image": f"{width}x{height}",
+        "decoded": f"{pixels.shape[1]}x{pixels.shape[0]}",
+        "canvas": canvas,
+        "service_ms": round(service_p50, 3),
+        "plain_ms": round(plain_p50, 3),
+        "ratio": round(service_p50 / plain_p50, 3),
+        "same_bits": bool(np.array_equal(preprocess(pixels, canvas, MEAN, STD)[0], plain(pixels, canvas))),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--sizes", default="640x480,1920x1080", help="WxH of the photographs")
+    parser.add_argument("--canvas", default="128,1024", help="model input sides S (tiny: 128, ViT-B: 1024)")
+    parser.add_argument("--repeats", type=int, default=300, help="preprocessings of each kind per case")
+    parser.add_argument("--json", type=Path, help="write the rows here")
+    args = parser.parse_args()
+    from vitbench.service.settings import ServiceSettings
+
+    draft_factor = ServiceSettings().jpeg_draft_factor
+    rows = []
+    for canvas in (int(c) for c in args.canvas.split(",")):
+        for size in args.sizes.split(","):
+            width, height = (int(v) for v in size.split("x"))
+            rows.append(measure(width, height, canvas, draft_factor, args.repeats))
+    print("| image | decoded | canvas | service ms | plain ms | service ÷ plain | same bits |")
+    print("|---|---|---:|---:|---:|---:|---|")
+    for r in rows:
+        print(
+            f"| {r['image']} | {r['decoded']} | {r['canvas']} | {r['service_ms']:.2f} | {r['plain_ms']:.2f} "
+            f"| **{r['ratio']:.2f}** | {'yes' if r['same_bits'] else 'NO'} |"
+        )
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
