@@ -105,7 +105,8 @@ class _ResizePlan:
 
     rows: tuple[np.ndarray, np.ndarray]  # int64 [h] each: the upper and lower source row
     row_weights: tuple[np.ndarray, np.ndarray]  # float32 [h, 1] each: 1 - wy, wy
-    lanes: tuple[np.ndarray, np.ndarray]  # int64 [w·C] each: the left and right source pixel's lanes
+    columns: tuple[np.ndarray, np.ndarray]  # int64 [w] each: the left and right source column
+    lanes: tuple[np.ndarray, np.ndarray]  # int64 [w·C] each: those columns' lanes
     lane_weights: tuple[np.ndarray, np.ndarray]  # float32 [w·C] each: 1 - wx, wx
     columns_first: bool  # gather the output's columns before converting (when shrinking the width)
 
@@ -121,6 +122,8 @@ def _resize_plan(height: int, width: int, channels: int, out_height: int, out_wi
         r1,
         (one - rw)[:, None],
         rw[:, None],
+        c0,
+        c1,
         (c0[:, None] * channels + channel).reshape(-1),  # [w, C] -> [w·C]
         (c1[:, None] * channels + channel).reshape(-1),
         np.repeat(one - cw, channels),
@@ -128,7 +131,7 @@ def _resize_plan(height: int, width: int, channels: int, out_height: int, out_wi
     )
     for array in arrays:
         array.flags.writeable = False
-    return _ResizePlan(arrays[0:2], arrays[2:4], arrays[4:6], arrays[6:8], out_width < width)
+    return _ResizePlan(arrays[0:2], arrays[2:4], arrays[4:6], arrays[6:8], arrays[8:10], out_width < width)
 
 
 def _interpolate_rows(
@@ -152,9 +155,10 @@ def _resize_lanes(image: np.ndarray, out_height: int, out_width: int) -> np.ndar
     if plan.columns_first:  # interpolate rows only where the output reads them
         left = _interpolate_rows(top[:, plan.lanes[0]], bottom[:, plan.lanes[0]], plan.row_weights)
         right = _interpolate_rows(top[:, plan.lanes[1]], bottom[:, plan.lanes[1]], plan.row_weights)
-    else:
-        rows = _interpolate_rows(top, bottom, plan.row_weights)  # [h, W·C]
-        left, right = rows[:, plan.lanes[0]], rows[:, plan.lanes[1]]  # [h, w·C]
+    else:  # whole float32 pixels at a time: np.take copies C values per index
+        rows = _interpolate_rows(top, bottom, plan.row_weights).reshape(out_height, width, channels)
+        left = np.take(rows, plan.columns[0], axis=1).reshape(out_height, -1)  # [h, w·C]
+        right = np.take(rows, plan.columns[1], axis=1).reshape(out_height, -1)
     left *= plan.lane_weights[0]
     right *= plan.lane_weights[1]
     left += right
