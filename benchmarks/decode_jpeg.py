@@ -4,7 +4,8 @@ For each image size (default 640×480 and 1920×1080: service_throughput.py's ph
 90) the photograph is decoded the way ``POST /detect`` does (``service.decode.decode_image`` with the
 service's default JPEG draft factor for a ``--canvas``-pixel model: libjpeg-turbo through simplejpeg
 for YCbCr/grey JPEGs) and the way Pillow alone does it (``Image.open``, ``draft`` at the same DCT
-scale, ``load``, ``np.asarray``), alternately in one process, ``--repeats`` times each. Reported per
+scale, ``load``, ``np.asarray``), alternately in one process, ``--repeats`` times each after one
+warm-up. Reported per
 size: the DCT scale, the median thread-CPU milliseconds (``time.thread_time``) of each, their ratio,
 and whether the two give the same pixels.
 
@@ -16,10 +17,8 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import statistics
 import sys
-import time
-from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from rle_masks import median_ms
 from service_throughput import photograph
 
 
@@ -42,12 +42,6 @@ def pillow_decode(data: bytes, denom: int) -> np.ndarray:
     return np.asarray(image.convert("RGB") if image.mode != "RGB" else image)
 
 
-def thread_ms(call: Callable[[], object]) -> float:
-    t0 = time.thread_time()
-    call()
-    return (time.thread_time() - t0) * 1000
-
-
 def measure(width: int, height: int, canvas: int, draft_factor: float, repeats: int) -> dict[str, Any]:
     from vitbench.service.decode import decode_image, draft_target
 
@@ -55,12 +49,10 @@ def measure(width: int, height: int, canvas: int, draft_factor: float, repeats: 
     target = draft_target(draft_factor, canvas)
     service = decode_image(data, 10**9, target)
     pillow = pillow_decode(data, service.scale_denom)
-    service_ms: list[float] = []
-    pillow_ms: list[float] = []
-    for _ in range(repeats):  # alternate, so both see the same machine
-        service_ms.append(thread_ms(lambda: decode_image(data, 10**9, target)))
-        pillow_ms.append(thread_ms(lambda: pillow_decode(data, service.scale_denom)))
-    service_p50, pillow_p50 = statistics.median(service_ms), statistics.median(pillow_ms)
+    service_p50, pillow_p50 = median_ms(  # alternated, so both see the same machine
+        [partial(decode_image, data, 10**9, target), partial(pillow_decode, data, service.scale_denom)],
+        repeats,
+    )
     return {
         "image": f"{width}x{height}",
         "jpeg_kib": round(len(data) / 1024, 1),

@@ -5,7 +5,7 @@ the way ``POST /detect`` decodes it, DCT-scaled for the canvas) and each canvas 
 pixels are turned into the [1, 3, S, S] graph input by ``service.preprocess.preprocess`` (lane-wise,
 gathering before converting) and by the straightforward composition: ``resize_bilinear`` on the whole
 [h, w, 3] image, ``(x - mean) / std`` over the channel axis, zero padding. Both alternate in one
-process, ``--repeats`` times each. Reported: the median thread-CPU milliseconds
+process, ``--repeats`` times each after one warm-up. Reported: the median thread-CPU milliseconds
 (``time.thread_time``) of each, their ratio, and whether the two inputs are the same bits.
 
     .venv/bin/python benchmarks/preprocess.py
@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from decode_jpeg import thread_ms
+from rle_masks import median_ms
 from service_throughput import photograph
 
 MEAN = (123.675, 116.28, 103.53)  # the study's ImageNet mean/std on the 0–255 scale
@@ -49,12 +49,9 @@ def measure(width: int, height: int, canvas: int, draft_factor: float, repeats: 
     from vitbench.service.preprocess import preprocess
 
     pixels = decode_image(photograph(width, height), 10**9, draft_target(draft_factor, canvas)).pixels
-    service_ms: list[float] = []
-    plain_ms: list[float] = []
-    for _ in range(repeats):  # alternate, so both see the same machine
-        service_ms.append(thread_ms(lambda: preprocess(pixels, canvas, MEAN, STD)))
-        plain_ms.append(thread_ms(lambda: plain(pixels, canvas)))
-    service_p50, plain_p50 = statistics.median(service_ms), statistics.median(plain_ms)
+    service_p50, plain_p50 = median_ms(  # alternated, so both see the same machine
+        [partial(preprocess, pixels, canvas, MEAN, STD), partial(plain, pixels, canvas)], repeats
+    )
     return {
         "image": f"{width}x{height}",
         "decoded": f"{pixels.shape[1]}x{pixels.shape[0]}",

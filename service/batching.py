@@ -126,11 +126,7 @@ class DynamicBatcher(Generic[In, Out]):
             raise RuntimeError("run_alone called while the session is busy")
         self._busy += 1
         future = asyncio.get_running_loop().run_in_executor(self._executor, job)
-
-        def release(_: object) -> None:
-            self._release()
-
-        future.add_done_callback(release)
+        future.add_done_callback(lambda _: self._release())
         try:
             return await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except TimeoutError:

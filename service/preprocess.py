@@ -117,21 +117,21 @@ def _resize_plan(height: int, width: int, channels: int, out_height: int, out_wi
     c0, c1, cw = _source_index(out_width, width)
     channel = np.arange(channels)
     one = np.float32(1.0)
-    arrays = (
-        r0,
-        r1,
-        (one - rw)[:, None],
-        rw[:, None],
-        c0,
-        c1,
-        (c0[:, None] * channels + channel).reshape(-1),  # [w, C] -> [w·C]
-        (c1[:, None] * channels + channel).reshape(-1),
-        np.repeat(one - cw, channels),
-        np.repeat(cw, channels),
+    plan = _ResizePlan(
+        rows=(r0, r1),
+        row_weights=((one - rw)[:, None], rw[:, None]),
+        columns=(c0, c1),
+        lanes=(
+            (c0[:, None] * channels + channel).reshape(-1),
+            (c1[:, None] * channels + channel).reshape(-1),
+        ),
+        lane_weights=(np.repeat(one - cw, channels), np.repeat(cw, channels)),
+        columns_first=out_width < width,
     )
-    for array in arrays:
-        array.flags.writeable = False
-    return _ResizePlan(arrays[0:2], arrays[2:4], arrays[4:6], arrays[6:8], arrays[8:10], out_width < width)
+    for pair in (plan.rows, plan.row_weights, plan.columns, plan.lanes, plan.lane_weights):
+        for array in pair:
+            array.flags.writeable = False
+    return plan
 
 
 def _interpolate_rows(
