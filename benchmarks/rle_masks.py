@@ -1,13 +1,15 @@
-"""Thread CPU of the service's COCO RLE step (``masks.rle_counts_many``) on a served model's own masks.
+"""Thread CPU of the service's COCO RLE step on a served model's own masks: numpy and the C encoder.
 
 For each image size (default 640×480 and 1920×1080: service_throughput.py's photograph), the photograph
 goes through the service's decode (its default JPEG draft factor), preprocess and ONNX session, and
 the first ``--masks`` masks with their boxes in original-image pixels are what ``POST /detect`` encodes
 with ``mask_format=rle`` and ``score_threshold=0``. Reported per size: the median thread-CPU
-milliseconds (``time.thread_time``) of one ``rle_counts_many`` call over all masks, in this checkout
-and — with ``--compare-with ROOT`` — in ``ROOT/service/masks.py`` (e.g. main's), loaded into the same
-process and timed alternately on the same masks; the runs per mask; whether the counts equal the
-per-pixel reference ``rle_counts(paste_mask(...))``, mask by mask.
+milliseconds (``time.thread_time``) of one ``rle_counts_many`` call over all masks (numpy's counts), in
+this checkout and — with ``--compare-with ROOT`` — in ``ROOT/service/masks.py`` (e.g. main's), loaded
+into the same process and timed alternately on the same masks; then of the whole encoding to strings
+(``encode_rle_many``) with numpy and with the C encoder (``vitbench.service._rle``, when built), timed
+alternately; the runs per mask; whether the counts equal the per-pixel reference
+``rle_counts(paste_mask(...))``, mask by mask, and whether both encoders give the same strings.
 
     .venv/bin/python benchmarks/rle_masks.py --export-tiny --compare-with ../vitbench-23287a5
 """
@@ -110,12 +112,23 @@ def main(argv: list[str] | None = None) -> int:
                 calls.append(partial(compared.rle_counts_many, probs, boxes, height, width))
                 theirs = compared.rle_counts_many(probs, boxes, height, width)
                 exact = exact and all(np.array_equal(a, b) for a, b in zip(ours, theirs, strict=True))
-            timed = median_ms(calls, args.repeats)
+            encoders = [partial(masks.encode_rle_many, probs, boxes, height, width, native=False)]
+            if masks.NATIVE_RLE:
+                encoders.append(partial(masks.encode_rle_many, probs, boxes, height, width, native=True))
+            timed = median_ms(calls + encoders, args.repeats)
             runs = [len(c) // 2 for c in ours]
             line = f"{width}x{height}: {len(ours)} masks, runs per mask {min(runs)}-{max(runs)}, "
             line += f"identical counts: {exact}; rle_counts_many {timed[0]:.2f} ms"
             if compared is not None:
                 line += f", compared {timed[1]:.2f} ms ({timed[1] / timed[0]:.1f}x)"
+            line += f"; encode_rle_many numpy {timed[len(calls)]:.2f} ms"
+            if masks.NATIVE_RLE:
+                same = encoders[0]() == encoders[1]()
+                native_ms = timed[len(calls) + 1]
+                line += f", native {native_ms:.2f} ms ({native_ms / timed[len(calls)]:.2f} of numpy), "
+                line += f"identical strings: {same}"
+            else:
+                line += " (the C encoder is not built)"
             print(line, flush=True)
     return 0
 

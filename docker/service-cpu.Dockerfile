@@ -12,8 +12,9 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 FROM python AS build
+# gcc and the Python headers build the service's C RLE encoder (setup.py); they stay in this stage.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3-venv \
+    && apt-get install -y --no-install-recommends python3-venv python3-dev gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 ENV PIP_CONFIG_FILE=/run/vitbench-build/pip.conf \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -21,7 +22,7 @@ ENV PIP_CONFIG_FILE=/run/vitbench-build/pip.conf \
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md docker/constraints.txt ./
+COPY pyproject.toml setup.py README.md docker/constraints.txt ./
 COPY registry ./registry
 COPY service ./service
 COPY deploy ./deploy
@@ -32,7 +33,8 @@ COPY vitbench ./vitbench
 RUN pip install --no-cache-dir --constraint constraints.txt ".[serve]" \
     && pip check \
     && python -c "import importlib.util as u, sys; sys.exit(1 if u.find_spec('torch') else 0)" \
-    && python -c "import onnxruntime, vitbench.service.app; print('onnxruntime', onnxruntime.__version__)"
+    && python -c "import onnxruntime, vitbench.service.app; print('onnxruntime', onnxruntime.__version__)" \
+    && python -c "import vitbench.service._rle"
 
 FROM python
 # /cache is the service's writable place (VITBENCH_HOME, downloaded models): it exists in the image

@@ -25,8 +25,9 @@ FROM python AS build
 ARG ORT_GPU_VERSION
 ARG TENSORRT_LIBS_VERSION
 ARG NVIDIA_INDEX_URL
+# gcc and the Python headers build the service's C RLE encoder (setup.py); they stay in this stage.
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends python3-venv \
+    && apt-get install -y --no-install-recommends python3-venv python3-dev gcc libc6-dev \
     && rm -rf /var/lib/apt/lists/*
 ENV PIP_CONFIG_FILE=/run/vitbench-build/pip.conf \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
@@ -34,7 +35,7 @@ ENV PIP_CONFIG_FILE=/run/vitbench-build/pip.conf \
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md docker/constraints.txt ./
+COPY pyproject.toml setup.py README.md docker/constraints.txt ./
 COPY registry ./registry
 COPY service ./service
 COPY deploy ./deploy
@@ -53,7 +54,8 @@ RUN pip install --no-cache-dir --constraint constraints.txt ".[serve]" \
     && S=/opt/venv/lib/python3.12/site-packages \
     && test -e "$S/nvidia/cudnn/lib/libcudnn.so.9" && test -e "$S/nvidia/cu13/lib/libcudart.so.13" \
     && ls "$S"/tensorrt_libs/libnvinfer.so.* \
-    && python -c "import onnxruntime as o, vitbench.service.app; p = o.get_available_providers(); print(o.__version__, p); assert {'TensorrtExecutionProvider', 'CUDAExecutionProvider'} <= set(p)"
+    && python -c "import onnxruntime as o, vitbench.service.app; p = o.get_available_providers(); print(o.__version__, p); assert {'TensorrtExecutionProvider', 'CUDAExecutionProvider'} <= set(p)" \
+    && python -c "import vitbench.service._rle"
 
 FROM python
 RUN groupadd --gid 10001 vitbench \

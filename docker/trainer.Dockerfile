@@ -25,7 +25,7 @@ ENV PIP_CONFIG_FILE=/run/vitbench-build/pip.conf \
 RUN python3 -m venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
-COPY pyproject.toml README.md docker/constraints.txt ./
+COPY pyproject.toml setup.py README.md docker/constraints.txt ./
 COPY trainer ./trainer
 COPY registry ./registry
 COPY service ./service

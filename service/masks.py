@@ -12,6 +12,7 @@ import base64
 import io
 import threading
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
 import numpy as np
@@ -19,6 +20,14 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from vitbench.service.preprocess import _source_weights, resize_bilinear
+
+_native_rle: ModuleType | None
+try:  # the C encoder, built by setup.py; without it the numpy path gives the same strings
+    from vitbench.service import _rle as _native_rle
+except ImportError:  # a build without a C compiler
+    _native_rle = None
+
+NATIVE_RLE = _native_rle is not None  # encode_rle_many uses the C encoder
 
 MASK_THRESHOLD = 0.5
 
@@ -204,11 +213,63 @@ def rle_counts_many(
     disagree (:func:`_band_flips`). Change points are kept where they occur an odd number of times,
     which also drops empty runs and merges runs that touch across columns.
     """
+    total = height * width
+    out: list[np.ndarray] = [np.array([total], dtype=np.int64)] * len(probs)
+    visible = _visible_crops(probs, boxes, height, width, padding)
+    if visible is None:
+        return out
+    if visible.tol is None:  # NaN/inf or absurd values: pixel by pixel
+        for k in visible.live.tolist():
+            out[k] = rle_counts(paste_mask(probs[k], boxes[k], height, width, padding))
+        return out
+    live, x_0, wl, p = visible.live, visible.x_0, visible.cols, visible.padded.shape[-1]
+    c0, c1, cw = _visible_weights(visible.first_col, wl, visible.out_w, p)  # [NC]
+    col_mask = np.repeat(np.arange(len(live)), wl)  # [NC]
+    col_x = x_0[col_mask] + np.arange(len(c0)) - (np.cumsum(wl) - wl)[col_mask]  # [NC] image column
+    crops = _Crops(
+        padded=visible.padded,
+        first_row=visible.first_row,
+        rows=visible.rows,
+        out_h=visible.out_h,
+        col_mask=col_mask,
+        c0=c0,
+        c1=c1,
+        cw=cw,
+        top=col_x * height + (visible.y_0 + np.arange(len(live)) * (total + 1))[col_mask],
+    )
+    change, toggles = _change_points(crops, visible.tol)
+    for k, counts in zip(live.tolist(), _counts(change, toggles, len(live), total), strict=True):
+        if counts is not None:
+            out[k] = counts
+    return out
+
+
+@dataclass(frozen=True)
+class _Visible:
+    """The L masks (of K) whose pasted crop is not empty: what paste_mask would resize, and where."""
+
+    live: np.ndarray  # int64 [L]: their indices among the K masks
+    padded: np.ndarray  # float32 [L, P, P]: the masks framed by zeros
+    tol: float | None  # RLE_BAND × max(1, max |P|); None for NaN/inf or absurd values
+    x_0: np.ndarray  # int64 [L]: the image column and row of the visible crop's top-left pixel
+    y_0: np.ndarray
+    rows: np.ndarray  # int64 [L]: the visible crop's rows and columns
+    cols: np.ndarray
+    first_row: np.ndarray  # int64 [L]: the resized box's first visible row and column
+    first_col: np.ndarray
+    out_h: np.ndarray  # int64 [L]: the resized box's rows and columns in all
+    out_w: np.ndarray
+
+
+def _visible_crops(
+    probs: np.ndarray, boxes: np.ndarray, height: int, width: int, padding: int
+) -> _Visible | None:
+    """paste_mask's geometry for ``probs`` [K, M, M] and ``boxes`` [K, 4] at once; None when no crop
+    is visible."""
     if padding < 1:
         raise ValueError(f"padding must be at least 1 pixel, got {padding}")
-    total = height * width
     if len(probs) == 0:
-        return []
+        return None
     m = probs.shape[-1]
     p = m + 2 * padding
     ex1, ey1, ex2, ey2 = _expanded_boxes(boxes, m, padding)  # [K] each, inclusive corners
@@ -216,37 +277,60 @@ def rle_counts_many(
     y_0, y_1 = np.maximum(ey1, 0), np.minimum(ey2 + 1, height)
     hv, wv = y_1 - y_0, x_1 - x_0  # [K] visible crop rows, columns
     live = np.flatnonzero((hv > 0) & (wv > 0))  # [L]
-    out: list[np.ndarray] = [np.array([total], dtype=np.int64)] * len(probs)
     if not live.size:
-        return out
+        return None
     padded = np.zeros((len(live), p, p), dtype=np.float32)  # [L, P, P]
     padded[:, padding : padding + m, padding : padding + m] = probs[live]
     magnitude = float(np.abs(padded).max())
     tol = RLE_BAND * max(1.0, magnitude)
-    if not np.isfinite(magnitude) or tol >= 0.25:  # NaN/inf or absurd values: pixel by pixel
-        for k in live.tolist():
-            out[k] = rle_counts(paste_mask(probs[k], boxes[k], height, width, padding))
-        return out
-
-    wl = wv[live]
-    c0, c1, cw = _visible_weights((x_0 - ex1)[live], wl, np.maximum(ex2 - ex1 + 1, 1)[live], p)  # [NC]
-    col_mask = np.repeat(np.arange(len(live)), wl)  # [NC]
-    col_x = x_0[live][col_mask] + np.arange(len(c0)) - (np.cumsum(wl) - wl)[col_mask]  # [NC] image column
-    crops = _Crops(
+    return _Visible(
+        live=live,
         padded=padded,
-        first_row=(y_0 - ey1)[live],
+        tol=tol if np.isfinite(magnitude) and tol < 0.25 else None,
+        x_0=x_0[live],
+        y_0=y_0[live],
         rows=hv[live],
+        cols=wv[live],
+        first_row=(y_0 - ey1)[live],
+        first_col=(x_0 - ex1)[live],
         out_h=np.maximum(ey2 - ey1 + 1, 1)[live],
-        col_mask=col_mask,
-        c0=c0,
-        c1=c1,
-        cw=cw,
-        top=col_x * height + (y_0[live] + np.arange(len(live)) * (total + 1))[col_mask],
+        out_w=np.maximum(ex2 - ex1 + 1, 1)[live],
     )
-    change, toggles = _change_points(crops, tol)
-    for k, counts in zip(live.tolist(), _counts(change, toggles, len(live), total), strict=True):
-        if counts is not None:
-            out[k] = counts
+
+
+def rle_strings_native(
+    probs: np.ndarray, boxes: np.ndarray, height: int, width: int, padding: int = 1
+) -> list[str]:
+    """``[compress_counts(c, height, width) for c in rle_counts_many(probs, boxes, height, width,
+    padding)]`` from the C encoder (``vitbench.service._rle``, built by setup.py): the same strings.
+
+    The C code decides each crop column's rows by source row: all at once where both knots lie
+    beyond 0.5 ± ``RLE_BAND``, one by one with paste_mask's float32 operations otherwise; it holds no
+    GIL while it runs. Raises RuntimeError when the extension was not built.
+    """
+    if _native_rle is None:
+        raise RuntimeError(
+            "vitbench.service._rle is not built (no C compiler at install time?); reinstall vitbench "
+            "with a C compiler and the Python headers, or use the numpy path"
+        )
+    visible = _visible_crops(probs, boxes, height, width, padding)
+    empty = compress_counts(np.array([height * width], dtype=np.int64), height, width)
+    out = [empty] * len(probs)
+    if visible is None:
+        return out
+    if visible.tol is None:  # NaN/inf or absurd values: pixel by pixel
+        for k in visible.live.tolist():
+            out[k] = compress_counts(
+                rle_counts(paste_mask(probs[k], boxes[k], height, width, padding)), height, width
+            )
+        return out
+    p = visible.padded.shape[-1]
+    ya, _, wy = _visible_weights(visible.first_row, visible.rows, visible.out_h, p)  # [NR] each
+    xa, _, wx = _visible_weights(visible.first_col, visible.cols, visible.out_w, p)  # [NC] each
+    meta = np.stack([visible.x_0, visible.y_0, visible.rows, visible.cols], axis=1).astype(np.int64)  # [L, 4]
+    strings = _native_rle.encode(visible.padded, p, meta, ya, wy, xa, wx, visible.tol, height, width)
+    for k, text in zip(visible.live.tolist(), strings, strict=True):
+        out[k] = text
     return out
 
 
@@ -434,11 +518,20 @@ def encode_rle(mask: PastedMask) -> dict[str, Any]:
     }
 
 
-def encode_rle_many(probs: np.ndarray, boxes: np.ndarray, height: int, width: int) -> list[dict[str, Any]]:
+def encode_rle_many(
+    probs: np.ndarray, boxes: np.ndarray, height: int, width: int, *, native: bool | None = None
+) -> list[dict[str, Any]]:
     """``[encode_rle(paste_mask(p, b, height, width)) for p, b in zip(probs, boxes)]`` for ``probs``
-    [K, M, M] and ``boxes`` [K, 4] (image pixels), without the intermediate crops (faster)."""
+    [K, M, M] and ``boxes`` [K, 4] (image pixels), without the intermediate crops (faster).
+
+    ``native``: the C encoder (:func:`rle_strings_native`); default: it when built (``NATIVE_RLE``),
+    else numpy (:func:`rle_counts_many`). Both give the same strings.
+    """
     if len(probs) != len(boxes):
         raise ValueError(f"{len(probs)} masks but {len(boxes)} boxes")
+    if native if native is not None else NATIVE_RLE:
+        strings = rle_strings_native(probs, boxes, height, width)
+        return [{"size": [height, width], "counts": text} for text in strings]
     return [
         {"size": [height, width], "counts": compress_counts(counts, height, width)}
         for counts in rle_counts_many(probs, boxes, height, width)

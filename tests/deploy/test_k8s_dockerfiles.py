@@ -149,14 +149,19 @@ def test_chart_runs_mlflow_under_tini() -> None:
 @pytest.mark.parametrize("name", GPU_IMAGES)
 def test_gpu_images_carry_one_cuda_and_no_toolchain(name: str) -> None:
     """CUDA libraries come from the nvidia-* wheels, so the base is CUDA's `-base-` image (no second
-    runtime from `-runtime-`), and nothing compiles (no build-essential / python3-dev)."""
+    runtime from `-runtime-`), and the final image carries no toolchain (the service's build stage
+    compiles its C RLE encoder with gcc and the Python headers, and checks that it imports)."""
     text = _text(name)
     assert re.search(
         r"^ARG CUDA_IMAGE=docker\.io/nvidia/cuda:13\.\d+\.\d+-base-ubuntu24\.04$", text, flags=re.M
     )
     assert "-runtime-" not in text and "-devel-" not in text
+    final = _final_stage(text)
     for unused in ("build-essential", "python3-dev", "gcc", "g++"):
-        assert unused not in text
+        assert unused not in final
+    assert "build-essential" not in text and "g++" not in text
+    if name == "service":
+        assert "python3-dev gcc libc6-dev" in text and 'python -c "import vitbench.service._rle"' in text
 
 
 def test_gpu_service_finds_cudnn_and_tensorrt_and_extends_the_loader_path() -> None:

@@ -46,7 +46,9 @@ def test_paste_equals_torchvision_on_random_boxes(seed: int) -> None:
 
     ref = paste_masks_in_image(torch.from_numpy(probs)[:, None], torch.from_numpy(boxes), (H, W))[:, 0] > 0.5
     partly_outside = 0
-    direct = encode_rle_many(probs, boxes, H, W)  # the service's RLE path: no pasted crop in between
+    # the service's RLE paths: no pasted crop in between
+    direct = encode_rle_many(probs, boxes, H, W, native=False)
+    native = encode_rle_many(probs, boxes, H, W, native=True)
     for i in range(n):
         pasted = paste_mask(probs[i], boxes[i], H, W)
         expected = ref[i].numpy()
@@ -56,6 +58,7 @@ def test_paste_equals_torchvision_on_random_boxes(seed: int) -> None:
         decoded = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode("ascii")})
         assert decoded.shape == (H, W) and np.array_equal(decoded.astype(bool), expected), f"rle of box {i}"
         assert direct[i] == rle, f"direct rle of box {i}"
+        assert native[i] == rle, f"native rle of box {i}"
         x1, y1, x2, y2 = boxes[i]
         partly_outside += bool(expected.any() and (x1 < 0 or y1 < 0 or x2 > W or y2 > H))
     assert partly_outside >= 30  # the draw really exercises boxes cut by the image border

@@ -16,7 +16,14 @@ import pytest
 from pycocotools import mask as mask_utils
 
 import vitbench.service.masks as masks
-from vitbench.service.masks import encode_rle_many, paste_mask, rle_counts, rle_counts_many
+from vitbench.service.masks import (
+    compress_counts,
+    encode_rle_many,
+    paste_mask,
+    rle_counts,
+    rle_counts_many,
+    rle_strings_native,
+)
 from vitbench.service.preprocess import _source_weights
 
 HALF = np.float32(0.5)
@@ -71,6 +78,15 @@ def _mismatches(probs: np.ndarray, boxes: np.ndarray, height: int, width: int) -
     )
 
 
+def _native_mismatches(probs: np.ndarray, boxes: np.ndarray, height: int, width: int) -> int:
+    """How many masks' strings from the C encoder differ from the per-pixel reference's."""
+    ours = rle_strings_native(probs, boxes, height, width)
+    return sum(
+        text != compress_counts(rle_counts(paste_mask(p, b, height, width)), height, width)
+        for text, p, b in zip(ours, probs, boxes, strict=True)
+    )
+
+
 def _draw(seed: int) -> tuple[np.ndarray, np.ndarray, int, int]:
     rng = np.random.default_rng(seed)
     height, width = int(rng.integers(1, 300)), int(rng.integers(1, 300))
@@ -85,10 +101,19 @@ def test_masks_on_the_threshold_match_the_per_pixel_reference(block: int) -> Non
         assert _mismatches(probs, boxes, height, width) == 0, seed
 
 
-def test_masks_on_the_threshold_match_pycocotools() -> None:
+@pytest.mark.parametrize("block", range(4))
+def test_native_encoder_on_the_threshold_matches_the_per_pixel_reference(block: int) -> None:
+    for seed in range(50 * block, 50 * block + 50):
+        probs, boxes, height, width = _draw(seed)
+        assert _native_mismatches(probs, boxes, height, width) == 0, seed
+
+
+@pytest.mark.parametrize("native", [False, True], ids=["numpy", "native"])
+def test_masks_on_the_threshold_match_pycocotools(native: bool) -> None:
     for seed in range(1000, 1030):
         probs, boxes, height, width = _draw(seed)
-        for rle, p, b in zip(encode_rle_many(probs, boxes, height, width), probs, boxes, strict=True):
+        encoded = encode_rle_many(probs, boxes, height, width, native=native)
+        for rle, p, b in zip(encoded, probs, boxes, strict=True):
             full = np.asfortranarray(paste_mask(p, b, height, width).full().astype(np.uint8)[:, :, None])
             reference = mask_utils.encode(full)[0]
             assert rle["counts"] == reference["counts"].decode("ascii"), seed
@@ -106,6 +131,7 @@ def test_gentle_ramps_on_boxes_taller_than_a_camera_image() -> None:
     x = rng.uniform(0, width - 300, 6)
     boxes = np.stack([x, -heights / 3, x + rng.uniform(20, 300, 6), 2 * heights / 3], 1).astype(np.float32)
     assert _mismatches(probs, boxes, height, width) == 0
+    assert _native_mismatches(probs, boxes, height, width) == 0
 
 
 def test_the_band_is_what_makes_them_match(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -123,6 +149,7 @@ def test_non_finite_probabilities_fall_back_to_the_per_pixel_path() -> None:
     probs[0, 5, 5], probs[1, 7, 9] = np.nan, np.inf
     boxes = _boxes(rng, 3, 60, 80)
     assert _mismatches(probs, boxes, 60, 80) == 0
+    assert _native_mismatches(probs, boxes, 60, 80) == 0
 
 
 def test_padding_must_be_positive() -> None:

@@ -89,8 +89,9 @@ def _random_probs(rng: np.random.Generator) -> np.ndarray:
     }[style].astype(np.float32)
 
 
+@pytest.mark.parametrize("native", [False, True], ids=["numpy", "native"])
 @pytest.mark.parametrize("seed", range(4))
-def test_rle_from_probabilities_is_identical_to_pasting_then_encoding(seed: int) -> None:
+def test_rle_from_probabilities_is_identical_to_pasting_then_encoding(seed: int, native: bool) -> None:
     """``encode_rle_many`` (the service's RLE path) == pycocotools on the full pasted mask, per mask."""
     rng = np.random.default_rng(100 + seed)
     for _ in range(40):
@@ -98,14 +99,15 @@ def test_rle_from_probabilities_is_identical_to_pasting_then_encoding(seed: int)
         n = int(rng.integers(0, 6))
         probs = np.stack([_random_probs(rng) for _ in range(n)]) if n else np.zeros((0, 28, 28), np.float32)
         boxes = np.stack([_random_box(rng, height, width) for _ in range(n)]) if n else np.zeros((0, 4))
-        ours = encode_rle_many(probs, boxes, height, width)
+        ours = encode_rle_many(probs, boxes, height, width, native=native)
         assert len(ours) == n
         for k in range(n):
             mask = paste_mask(probs[k], boxes[k], height, width)
             assert ours[k] == _reference_rle(mask), (height, width, boxes[k])
 
 
-def test_rle_from_probabilities_on_camera_sized_images() -> None:
+@pytest.mark.parametrize("native", [False, True], ids=["numpy", "native"])
+def test_rle_from_probabilities_on_camera_sized_images(native: bool) -> None:
     """Large boxes at 1920×1080 (counts well past 5-bit groups and 16-bit values) stay identical."""
     rng = np.random.default_rng(7)
     height, width = 1080, 1920
@@ -115,7 +117,7 @@ def test_rle_from_probabilities_on_camera_sized_images() -> None:
     )
     probs = np.stack([_random_probs(rng) for _ in range(len(boxes))])
     probs[0] = rng.random((28, 28)).astype(np.float32)  # speckle over the whole image: many runs
-    for k, counts in enumerate(encode_rle_many(probs, boxes, height, width)):
+    for k, counts in enumerate(encode_rle_many(probs, boxes, height, width, native=native)):
         assert counts == _reference_rle(paste_mask(probs[k], boxes[k], height, width))
 
 
