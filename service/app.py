@@ -22,12 +22,14 @@ from vitbench.registry.client import RegistryClient
 from vitbench.registry.env import registry_location
 from vitbench.service.backends import RawDetections
 from vitbench.service.batching import DynamicBatcher
+from vitbench.service.detect import DetectEndpoint, ServiceError, validation_details
 from vitbench.service.lifecycle import BackendFactory, ServiceState, onnx_backend_factory
 from vitbench.service.metrics import ServiceMetrics
 from vitbench.service.middleware import AccessMiddleware, BodyLimitMiddleware
 from vitbench.service.model_source import LocalModelSource, ModelSource, Pin, RegistryModelSource
 from vitbench.service.pipeline import DetectorPipeline
-from vitbench.service.routes import ServiceError, build_router
+from vitbench.service.raw_detect import RawDetectRoute
+from vitbench.service.routes import build_router
 from vitbench.service.settings import ServiceSettings
 
 logger = logging.getLogger(__name__)
@@ -127,7 +129,10 @@ def create_app(
     app.state.service = state
     app.state.metrics = metrics
     index_html = files("vitbench.service").joinpath("static/index.html").read_text(encoding="utf-8")
-    app.include_router(build_router(state, metrics, index_html))
+    endpoint = DetectEndpoint(state, metrics)
+    router = build_router(endpoint, metrics, index_html)
+    detect_route = next(route for route in router.routes if getattr(route, "path", None) == "/detect")
+    app.include_router(router)
 
     @app.exception_handler(ServiceError)
     async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
@@ -139,11 +144,7 @@ def create_app(
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"loc": list(e.get("loc", ())), "msg": str(e.get("msg", "")), "type": str(e.get("type", ""))}
-            for e in exc.errors()
-        ]
-        return JSONResponse({"detail": errors}, status_code=422)
+        return JSONResponse({"detail": validation_details(exc.errors())}, status_code=422)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
@@ -153,6 +154,8 @@ def create_app(
     def count_too_large() -> None:
         metrics.rejected.labels(reason="too_large").inc()
 
+    # innermost first: raw image bodies are answered without FastAPI, inside the body limit and access log
+    app.add_middleware(RawDetectRoute, endpoint=endpoint, route=detect_route)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes, on_reject=count_too_large)
     app.add_middleware(AccessMiddleware, metrics=metrics)
     return app

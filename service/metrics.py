@@ -73,6 +73,14 @@ class ServiceMetrics:
             "vitbench_ready", "1 when the model is loaded and warmed up.", registry=self.registry
         )
 
+        # the per-stage children, bound once: ``labels()`` takes a lock and a lookup on every call
+        self._stages = {stage: self.stage_seconds.labels(stage=stage) for stage in STAGES}
+
+    def observe_stages(self, seconds: dict[str, float]) -> None:
+        """Record one /detect request's stage times (keys from ``STAGES``)."""
+        for stage, value in seconds.items():
+            self._stages[stage].observe(value)
+
     def observe_batch(self, size: int, seconds: float) -> None:
         """Record one inference batch."""
         self.batch_size.observe(size)

@@ -7,6 +7,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -16,9 +17,9 @@ logger = logging.getLogger("vitbench.service.access")
 
 
 async def send_json_error(
-    send: Send, status: int, detail: str, headers: dict[str, str] | None = None
+    send: Send, status: int, detail: str | list[dict[str, Any]], headers: dict[str, str] | None = None
 ) -> None:
-    """Send a complete ``{"detail": ...}`` JSON response."""
+    """Send a complete ``{"detail": ...}`` JSON response (a message, or validation errors' list)."""
     body = json.dumps({"detail": detail}).encode()
     raw_headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw_headers += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]

@@ -102,17 +102,18 @@ def postprocess(
     scaled = scale_boxes(raw.boxes, box)  # [N, 4] original pixels
     chosen = select(raw, len(class_names), options, visible(scaled))
     boxes = scaled[chosen]  # [K, 4]
-    detections: list[dict[str, Any]] = []
-    for k, i in enumerate(chosen):
-        label = int(raw.labels[i])
-        detections.append(
-            {
-                "box": [round(float(v), 2) for v in boxes[k]],
-                "score": round(float(raw.scores[i]), 5),
-                "label": label,
-                "label_name": class_names[label - 1],
-            }
+    # .tolist() gives the same Python floats as float() of each element, without a numpy scalar each
+    detections: list[dict[str, Any]] = [
+        {
+            "box": [round(v, 2) for v in box],
+            "score": round(score, 5),
+            "label": label,
+            "label_name": class_names[label - 1],
+        }
+        for box, score, label in zip(
+            boxes.tolist(), raw.scores[chosen].tolist(), raw.labels[chosen].tolist(), strict=True
         )
+    ]
     if options.mask_format is MaskFormat.none:
         return detections
     if options.mask_format is MaskFormat.rle:  # straight from probabilities to runs: no crop arrays

@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import functools
-import importlib.util
-import secrets
-import time
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response
@@ -15,23 +10,20 @@ from fastapi.security import APIKeyHeader
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
-from vitbench.service.batching import BatcherClosedError, QueueFullError, RequestTimeoutError
-from vitbench.service.decode import SUPPORTED_MEDIA_TYPES, DecodeError
+from vitbench.service.decode import SUPPORTED_MEDIA_TYPES
+from vitbench.service.detect import DetectEndpoint, ServiceError
 from vitbench.service.lifecycle import ServiceState
 from vitbench.service.metrics import ServiceMetrics
-from vitbench.service.pipeline import DetectorPipeline
-from vitbench.service.postprocess import FilterOptions, resolve_classes
 from vitbench.service.schemas import (
     DetectQuery,
     DetectResponse,
     ErrorResponse,
     HealthResponse,
-    MaskFormat,
     ModelInfo,
     ModelsResponse,
 )
 
-_REJECT_REASON = {413: "too_large", 415: "unsupported", 422: "undecodable"}
+__all__ = ["ServiceError", "build_router"]
 
 _DETECT_BODY: dict[str, Any] = {
     "required": True,
@@ -50,47 +42,26 @@ _DETECT_BODY: dict[str, Any] = {
 }
 
 
-class ServiceError(Exception):
-    """An error answer of the service: ``{"detail": detail}`` with ``status`` and optional headers."""
-
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.headers = headers
-
-
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
     return {code: {"model": ErrorResponse} for code in codes}
 
 
-def build_router(state: ServiceState, metrics: ServiceMetrics, index_html: str) -> APIRouter:
+def build_router(endpoint: DetectEndpoint, metrics: ServiceMetrics, index_html: str) -> APIRouter:
     """All routes of one app, closed over its state (no globals)."""
+    state: ServiceState = endpoint.state
     settings = state.settings
     router = APIRouter()
-    polygons_available = importlib.util.find_spec("contourpy") is not None
     api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, description="required when configured")
 
     def require_api_key(key: str | None = Depends(api_key_header)) -> None:
-        expected = settings.api_key
-        assert expected is not None
-        if key is None or not secrets.compare_digest(key.encode(), expected.get_secret_value().encode()):
-            metrics.rejected.labels(reason="unauthorized").inc()
-            raise ServiceError(401, "missing or wrong X-API-Key header", {"WWW-Authenticate": "ApiKey"})
+        endpoint.check_api_key(key)
 
     # The security scheme is documented (and enforced) only when a key is configured.
     protected = [Depends(require_api_key)] if settings.api_key is not None else []
     auth_errors = (401,) if settings.api_key is not None else ()
 
     def retry_after() -> dict[str, str]:
-        return {"Retry-After": str(settings.retry_after_s)}
-
-    def loaded() -> DetectorPipeline:
-        if state.pipeline is None or state.batcher is None:
-            metrics.rejected.labels(reason="not_ready").inc()
-            detail = f"model not ready ({state.status})" + (f": {state.error}" if state.error else "")
-            raise ServiceError(503, detail, retry_after())
-        return state.pipeline
+        return endpoint.retry_after()
 
     @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
@@ -141,7 +112,7 @@ def build_router(state: ServiceState, metrics: ServiceMetrics, index_html: str) 
         summary="The loaded model and its manifest",
     )
     def models() -> ModelsResponse:
-        pipeline = loaded()
+        pipeline = endpoint.loaded()
         manifest = pipeline.artifact.manifest
         info = ModelInfo(
             name=pipeline.artifact.name,
@@ -166,120 +137,11 @@ def build_router(state: ServiceState, metrics: ServiceMetrics, index_html: str) 
         summary="Detect instances in one image",
     )
     async def detect(request: Request, query: Annotated[DetectQuery, Query()]) -> Response:
-        started = time.perf_counter()
-        pipeline = loaded()
-        assert state.batcher is not None
-        if state.in_flight >= settings.queue_size + settings.max_batch_size * settings.inference_streams:
-            metrics.rejected.labels(reason="overloaded").inc()
-            raise ServiceError(503, "too many requests in progress; retry later", retry_after())
-        state.in_flight += 1
-        metrics.in_flight.inc()
-        try:
-            try:
-                label_ids = resolve_classes(query.classes, pipeline.class_names)
-            except ValueError as exc:
-                raise ServiceError(422, f"classes: {exc}") from exc
-            if query.mask_format is MaskFormat.polygon and not polygons_available:
-                raise ServiceError(
-                    422, "mask_format=polygon needs the contourpy package on the server; use rle or png"
-                )
-            options = FilterOptions(
-                score_threshold=settings.score_threshold
-                if query.score_threshold is None
-                else query.score_threshold,
-                max_detections=min(query.max_detections or settings.max_detections, settings.max_detections),
-                label_ids=label_ids,
-                mask_format=query.mask_format,
-            )
-            loop = asyncio.get_running_loop()
-            state.preparing += 1  # tells the batcher that this request is on its way
-            try:
-                data = await _read_image_bytes(request)
-            finally:
-                state.preparing -= 1
-            try:
-                if state.in_flight == 1 and state.batcher.idle:
-                    # Alone in the service: every stage on the inference thread, one hand-off.
-                    prepared, run_s, detections, post_s = await state.batcher.run_alone(
-                        functools.partial(pipeline.detect_alone, data, settings.max_pixels, options),
-                        settings.request_timeout_s,
-                    )
-                    queue_s = 0.0
-                    metrics.observe_batch(1, run_s)
-                else:
-                    state.preparing += 1
-                    try:
-                        prepared = await loop.run_in_executor(
-                            state.prepare_pool, pipeline.prepare, data, settings.max_pixels
-                        )
-                    finally:
-                        state.preparing -= 1
-                    result = await state.batcher.submit(prepared.images, settings.request_timeout_s)
-                    queue_s, run_s = result.queue_s, result.run_s
-                    t_post = time.perf_counter()
-                    detections = await loop.run_in_executor(
-                        state.finish_pool, pipeline.finish, result.output, prepared, options
-                    )
-                    post_s = time.perf_counter() - t_post
-            except DecodeError as exc:
-                metrics.rejected.labels(reason=_REJECT_REASON.get(exc.status, "undecodable")).inc()
-                raise ServiceError(exc.status, exc.message) from exc
-            except QueueFullError as exc:
-                metrics.rejected.labels(reason="overloaded").inc()
-                raise ServiceError(
-                    503, f"inference queue is full ({exc}); retry later", retry_after()
-                ) from exc
-            except RequestTimeoutError as exc:
-                metrics.rejected.labels(reason="timeout").inc()
-                raise ServiceError(503, f"inference timed out: {exc}", retry_after()) from exc
-            except BatcherClosedError as exc:
-                raise ServiceError(503, str(exc), retry_after()) from exc
-        finally:
-            state.in_flight -= 1
-            metrics.in_flight.dec()
-        for stage, seconds in (
-            ("decode", prepared.decode_s),
-            ("preprocess", prepared.preprocess_s),
-            ("queue", queue_s),
-            ("inference", run_s),
-            ("postprocess", post_s),
-        ):
-            metrics.stage_seconds.labels(stage=stage).observe(seconds)
-        metrics.detections.observe(len(detections))
-        box = prepared.letterbox
-        timings = {
-            "decode": round(prepared.decode_s * 1000, 3),
-            "preprocess": round(prepared.preprocess_s * 1000, 3),
-            "queue": round(queue_s * 1000, 3),
-            "inference": round(run_s * 1000, 3),
-            "postprocess": round(post_s * 1000, 3),
-            "total": round((time.perf_counter() - started) * 1000, 3),
-        }
-        response = DetectResponse.model_validate(
-            {
-                "image": {"width": box.original_width, "height": box.original_height},
-                "detections": detections,
-                "model": {"name": pipeline.artifact.name, "version": pipeline.artifact.version},
-                "timings_ms": timings,
-            }
-        )
-        # validated once here and serialized by pydantic; FastAPI passes a Response through as it is
-        return Response(
-            response.model_dump_json(),
-            media_type="application/json",
-            headers={"Server-Timing": server_timing(timings)},
-        )
+        # Raw image bodies normally arrive through raw_detect.RawDetectRoute, which answers the same.
+        body, timing = await endpoint.answer(query, lambda: _read_image_bytes(request))
+        return Response(body, media_type="application/json", headers={"Server-Timing": timing})
 
     return router
-
-
-def server_timing(timings_ms: dict[str, float]) -> str:
-    """The W3C ``Server-Timing`` header value of the stage timings (ms): ``decode;dur=2.1, ...``.
-
-    Browsers' developer tools show it beside the request, and clients read the stages without parsing
-    the body (https://www.w3.org/TR/server-timing/).
-    """
-    return ", ".join(f"{stage};dur={ms}" for stage, ms in timings_ms.items())
 
 
 async def _read_image_bytes(request: Request) -> bytes:

@@ -408,3 +408,41 @@ def test_apps_are_independent(make_client: Callable[..., TestClient]) -> None:
     n_b = len(b.post("/detect", content=data, headers={"content-type": "image/jpeg"}).json()["detections"])
     assert n_a == 1 and n_b >= 3
     assert "vitbench_batch_size_count 1.0" in a.get("/metrics").text
+
+
+ALIKE_QUERIES: list[dict[str, object]] = [
+    *BAD_QUERIES,
+    {},
+    {"classes": ["circle", "2"], "mask_format": "none"},
+    {"score_threshold": "0.3", "max_detections": "2", "mask_format": "polygon"},
+]
+
+
+@pytest.mark.parametrize("params", ALIKE_QUERIES)
+def test_raw_bodies_and_multipart_forms_are_answered_alike(
+    client: TestClient, params: dict[str, object]
+) -> None:
+    """Raw image bodies take the plain-ASGI route, forms FastAPI's: same status and body (timings aside)."""
+    data = image_bytes()
+    raw = client.post("/detect", params=params, content=data, headers={"content-type": "image/jpeg"})
+    form = client.post("/detect", params=params, files={"image": ("x", data, "image/jpeg")})
+    assert raw.status_code == form.status_code, (raw.text, form.text)
+    assert raw.headers["content-type"] == form.headers["content-type"] == "application/json"
+    raw_body, form_body = raw.json(), form.json()
+    if raw.status_code == 200:
+        assert set(raw_body.pop("timings_ms")) == set(form_body.pop("timings_ms"))
+        assert "server-timing" in raw.headers and "x-request-id" in raw.headers
+    assert raw_body == form_body
+
+
+def test_an_unexpected_error_on_the_raw_route_is_a_json_500(client: TestClient) -> None:
+    state = client.app.state.service  # type: ignore[attr-defined]
+
+    def broken(*args: object) -> None:
+        raise RuntimeError("boom")
+
+    state.pipeline.detect_alone = broken
+    resp = client.post("/detect", content=image_bytes(), headers={"content-type": "image/jpeg"})
+    assert resp.status_code == 500
+    assert resp.json() == {"detail": "internal error; see the service log"}
+    assert state.in_flight == 0  # the request's slot is given back
