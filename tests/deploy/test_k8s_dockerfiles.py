@@ -161,7 +161,7 @@ def test_gpu_images_carry_one_cuda_and_no_toolchain(name: str) -> None:
         assert unused not in final
     assert "build-essential" not in text and "g++" not in text
     if name == "service":
-        assert "python3-dev gcc libc6-dev" in text and 'python -c "import vitbench.service._rle"' in text
+        assert "python3-dev gcc libc6-dev" in text and 'python -P -c "import vitbench.service._rle"' in text
 
 
 def test_gpu_service_finds_cudnn_and_tensorrt_and_extends_the_loader_path() -> None:
