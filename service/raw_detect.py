@@ -1,9 +1,9 @@
 """``POST /detect`` with a raw image body, answered in plain ASGI beside FastAPI.
 
 Programs post the image bytes themselves (``Content-Type: image/jpeg``). For them FastAPI's routing,
-dependency injection and request objects are pure overhead: about 0.8 ms of the event loop's CPU per
-request on the 2-core benchmark machine, as much as the preprocessing of a 640×480 photograph
-(docs/benchmarks.md). This route answers such requests before they reach FastAPI, through the same
+dependency injection and request objects are pure overhead: answering here takes the event loop's CPU
+per request from 1.07 to 0.76 ms on the 2-core benchmark machine (docs/benchmarks.md, issue 12's sixth
+pass). This route answers such requests before they reach FastAPI, through the same
 :class:`~service.detect.DetectEndpoint` as the FastAPI route: same checks in the same order, same
 answers, errors, API key, metrics and access log (it sits inside the access and body-limit middleware).
 Multipart forms, other methods and other paths go on to FastAPI, whose ``/detect`` stays the one the
