@@ -15,6 +15,7 @@ from typing import Literal
 
 import numpy as np
 
+from vitbench.service import masks
 from vitbench.service.backends import RawDetections
 from vitbench.service.batching import DynamicBatcher
 from vitbench.service.model_source import ModelArtifact, ModelSource
@@ -118,8 +119,14 @@ class ServiceState:
                 "providers": backend.active_providers,
                 "warmup_s": round(self.warmup_s, 3),
                 "load_s": round(time.perf_counter() - started, 3),
+                "rle_encoder": "c" if masks.NATIVE_RLE else "numpy",
             },
         )
+        if not masks.NATIVE_RLE:
+            logger.warning(
+                "the C RLE encoder (vitbench.service._rle) is not built: masks are encoded with numpy, the "
+                "same bytes but slower; reinstall vitbench where a C compiler and the Python headers exist"
+            )
         return pipeline
 
     async def load(

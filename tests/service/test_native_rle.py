@@ -7,6 +7,8 @@ arrays are refused with a message instead of being read out of bounds.
 
 from __future__ import annotations
 
+import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -80,3 +82,28 @@ def test_the_numpy_path_is_used_when_the_extension_is_missing(monkeypatch: pytes
     assert masks.encode_rle_many(probs, boxes, 60, 80) == expected
     with pytest.raises(RuntimeError, match="not built"):
         masks.rle_strings_native(probs, boxes, 60, 80)
+
+
+def test_the_service_says_which_encoder_it_uses(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fake_model_dir: Path
+) -> None:
+    """The "model ready" log names the encoder, and a service without the C one warns at start-up."""
+    from fastapi.testclient import TestClient
+    from service_helpers import settings_for
+
+    from vitbench.service.app import create_app
+
+    for built in (True, False):
+        monkeypatch.setattr(masks, "NATIVE_RLE", built)
+        caplog.clear()
+        with (
+            caplog.at_level(logging.INFO, logger="vitbench.service"),
+            TestClient(create_app(settings_for(fake_model_dir), background_load=False)),
+        ):
+            pass
+        ready = [r for r in caplog.records if r.getMessage() == "model ready"]
+        assert [getattr(r, "rle_encoder", None) for r in ready] == ["c" if built else "numpy"]
+        warned = [
+            r for r in caplog.records if r.levelno == logging.WARNING and "C RLE encoder" in r.getMessage()
+        ]
+        assert bool(warned) is not built
