@@ -31,7 +31,6 @@
 #include <Python.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 typedef struct {
     int64_t *data;
@@ -54,6 +53,16 @@ static int runs_push(Runs *runs, int64_t value) {
  * (a crop as tall as the image: runs touch across columns). */
 static int run_start(Runs *runs, int64_t offset) {
     if (runs->size && runs->data[runs->size - 1] == offset) {
+        runs->size--;
+        return 0;
+    }
+    return runs_push(runs, offset);
+}
+
+/* The mask turns off at `offset`: the current run ends, or is dropped when it began there (rows of
+ * source rows that no crop row reads). */
+static int run_end(Runs *runs, int64_t offset) {
+    if (runs->data[runs->size - 1] == offset) {
         runs->size--;
         return 0;
     }
@@ -94,16 +103,6 @@ typedef struct {
     float tol;
     int64_t height;
 } Source;
-
-/* The mask turns off at `offset`: the current run ends, or is dropped when it began there (rows of
- * source rows that no crop row reads). */
-static int run_end(Runs *runs, int64_t offset) {
-    if (runs->data[runs->size - 1] == offset) {
-        runs->size--;
-        return 0;
-    }
-    return runs_push(runs, offset);
-}
 
 /* Flips the mask's state to `now` at `offset` if it differs from `*on`; -1 when out of memory. */
 static int emit(Runs *runs, int *on, int now, int64_t offset) {

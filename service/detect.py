@@ -45,6 +45,12 @@ def validation_details(errors: Sequence[Any], prefix: tuple[str, ...] = ()) -> l
     ]
 
 
+def is_raw_image(media_type: str) -> bool:
+    """A body ``POST /detect`` reads as the image bytes themselves: ``image/*`` or
+    ``application/octet-stream`` (``media_type`` lower-case, without parameters)."""
+    return media_type.startswith("image/") or media_type == "application/octet-stream"
+
+
 def server_timing(timings_ms: dict[str, float]) -> str:
     """The W3C ``Server-Timing`` header value of the stage timings (ms): ``decode;dur=2.1, ...``.
 
@@ -90,7 +96,7 @@ class DetectEndpoint:
         """The JSON body and ``Server-Timing`` header of a 200 answer; raises :class:`ServiceError`.
 
         ``read_image`` is awaited once, after the cheap checks (model ready, not overloaded, classes
-        known), and returns the image bytes or raises :class:`ServiceError` (415, 422).
+        known), and returns the image bytes or raises :class:`ServiceError` (415, 422); no bytes is 422.
         """
         started = time.perf_counter()
         state, settings, metrics = self.state, self.settings, self.metrics
@@ -124,6 +130,8 @@ class DetectEndpoint:
                 data = await read_image()
             finally:
                 state.preparing -= 1
+            if not data:
+                raise ServiceError(422, "the image is empty (0 bytes)")
             try:
                 if state.in_flight == 1 and state.batcher.idle:
                     # Alone in the service: every stage on the inference thread, one hand-off.

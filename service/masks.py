@@ -314,22 +314,24 @@ def rle_strings_native(
             "with a C compiler and the Python headers, or use the numpy path"
         )
     visible = _visible_crops(probs, boxes, height, width, padding)
-    empty = compress_counts(np.array([height * width], dtype=np.int64), height, width)
+    live = visible.live.tolist() if visible is not None else []
+    # masks whose crop lies outside the image are all background (compressed once, when there are any)
+    empty = (
+        compress_counts(np.array([height * width], np.int64), height, width) if len(live) < len(probs) else ""
+    )
     out = [empty] * len(probs)
     if visible is None:
         return out
     if visible.tol is None:  # NaN/inf or absurd values: pixel by pixel
-        for k in visible.live.tolist():
-            out[k] = compress_counts(
-                rle_counts(paste_mask(probs[k], boxes[k], height, width, padding)), height, width
-            )
+        for k in live:
+            out[k] = encode_rle(paste_mask(probs[k], boxes[k], height, width, padding))["counts"]
         return out
     p = visible.padded.shape[-1]
     ya, _, wy = _visible_weights(visible.first_row, visible.rows, visible.out_h, p)  # [NR] each
     xa, _, wx = _visible_weights(visible.first_col, visible.cols, visible.out_w, p)  # [NC] each
     meta = np.stack([visible.x_0, visible.y_0, visible.rows, visible.cols], axis=1).astype(np.int64)  # [L, 4]
     strings = _native_rle.encode(visible.padded, p, meta, ya, wy, xa, wx, visible.tol, height, width)
-    for k, text in zip(visible.live.tolist(), strings, strict=True):
+    for k, text in zip(live, strings, strict=True):
         out[k] = text
     return out
 

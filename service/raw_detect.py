@@ -19,14 +19,11 @@ from urllib.parse import parse_qsl
 from pydantic import ValidationError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from vitbench.service.detect import DetectEndpoint, ServiceError, validation_details
+from vitbench.service.detect import DetectEndpoint, ServiceError, is_raw_image, validation_details
 from vitbench.service.middleware import send_json_error
 from vitbench.service.schemas import DetectQuery
 
 logger = logging.getLogger(__name__)
-
-RAW_MEDIA_PREFIX = "image/"
-RAW_MEDIA_TYPES = ("application/octet-stream",)
 
 
 def _is_list(annotation: Any) -> bool:
@@ -70,7 +67,7 @@ class RawDetectRoute:
             return
         headers = dict(scope["headers"])  # raw lower-case names; a repeated header keeps its last value
         media = headers.get(b"content-type", b"").split(b";")[0].strip().lower().decode("latin-1")
-        if not (media.startswith(RAW_MEDIA_PREFIX) or media in RAW_MEDIA_TYPES):
+        if not is_raw_image(media):
             await self.app(scope, receive, send)
             return
         scope["route"] = self.route
@@ -106,7 +103,7 @@ class RawDetectRoute:
 
 
 async def _read_body(receive: Receive) -> bytes:
-    """The whole request body; 422 when it is empty."""
+    """The whole request body."""
     chunks: list[bytes] = []
     while True:
         message: Message = await receive()
@@ -115,7 +112,4 @@ async def _read_body(receive: Receive) -> bytes:
         chunks.append(message.get("body", b""))
         if not message.get("more_body", False):
             break
-    data = b"".join(chunks)
-    if not data:
-        raise ServiceError(422, "the image is empty (0 bytes)")
-    return data
+    return b"".join(chunks)

@@ -11,7 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException
 
 from vitbench.service.decode import SUPPORTED_MEDIA_TYPES
-from vitbench.service.detect import DetectEndpoint, ServiceError
+from vitbench.service.detect import DetectEndpoint, ServiceError, is_raw_image
 from vitbench.service.lifecycle import ServiceState
 from vitbench.service.metrics import ServiceMetrics
 from vitbench.service.schemas import (
@@ -22,8 +22,6 @@ from vitbench.service.schemas import (
     ModelInfo,
     ModelsResponse,
 )
-
-__all__ = ["ServiceError", "build_router"]
 
 _DETECT_BODY: dict[str, Any] = {
     "required": True,
@@ -60,9 +58,6 @@ def build_router(endpoint: DetectEndpoint, metrics: ServiceMetrics, index_html: 
     protected = [Depends(require_api_key)] if settings.api_key is not None else []
     auth_errors = (401,) if settings.api_key is not None else ()
 
-    def retry_after() -> dict[str, str]:
-        return endpoint.retry_after()
-
     @router.get("/", response_class=HTMLResponse, include_in_schema=False)
     def index() -> HTMLResponse:
         return HTMLResponse(index_html)
@@ -76,7 +71,7 @@ def build_router(endpoint: DetectEndpoint, metrics: ServiceMetrics, index_html: 
         if state.ready:
             return JSONResponse({"status": "ready"})
         return JSONResponse(
-            {"status": state.status, "detail": state.error}, status_code=503, headers=retry_after()
+            {"status": state.status, "detail": state.error}, status_code=503, headers=endpoint.retry_after()
         )
 
     health_doc: dict[int | str, dict[str, Any]] = {503: {"model": HealthResponse}}
@@ -160,7 +155,7 @@ async def _read_image_bytes(request: Request) -> bytes:
             data = await upload.read()
         finally:
             await form.close()
-    elif media.startswith("image/") or media == "application/octet-stream":
+    elif is_raw_image(media):
         data = await request.body()
     else:
         raise ServiceError(
@@ -168,6 +163,4 @@ async def _read_image_bytes(request: Request) -> bytes:
             f"unsupported content type {media or '(none)'!r}; send multipart/form-data with a file field "
             f"'image' or a raw body with one of {', '.join(SUPPORTED_MEDIA_TYPES)}",
         )
-    if not data:
-        raise ServiceError(422, "the image is empty (0 bytes)")
     return data
