@@ -4,7 +4,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py service/_rle.c constraints.txt | sha256sum | cut -c1-12)
+NATIVE := $(wildcard service/*.c service/*.h)
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml setup.py $(NATIVE) constraints.txt | sha256sum | cut -c1-12)
 TOOLS := .tools
 PYTEST_ARGS ?=
 
@@ -19,7 +20,7 @@ help:  ## list the targets
 
 # constraints.txt pins every transitive dependency (regenerate with `make lock`), so a fresh
 # machine resolves instantly and gets exactly the versions CI tested.
-$(STAMP): pyproject.toml setup.py service/_rle.c constraints.txt
+$(STAMP): pyproject.toml setup.py $(NATIVE) constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[dev]'
 	rm -f $(VENV)/.installed-*

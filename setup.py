@@ -1,7 +1,11 @@
-"""The one compiled part of vitbench: the service's COCO RLE encoder (``vitbench.service._rle``).
+"""The compiled parts of vitbench: two small C extensions of the service.
 
-Everything else is declared in pyproject.toml. The extension is optional: without a C compiler the
-install still succeeds and ``vitbench.service.masks`` encodes with numpy (same bytes, slower).
+- ``vitbench.service._rle``: the COCO RLE encoder of pasted masks;
+- ``vitbench.service._resize``: the graph input of an image (resize, normalize, CHW) in one pass.
+
+Everything else is declared in pyproject.toml. Both are optional: without a C compiler the install
+still succeeds and ``vitbench.service.masks`` / ``vitbench.service.preprocess`` use numpy (same
+bytes, slower).
 """
 
 import sys
@@ -13,6 +17,13 @@ flags = [] if sys.platform == "win32" else ["-O3", "-ffp-contract=off", "-fno-fa
 
 setup(
     ext_modules=[
-        Extension("vitbench.service._rle", ["service/_rle.c"], extra_compile_args=flags, optional=True),
+        Extension(
+            f"vitbench.service.{name}",
+            [f"service/{name}.c"],
+            depends=["service/_arrays.h"],
+            extra_compile_args=flags,
+            optional=True,
+        )
+        for name in ("_rle", "_resize")
     ]
 )

@@ -2,11 +2,13 @@
 
 For each photograph size (default 640×480 and 1920×1080: service_throughput.py's photograph, decoded
 the way ``POST /detect`` decodes it, DCT-scaled for the canvas) and each canvas side S, the decoded
-pixels are turned into the [1, 3, S, S] graph input by ``service.preprocess.preprocess`` (lane-wise,
-gathering before converting) and by the straightforward composition: ``resize_bilinear`` on the whole
-[h, w, 3] image, ``(x - mean) / std`` over the channel axis, zero padding. Both alternate in one
-process, ``--repeats`` times each after one warm-up. Reported: the median thread-CPU milliseconds
-(``time.thread_time``) of each, their ratio, and whether the two inputs are the same bits.
+pixels are turned into the [1, 3, S, S] graph input three ways: ``service.preprocess.preprocess`` with
+its C extension (one pass into the canvas; skipped when it is not built), the same with numpy
+(``native=False``: lane-wise, gathering before converting), and the straightforward composition:
+``resize_bilinear`` on the whole [h, w, 3] image, ``(x - mean) / std`` over the channel axis, zero
+padding. They alternate in one process, ``--repeats`` times each after one warm-up. Reported: the
+median thread-CPU milliseconds (``time.thread_time``) of each, the service's ratios to the plain one,
+and whether all inputs are the same bits.
 
     .venv/bin/python benchmarks/preprocess.py
 """
@@ -46,20 +48,27 @@ def plain(pixels: np.ndarray, canvas: int) -> np.ndarray:
 
 def measure(width: int, height: int, canvas: int, draft_factor: float, repeats: int) -> dict[str, Any]:
     from vitbench.service.decode import decode_image, draft_target
-    from vitbench.service.preprocess import preprocess
+    from vitbench.service.preprocess import NATIVE_PREPROCESS, preprocess
 
     pixels = decode_image(photograph(width, height), 10**9, draft_target(draft_factor, canvas)).pixels
-    service_p50, plain_p50 = median_ms(  # alternated, so both see the same machine
-        [partial(preprocess, pixels, canvas, MEAN, STD), partial(plain, pixels, canvas)], repeats
-    )
+    ways = {"numpy": partial(preprocess, pixels, canvas, MEAN, STD, native=False)}
+    if NATIVE_PREPROCESS:
+        ways["c"] = partial(preprocess, pixels, canvas, MEAN, STD, native=True)
+    ways["plain"] = partial(plain, pixels, canvas)
+    medians = dict(zip(ways, median_ms(list(ways.values()), repeats), strict=True))  # alternated
+    reference = plain(pixels, canvas)
+    paths = (False, True) if NATIVE_PREPROCESS else (False,)
+    inputs = [preprocess(pixels, canvas, MEAN, STD, native=native)[0] for native in paths]
     return {
         "image": f"{width}x{height}",
         "decoded": f"{pixels.shape[1]}x{pixels.shape[0]}",
         "canvas": canvas,
-        "service_ms": round(service_p50, 3),
-        "plain_ms": round(plain_p50, 3),
-        "ratio": round(service_p50 / plain_p50, 3),
-        "same_bits": bool(np.array_equal(preprocess(pixels, canvas, MEAN, STD)[0], plain(pixels, canvas))),
+        "c_ms": round(medians["c"], 3) if "c" in medians else None,
+        "numpy_ms": round(medians["numpy"], 3),
+        "plain_ms": round(medians["plain"], 3),
+        "c_ratio": round(medians["c"] / medians["plain"], 3) if "c" in medians else None,
+        "numpy_ratio": round(medians["numpy"] / medians["plain"], 3),
+        "same_bits": all(np.array_equal(batch, reference) for batch in inputs),
     }
 
 
@@ -80,12 +89,15 @@ def main() -> None:
         for size in args.sizes.split(","):
             width, height = (int(v) for v in size.split("x"))
             rows.append(measure(width, height, canvas, draft_factor, args.repeats))
-    print("| image | decoded | canvas | service ms | plain ms | service ÷ plain | same bits |")
-    print("|---|---|---:|---:|---:|---:|---|")
+    print("| image | decoded | canvas | C ms | numpy ms | plain ms | C ÷ plain | numpy ÷ plain | same bits |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
     for r in rows:
+        c_ms = "—" if r["c_ms"] is None else f"{r['c_ms']:.2f}"
+        c_ratio = "—" if r["c_ratio"] is None else f"**{r['c_ratio']:.2f}**"
+        same = "yes" if r["same_bits"] else "NO"
         print(
-            f"| {r['image']} | {r['decoded']} | {r['canvas']} | {r['service_ms']:.2f} | {r['plain_ms']:.2f} "
-            f"| **{r['ratio']:.2f}** | {'yes' if r['same_bits'] else 'NO'} |"
+            f"| {r['image']} | {r['decoded']} | {r['canvas']} | {c_ms} | {r['numpy_ms']:.2f} "
+            f"| {r['plain_ms']:.2f} | {c_ratio} | {r['numpy_ratio']:.2f} | {same} |"
         )
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)

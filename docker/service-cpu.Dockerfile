@@ -12,7 +12,7 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 
 FROM python AS build
-# gcc and the Python headers build the service's C RLE encoder (setup.py); they stay in this stage,
+# gcc and the Python headers build the service's C extensions (setup.py); they stay in this stage,
 # python -P checks the installed package: in /src, the source tree would shadow it.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3-venv python3-dev gcc libc6-dev \
@@ -35,7 +35,7 @@ RUN pip install --no-cache-dir --constraint constraints.txt ".[serve]" \
     && pip check \
     && python -c "import importlib.util as u, sys; sys.exit(1 if u.find_spec('torch') else 0)" \
     && python -c "import onnxruntime, vitbench.service.app; print('onnxruntime', onnxruntime.__version__)" \
-    && python -P -c "import vitbench.service._rle"
+    && python -P -c "import vitbench.service._rle, vitbench.service._resize"
 
 FROM python
 # /cache is the service's writable place (VITBENCH_HOME, downloaded models): it exists in the image

@@ -25,7 +25,7 @@ FROM python AS build
 ARG ORT_GPU_VERSION
 ARG TENSORRT_LIBS_VERSION
 ARG NVIDIA_INDEX_URL
-# gcc and the Python headers build the service's C RLE encoder (setup.py); they stay in this stage,
+# gcc and the Python headers build the service's C extensions (setup.py); they stay in this stage,
 # python -P checks the installed package: in /src, the source tree would shadow it.
 RUN apt-get update \
     && apt-get install -y --no-install-recommends python3-venv python3-dev gcc libc6-dev \
@@ -56,7 +56,7 @@ RUN pip install --no-cache-dir --constraint constraints.txt ".[serve]" \
     && test -e "$S/nvidia/cudnn/lib/libcudnn.so.9" && test -e "$S/nvidia/cu13/lib/libcudart.so.13" \
     && ls "$S"/tensorrt_libs/libnvinfer.so.* \
     && python -c "import onnxruntime as o, vitbench.service.app; p = o.get_available_providers(); print(o.__version__, p); assert {'TensorrtExecutionProvider', 'CUDAExecutionProvider'} <= set(p)" \
-    && python -P -c "import vitbench.service._rle"
+    && python -P -c "import vitbench.service._rle, vitbench.service._resize"
 
 FROM python
 RUN groupadd --gid 10001 vitbench \

@@ -27,9 +27,8 @@
  * The module is built with -ffp-contract=off so that no multiply-add is fused: the float32 operations
  * round as numpy's do.
  */
-#define PY_SSIZE_T_CLEAN
-#include <Python.h>
-#include <stdint.h>
+#include "_arrays.h"
+
 #include <stdlib.h>
 
 typedef struct {
@@ -191,35 +190,6 @@ static int mask_runs(const Source *s, const int64_t *meta, Py_ssize_t mask, Py_s
     return 0;
 }
 
-/* A C-contiguous buffer of `itemsize`-byte items with `kind` ('f' float, 'i' signed integer). */
-static int get_array(PyObject *object, Py_buffer *view, char kind, Py_ssize_t itemsize, const char *name) {
-    if (PyObject_GetBuffer(object, view, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
-    const char *format = view->format ? view->format : "B";
-    if (*format == '<' || *format == '=' || *format == '@') format++;
-    int ok = view->itemsize == itemsize;
-    if (kind == 'f') ok = ok && *format == 'f';
-    else ok = ok && (*format == 'l' || *format == 'q');
-    if (!ok) {
-        PyErr_Format(PyExc_TypeError, "%s must be a C-contiguous %s array, got format '%s'", name,
-                     kind == 'f' ? "float32" : "int64", view->format ? view->format : "B");
-        PyBuffer_Release(view);
-        return -1;
-    }
-    return 0;
-}
-
-static int check_indices(const Py_buffer *view, Py_ssize_t limit, const char *name) {
-    const int64_t *v = view->buf;
-    for (Py_ssize_t i = 0; i < view->len / 8; i++) {
-        if (v[i] < 0 || v[i] >= limit) {
-            PyErr_Format(PyExc_ValueError, "%s[%zd] = %lld is outside 0..%zd", name, i, (long long)v[i],
-                         limit - 1);
-            return -1;
-        }
-    }
-    return 0;
-}
-
 static PyObject *encode(PyObject *self, PyObject *args) {
     (void)self;
     PyObject *objects[6];
@@ -237,7 +207,7 @@ static PyObject *encode(PyObject *self, PyObject *args) {
     char **strings = NULL;
     Py_ssize_t *lengths = NULL, n_mask = 0;
     for (; got < 6; got++)
-        if (get_array(objects[got], &views[got], kinds[got], kinds[got] == 'f' ? 4 : 8, names[got]) < 0) goto done;
+        if (get_array(objects[got], &views[got], kinds[got], kinds[got] == 'f' ? 4 : 8, names[got], 0) < 0) goto done;
     if (p < 1 || height < 1 || width < 1 || !(tol >= 0.0f && tol < 0.25f)) {
         PyErr_SetString(PyExc_ValueError, "p, height and width must be >= 1 and tol in [0, 0.25)");
         goto done;

@@ -15,7 +15,7 @@ from typing import Literal
 
 import numpy as np
 
-from vitbench.service import masks
+from vitbench.service import masks, preprocess
 from vitbench.service.backends import RawDetections
 from vitbench.service.batching import DynamicBatcher
 from vitbench.service.model_source import ModelArtifact, ModelSource
@@ -120,12 +120,22 @@ class ServiceState:
                 "warmup_s": round(self.warmup_s, 3),
                 "load_s": round(time.perf_counter() - started, 3),
                 "rle_encoder": "c" if masks.NATIVE_RLE else "numpy",
+                "preprocess": "c" if preprocess.NATIVE_PREPROCESS else "numpy",
             },
         )
-        if not masks.NATIVE_RLE:
+        missing = [
+            name
+            for name, built in (
+                ("vitbench.service._rle (RLE masks)", masks.NATIVE_RLE),
+                ("vitbench.service._resize (preprocessing)", preprocess.NATIVE_PREPROCESS),
+            )
+            if not built
+        ]
+        if missing:
             logger.warning(
-                "the C RLE encoder (vitbench.service._rle) is not built: masks are encoded with numpy, the "
-                "same bytes but slower; reinstall vitbench where a C compiler and the Python headers exist"
+                "C extensions not built: %s; numpy computes the same bytes, slower. Reinstall vitbench "
+                "where a C compiler and the Python headers exist",
+                ", ".join(missing),
             )
         return pipeline
 

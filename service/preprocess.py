@@ -8,7 +8,9 @@ manifest's mean/std on the 0–255 scale and zero-padded at the bottom/right.
 side), so every numpy loop runs along a whole row rather than over 3 channels, and when it shrinks the
 image it gathers the source pixels each output pixel reads before converting anything to float32. Its
 float32 arithmetic is :func:`resize_bilinear`'s, operation for operation, so the two give the same
-bits; the gather plan of an image size is cached (a camera sends one size).
+bits; the gather plan of an image size is cached (a camera sends one size). When the C extension
+``vitbench.service._resize`` was built (setup.py), the same arithmetic runs in one pass straight into
+the padded CHW canvas, without the GIL; the numpy path is the fallback, and both give the same bits.
 """
 
 from __future__ import annotations
@@ -17,8 +19,17 @@ import dataclasses
 import functools
 import math
 from dataclasses import dataclass
+from types import ModuleType
 
 import numpy as np
+
+_native_resize: ModuleType | None
+try:  # the one-pass C version, built by setup.py; without it numpy computes the same bits
+    from vitbench.service import _resize as _native_resize
+except ImportError:  # a build without a C compiler
+    _native_resize = None
+
+NATIVE_PREPROCESS = _native_resize is not None  # preprocess uses the C extension
 
 
 @dataclass(frozen=True)
@@ -108,6 +119,7 @@ class _ResizePlan:
     columns: tuple[np.ndarray, np.ndarray]  # int64 [w] each: the left and right source column
     lanes: tuple[np.ndarray, np.ndarray]  # int64 [w·C] each: those columns' lanes
     lane_weights: tuple[np.ndarray, np.ndarray]  # float32 [w·C] each: 1 - wx, wx
+    column_weight: np.ndarray  # float32 [w]: wx
     columns_first: bool  # gather the output's columns before converting (when shrinking the width)
 
 
@@ -126,11 +138,13 @@ def _resize_plan(height: int, width: int, channels: int, out_height: int, out_wi
             (c1[:, None] * channels + channel).reshape(-1),
         ),
         lane_weights=(np.repeat(one - cw, channels), np.repeat(cw, channels)),
+        column_weight=cw,
         columns_first=out_width < width,
     )
     for pair in (plan.rows, plan.row_weights, plan.columns, plan.lanes, plan.lane_weights):
         for array in pair:
             array.flags.writeable = False
+    plan.column_weight.flags.writeable = False
     return plan
 
 
@@ -171,11 +185,14 @@ def preprocess(
     pixel_mean: tuple[float, float, float],
     pixel_std: tuple[float, float, float],
     original_size: tuple[int, int] | None = None,
+    *,
+    native: bool | None = None,
 ) -> tuple[np.ndarray, Letterbox]:
     """uint8 RGB [h, w, 3] → (float32 [1, 3, S, S] graph input, its :class:`Letterbox`).
 
     ``original_size`` (H, W) is the full image's size when ``pixels`` is a reduced decode of it (JPEG
-    DCT scaling); the letterbox then maps canvas coordinates to the original's pixels.
+    DCT scaling); the letterbox then maps canvas coordinates to the original's pixels. ``native``:
+    the C extension (default: when built, ``NATIVE_PREPROCESS``) or numpy; both give the same bits.
     """
     if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.dtype != np.uint8:
         raise ValueError(f"expected a uint8 RGB image [H, W, 3], got {pixels.dtype} of shape {pixels.shape}")
@@ -183,11 +200,34 @@ def preprocess(
     if original_size is not None and original_size != pixels.shape[:2]:
         box = dataclasses.replace(box, original_height=original_size[0], original_width=original_size[1])
     h, w = box.resized_height, box.resized_width
-    resized = _resize_lanes(np.ascontiguousarray(pixels), h, w)  # [h, w·3] 0–255
+    pixels = np.ascontiguousarray(pixels)
+    batch = np.zeros((1, 3, canvas, canvas), dtype=np.float32)
+    if native if native is not None else NATIVE_PREPROCESS:
+        if _native_resize is None:
+            raise RuntimeError(
+                "vitbench.service._resize is not built (no C compiler at install time?); reinstall "
+                "vitbench with a C compiler and the Python headers, or use the numpy path"
+            )
+        height, width, channels = pixels.shape
+        plan = _resize_plan(height, width, channels, h, w)
+        _native_resize.resize_normalize(
+            pixels,
+            height,
+            width,
+            *plan.rows,
+            plan.row_weights[1],
+            *plan.columns,
+            plan.column_weight,
+            np.asarray(pixel_mean, dtype=np.float32),
+            np.asarray(pixel_std, dtype=np.float32),
+            batch,
+            canvas,
+        )
+        return batch, box
+    resized = _resize_lanes(pixels, h, w)  # [h, w·3] 0–255
     mean = np.tile(np.asarray(pixel_mean, dtype=np.float32), w)  # [w·3]
     std = np.tile(np.asarray(pixel_std, dtype=np.float32), w)
     resized -= mean
     resized /= std  # [h, w·3] normalized
-    batch = np.zeros((1, 3, canvas, canvas), dtype=np.float32)
     batch[0, :, :h, :w] = resized.reshape(h, w, 3).transpose(2, 0, 1)  # [3, h, w]
     return batch, box

@@ -150,7 +150,7 @@ def test_chart_runs_mlflow_under_tini() -> None:
 def test_gpu_images_carry_one_cuda_and_no_toolchain(name: str) -> None:
     """CUDA libraries come from the nvidia-* wheels, so the base is CUDA's `-base-` image (no second
     runtime from `-runtime-`), and the final image carries no toolchain (the service's build stage
-    compiles its C RLE encoder with gcc and the Python headers, and checks that it imports)."""
+    compiles its C extensions with gcc and the Python headers, and checks that they import)."""
     text = _text(name)
     assert re.search(
         r"^ARG CUDA_IMAGE=docker\.io/nvidia/cuda:13\.\d+\.\d+-base-ubuntu24\.04$", text, flags=re.M
@@ -161,7 +161,8 @@ def test_gpu_images_carry_one_cuda_and_no_toolchain(name: str) -> None:
         assert unused not in final
     assert "build-essential" not in text and "g++" not in text
     if name == "service":
-        assert "python3-dev gcc libc6-dev" in text and 'python -P -c "import vitbench.service._rle"' in text
+        assert "python3-dev gcc libc6-dev" in text
+        assert 'python -P -c "import vitbench.service._rle, vitbench.service._resize"' in text
 
 
 def test_gpu_service_finds_cudnn_and_tensorrt_and_extends_the_loader_path() -> None:

@@ -1,4 +1,5 @@
-"""The C RLE encoder (``vitbench.service._rle``): built, and strict about what it is given.
+"""The C RLE encoder (``vitbench.service._rle``): built, and strict about what it is given; the
+service's start-up log names both C extensions it runs with.
 
 Its output is compared with the per-pixel reference and pycocotools in test_rle_threshold_band.py,
 test_service_masks.py and test_mask_paste_random.py; here, that the install built it and that bad
@@ -84,26 +85,33 @@ def test_the_numpy_path_is_used_when_the_extension_is_missing(monkeypatch: pytes
         masks.rle_strings_native(probs, boxes, 60, 80)
 
 
-def test_the_service_says_which_encoder_it_uses(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fake_model_dir: Path
+@pytest.mark.parametrize(("rle", "resize"), [(True, True), (False, True), (True, False)])
+def test_the_service_says_which_c_extensions_it_uses(
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+    fake_model_dir: Path,
+    rle: bool,
+    resize: bool,
 ) -> None:
-    """The "model ready" log names the encoder, and a service without the C one warns at start-up."""
+    """The "model ready" log names the RLE encoder and the preprocessing, and a service without one
+    of the C extensions warns at start-up, naming it."""
     from fastapi.testclient import TestClient
     from service_helpers import settings_for
 
+    from vitbench.service import preprocess
     from vitbench.service.app import create_app
 
-    for built in (True, False):
-        monkeypatch.setattr(masks, "NATIVE_RLE", built)
-        caplog.clear()
-        with (
-            caplog.at_level(logging.INFO, logger="vitbench.service"),
-            TestClient(create_app(settings_for(fake_model_dir), background_load=False)),
-        ):
-            pass
-        ready = [r for r in caplog.records if r.getMessage() == "model ready"]
-        assert [getattr(r, "rle_encoder", None) for r in ready] == ["c" if built else "numpy"]
-        warned = [
-            r for r in caplog.records if r.levelno == logging.WARNING and "C RLE encoder" in r.getMessage()
-        ]
-        assert bool(warned) is not built
+    monkeypatch.setattr(masks, "NATIVE_RLE", rle)
+    monkeypatch.setattr(preprocess, "NATIVE_PREPROCESS", resize)
+    with (
+        caplog.at_level(logging.INFO, logger="vitbench.service"),
+        TestClient(create_app(settings_for(fake_model_dir), background_load=False)),
+    ):
+        pass
+    ready = [r for r in caplog.records if r.getMessage() == "model ready"]
+    assert [(getattr(r, "rle_encoder", None), getattr(r, "preprocess", None)) for r in ready] == [
+        ("c" if rle else "numpy", "c" if resize else "numpy")
+    ]
+    warned = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert any("vitbench.service._rle" in m for m in warned) is not rle
+    assert any("vitbench.service._resize" in m for m in warned) is not resize

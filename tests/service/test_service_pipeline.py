@@ -57,13 +57,17 @@ def test_preprocess_matches_torchvision_transform(height: int, width: int) -> No
         (300, 200, 1024),
     ],
 )
-def test_preprocess_gives_the_bits_of_resize_then_normalize(height: int, width: int, size: int) -> None:
-    """The lane-wise fast path changes no bit of the graph input (shrinking and enlarging, odd sizes,
-    a non-contiguous EXIF-rotated view), so responses stay what they were for the same image."""
+@pytest.mark.parametrize("native", [True, False], ids=["c", "numpy"])
+def test_preprocess_gives_the_bits_of_resize_then_normalize(
+    height: int, width: int, size: int, native: bool
+) -> None:
+    """Neither fast path (the C extension, numpy's lane-wise one) changes a bit of the graph input
+    (shrinking and enlarging, odd sizes, a non-contiguous EXIF-rotated view), so responses stay what
+    they were for the same image."""
     rng = np.random.default_rng(height * 7 + width)
     stored = rng.integers(0, 256, (width, height, 3), dtype=np.uint8)
     for pixels in (np.ascontiguousarray(np.rot90(stored, -1)), np.rot90(stored, -1)):
-        batch, box = preprocess(pixels, size, MEAN, STD)
+        batch, box = preprocess(pixels, size, MEAN, STD, native=native)
         h, w = box.resized_height, box.resized_width
         resized = resize_bilinear(pixels.astype(np.float32), h, w)
         reference = (resized - np.float32(MEAN)) / np.float32(STD)  # [h, w, 3]
