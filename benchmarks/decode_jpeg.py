@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import json
 import sys
 from functools import partial
 from pathlib import Path
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rle_masks import median_ms
 from service_throughput import photograph
+from tables import print_table, write_json
 
 
 def pillow_decode(data: bytes, denom: int) -> np.ndarray:
@@ -81,16 +81,33 @@ def main() -> None:
     for size in args.sizes.split(","):
         width, height = (int(v) for v in size.split("x"))
         rows.append(measure(width, height, args.canvas, draft_factor, args.repeats))
-    print("| image | JPEG KiB | scale | decoded | service ms | Pillow ms | service ÷ Pillow | same pixels |")
-    print("|---|---:|---|---|---:|---:|---:|---|")
-    for r in rows:
-        print(
-            f"| {r['image']} | {r['jpeg_kib']} | {r['scale']} | {r['decoded']} | {r['service_ms']:.2f} "
-            f"| {r['pillow_ms']:.2f} | **{r['ratio']:.2f}** | {'yes' if r['same_pixels'] else 'NO'} |"
-        )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"canvas": args.canvas, "rows": rows}, indent=2) + "\n")
+    print_table(
+        [
+            "image",
+            "JPEG KiB",
+            "scale",
+            "decoded",
+            "service ms",
+            "Pillow ms",
+            "service ÷ Pillow",
+            "same pixels",
+        ],
+        [False, True, False, False, True, True, True, False],
+        (
+            [
+                r["image"],
+                str(r["jpeg_kib"]),
+                r["scale"],
+                r["decoded"],
+                f"{r['service_ms']:.2f}",
+                f"{r['pillow_ms']:.2f}",
+                f"**{r['ratio']:.2f}**",
+                "yes" if r["same_pixels"] else "NO",
+            ]
+            for r in rows
+        ),
+    )
+    write_json(args.json, {"canvas": args.canvas, "rows": rows})
 
 
 if __name__ == "__main__":

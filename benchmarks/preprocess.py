@@ -16,7 +16,6 @@ and whether all inputs are the same bits.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from functools import partial
 from pathlib import Path
@@ -29,6 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from rle_masks import median_ms
 from service_throughput import photograph
+from tables import print_table, write_json
 
 MEAN = (123.675, 116.28, 103.53)  # the study's ImageNet mean/std on the 0–255 scale
 STD = (58.395, 57.12, 57.375)
@@ -89,19 +89,35 @@ def main() -> None:
         for size in args.sizes.split(","):
             width, height = (int(v) for v in size.split("x"))
             rows.append(measure(width, height, canvas, draft_factor, args.repeats))
-    print("| image | decoded | canvas | C ms | numpy ms | plain ms | C ÷ plain | numpy ÷ plain | same bits |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---|")
-    for r in rows:
-        c_ms = "—" if r["c_ms"] is None else f"{r['c_ms']:.2f}"
-        c_ratio = "—" if r["c_ratio"] is None else f"**{r['c_ratio']:.2f}**"
-        same = "yes" if r["same_bits"] else "NO"
-        print(
-            f"| {r['image']} | {r['decoded']} | {r['canvas']} | {c_ms} | {r['numpy_ms']:.2f} "
-            f"| {r['plain_ms']:.2f} | {c_ratio} | {r['numpy_ratio']:.2f} | {same} |"
-        )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    print_table(
+        [
+            "image",
+            "decoded",
+            "canvas",
+            "C ms",
+            "numpy ms",
+            "plain ms",
+            "C ÷ plain",
+            "numpy ÷ plain",
+            "same bits",
+        ],
+        [False, False, True, True, True, True, True, True, False],
+        (
+            [
+                r["image"],
+                r["decoded"],
+                str(r["canvas"]),
+                "—" if r["c_ms"] is None else f"{r['c_ms']:.2f}",
+                f"{r['numpy_ms']:.2f}",
+                f"{r['plain_ms']:.2f}",
+                "—" if r["c_ratio"] is None else f"**{r['c_ratio']:.2f}**",
+                f"{r['numpy_ratio']:.2f}",
+                "yes" if r["same_bits"] else "NO",
+            ]
+            for r in rows
+        ),
+    )
+    write_json(args.json, {"rows": rows})
 
 
 if __name__ == "__main__":

@@ -8,9 +8,11 @@ session — an ``OnnxBackend`` on the same ``model.onnx`` with the same provider
 spinning setting, in this process while the server idles — runs the pre-processed photograph back
 to back for D/2 seconds: its images/s is what the model alone delivers, and service ÷ bare says how
 much of it the service keeps. The service runs up to ``VITBENCH_INFERENCE_STREAMS`` batches at once
-(``--streams``, default the service's default), so the bare session is also run for D/2 seconds by
-that many threads at once (*bare ×N*): service ÷ bare ×N says how much of the session driven the
-service's way the service keeps. Each level alternates bare, bare ×N and service ``--rounds`` times
+(``--streams``, default the service's default), so the bare model is also run for D/2 seconds by
+that many threads at once (*bare ×N*), on a session with the intra-op threads the service gives its
+queued batches (``VITBENCH_STREAM_INTRA_OP_THREADS``, ``--stream-threads``; the first session when the
+service opens no second one): service ÷ bare ×N says how much of the model driven the service's way
+the service keeps. Each level alternates bare, bare ×N and service ``--rounds`` times
 (D/2/R, D/2/R and D/R seconds each), so that all see the same load on a shared machine. Reported per level:
 images/s, ratio, p50/p99 latency, per-stage p50 and the p50 of the server's own total (server
 timings; p50 minus it is HTTP + the client), mean batch size, errors; and the bare inference p50 +
@@ -73,20 +75,39 @@ class Bare:
     """The bare session: same model file, providers and threads as the server; pre-processed input."""
 
     def __init__(
-        self, model_dir: Path, providers: list[str], threads: int, draft_factor: float, spinning: bool
+        self,
+        model_dir: Path,
+        providers: list[str],
+        threads: int,
+        draft_factor: float,
+        spinning: bool,
+        stream_threads: int = -1,
+        streams: int = 2,
     ) -> None:
+        """``stream_threads`` and ``streams``: the service's settings of those names; :meth:`run_streams`
+        uses a second session with the intra-op threads the service would give its queued batches."""
         from vitbench.registry.manifest import ModelManifest
         from vitbench.service.backends import OnnxBackend
+        from vitbench.service.settings import ServiceSettings
 
         self.manifest = ModelManifest.load(model_dir / "manifest.json")
         self.size = self.manifest.input.size
-        self.backend = OnnxBackend(
-            model_dir / "model.onnx",
-            self.size,
-            providers,
-            intra_op_threads=threads,
-            intra_op_spinning=spinning,
-        )
+
+        def session(intra_op_threads: int) -> OnnxBackend:
+            return OnnxBackend(
+                model_dir / "model.onnx",
+                self.size,
+                providers,
+                intra_op_threads=intra_op_threads,
+                intra_op_spinning=spinning,
+            )
+
+        self.backend = session(threads)
+        narrow = ServiceSettings(
+            intra_op_threads=threads, inference_streams=streams, stream_intra_op_threads=stream_threads
+        ).stream_threads(self.backend.active_providers)
+        self.stream_threads = narrow  # None: the service runs queued batches on its first session too
+        self.stream_backend = self.backend if narrow is None else session(narrow)
         self.draft_factor = draft_factor
 
     def prepare(self, image: bytes) -> np.ndarray:
@@ -113,14 +134,14 @@ class Bare:
         return out
 
     def run_streams(self, batch: np.ndarray, seconds: float, streams: int) -> tuple[int, float, float]:
-        """``streams`` threads calling ``run`` back to back for ``seconds``, as the service's inference
-        streams do: (runs, wall s, CPU s)."""
+        """``streams`` threads calling ``run`` back to back for ``seconds`` on the stream session, as the
+        service's inference streams do with queued batches: (runs, wall s, CPU s)."""
         stop = time.perf_counter() + seconds
         runs = [0] * streams
 
         def loop(k: int) -> None:
             while time.perf_counter() < stop:
-                self.backend.run(batch)
+                self.stream_backend.run(batch)
                 runs[k] += 1
 
         started, cpu = time.perf_counter(), process_cpu_s()
@@ -333,6 +354,7 @@ def level(
         "bare_images_per_s": round(bare_ips, 2),
         "ratio": round(service_ips / bare_ips, 3),
         "bare_streams": streams,
+        "bare_streams_intra_op_threads": bare.stream_threads,
         "bare_streams_images_per_s": round(streams_ips, 2),
         "ratio_to_bare_streams": round(service_ips / streams_ips, 3),
         "bare_p50_ms": round(statistics.median(bare_times), 1),
@@ -404,6 +426,12 @@ def main() -> None:
         help="the service's inference streams, and the threads driving the bare ×N session "
         "(0 = the service's default)",
     )
+    parser.add_argument(
+        "--stream-threads",
+        type=int,
+        help="the service's VITBENCH_STREAM_INTRA_OP_THREADS (-1 = cores / streams, 0 = no second "
+        "session; default: the service's default); bare ×N runs on a session with as many threads",
+    )
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args()
 
@@ -423,7 +451,19 @@ def main() -> None:
         draft_factor = defaults.jpeg_draft_factor
         streams = args.streams or defaults.inference_streams
         env["VITBENCH_INFERENCE_STREAMS"] = str(streams)
-        bare = Bare(model_dir, args.providers.split(","), args.threads, draft_factor, args.spinning)
+        stream_threads = (
+            defaults.stream_intra_op_threads if args.stream_threads is None else args.stream_threads
+        )
+        env["VITBENCH_STREAM_INTRA_OP_THREADS"] = str(stream_threads)
+        bare = Bare(
+            model_dir,
+            args.providers.split(","),
+            args.threads,
+            draft_factor,
+            args.spinning,
+            stream_threads,
+            streams,
+        )
         port = free_port()
         proc = start_server(model_dir, port, env)
         base = f"http://127.0.0.1:{port}"

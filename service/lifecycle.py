@@ -109,7 +109,12 @@ class ServiceState:
         logger.info("loading model", extra={"source": self.source.describe()})
         artifact = self.source.fetch()
         backend = self.backend_factory(artifact, self.settings)
-        pipeline = DetectorPipeline(artifact, backend, self.settings.jpeg_draft_factor)
+        stream_threads = self.settings.stream_threads(backend.active_providers)
+        stream_backend = None
+        if stream_threads is not None:  # queued batches get a session with fewer threads per run
+            narrow = self.settings.model_copy(update={"intra_op_threads": stream_threads})
+            stream_backend = self.backend_factory(artifact, narrow)
+        pipeline = DetectorPipeline(artifact, backend, self.settings.jpeg_draft_factor, stream_backend)
         self.warmup_s = pipeline.warmup()
         logger.info(
             "model ready",
@@ -117,6 +122,7 @@ class ServiceState:
                 "model": artifact.name,
                 "version": artifact.version,
                 "providers": backend.active_providers,
+                "stream_intra_op_threads": stream_threads,
                 "warmup_s": round(self.warmup_s, 3),
                 "load_s": round(time.perf_counter() - started, 3),
                 "rle_encoder": "c" if masks.NATIVE_RLE else "numpy",

@@ -41,11 +41,22 @@ class Prepared:
 class DetectorPipeline:
     """One loaded model: its manifest, its backend and the stages around it."""
 
-    def __init__(self, artifact: ModelArtifact, backend: Backend, jpeg_draft_factor: float = 0.0) -> None:
+    def __init__(
+        self,
+        artifact: ModelArtifact,
+        backend: Backend,
+        jpeg_draft_factor: float = 0.0,
+        stream_backend: Backend | None = None,
+    ) -> None:
         """``jpeg_draft_factor`` > 0: JPEGs are decoded at the largest DCT reduction that keeps their
-        longest side >= factor × S (see :func:`~service.decode.decode_image`); 0 = always full size."""
+        longest side >= factor × S (see :func:`~service.decode.decode_image`); 0 = always full size.
+
+        ``backend`` runs lone requests (:meth:`detect_alone`); ``stream_backend`` (default: the same)
+        runs the batcher's batches (:meth:`run_batch`), e.g. a session with fewer threads per run
+        while several runs share the cores."""
         self.artifact = artifact
         self.backend = backend
+        self.stream_backend = stream_backend if stream_backend is not None else backend
         self.jpeg_draft_factor = jpeg_draft_factor
         spec = artifact.manifest.input
         self.image_size = spec.size
@@ -70,7 +81,7 @@ class DetectorPipeline:
 
     def run_batch(self, batch: list[np.ndarray]) -> list[RawDetections]:
         """Blocking inference on [1, 3, S, S] inputs (called from the batcher's worker thread)."""
-        return self.backend.run_batch(batch)
+        return self.stream_backend.run_batch(batch)
 
     def finish(self, raw: RawDetections, prepared: Prepared, options: FilterOptions) -> list[dict[str, Any]]:
         """Response detections for one image's raw outputs."""
@@ -89,9 +100,11 @@ class DetectorPipeline:
         return prepared, t1 - t0, detections, time.perf_counter() - t1
 
     def warmup(self) -> float:
-        """Run one mean-grey image through the backend; returns the seconds it took."""
+        """Run one mean-grey image through the backend(s); returns the seconds it took."""
         t0 = time.perf_counter()
         grey = np.full((self.image_size, self.image_size, 3), 114, dtype=np.uint8)
         images, _ = preprocess(grey, self.image_size, self.pixel_mean, self.pixel_std)
         self.backend.run_batch([images])
+        if self.stream_backend is not self.backend:
+            self.stream_backend.run_batch([images])
         return time.perf_counter() - t0

@@ -70,6 +70,16 @@ class ServiceSettings(BaseSettings):
     intra_op_threads: int = Field(
         default=0, ge=0, description="ORT intra-op threads per run; 0 = ORT default (one per core)."
     )
+    stream_intra_op_threads: int = Field(
+        default=-1,
+        ge=-1,
+        le=256,
+        description="CPU provider only: a second ORT session with this many intra-op threads runs the "
+        "batches that form while requests queue, so `inference_streams` runs share the cores instead of "
+        "each spreading over all of them (ORT's threads cost CPU to hand work over); a lone request keeps "
+        "the first session and all its threads. -1 = cores / streams; 0 = no second session. The second "
+        "session holds its own copy of the weights.",
+    )
     intra_op_spinning: bool = Field(
         default=False,
         description="Let ORT's intra-op threads spin while they wait for work (ORT's own default). Off: "
@@ -110,9 +120,10 @@ class ServiceSettings(BaseSettings):
         default=2,
         ge=1,
         le=16,
-        description="Batches run at once on the one ONNX Runtime session (like instances in Triton's "
-        "instance_group). On a CPU a second batch fills the cores while the first waits in the model's "
-        "serial parts; a lone request still runs alone. 1 = one batch at a time.",
+        description="Batches run at once (like instances in Triton's instance_group). On a CPU a second "
+        "batch fills the cores while the first waits in the model's serial parts (queued batches run on "
+        "the session of `stream_intra_op_threads`); a lone request still runs alone. 1 = one batch at "
+        "a time.",
     )
     queue_size: int = Field(default=64, ge=1, description="Requests waiting for inference before 503.")
     request_timeout_s: float = Field(default=30.0, gt=0.0, description="Queue + inference time limit (s).")
@@ -203,6 +214,21 @@ class ServiceSettings(BaseSettings):
     def stage_threads(self) -> int:
         """Threads per CPU-stage pool (``cpu_threads`` or the cores, capped at 8)."""
         return self.cpu_threads or max(1, min(8, os.cpu_count() or 1))
+
+    def stream_threads(self, providers: list[str]) -> int | None:
+        """Intra-op threads of the second session that runs queued batches (see
+        ``stream_intra_op_threads``), or None for no second session: only when ``providers`` (the
+        active ones, best first) start with the CPU provider, with two or more streams, and when it
+        would run on fewer threads than a lone request's session (``intra_op_threads`` or the cores)."""
+        if self.stream_intra_op_threads == 0 or self.inference_streams < 2:
+            return None
+        if providers[:1] != ["CPUExecutionProvider"]:
+            return None
+        cores = os.cpu_count() or 1
+        threads = self.stream_intra_op_threads
+        if threads < 0:
+            threads = max(1, cores // self.inference_streams)
+        return threads if threads < (self.intra_op_threads or cores) else None
 
     @property
     def serving_cache(self) -> Path:

@@ -117,8 +117,24 @@ def test_bare_streams_call_the_session_from_that_many_threads_at_once() -> None:
                 calls += 1
 
     bare = object.__new__(Bare)  # only the session is needed
-    bare.backend = Session()  # type: ignore[assignment]
+    bare.stream_backend = Session()  # type: ignore[assignment]
     runs, wall, cpu = bare.run_streams(np.zeros((1, 3, 8, 8), np.float32), 0.2, 3)
     assert most == 3
     assert runs == calls >= 3 * 8  # ≈ 20 runs per thread in 0.2 s; slack for a loaded machine
     assert wall >= 0.2 and cpu >= 0.0
+
+
+def test_bare_streams_run_on_the_session_the_service_gives_queued_batches(tmp_path: Path) -> None:
+    """bare ×N uses a second session with the service's stream threads, or the first when the
+    service opens none (``stream_intra_op_threads`` 0)."""
+    sys.path.insert(0, str(ROOT / "tests" / "service"))
+    from fake_detector import write_fake_model_dir
+
+    model_dir = write_fake_model_dir(tmp_path, size=64)
+    cpu = ["CPUExecutionProvider"]
+    narrow = Bare(model_dir, cpu, 2, 4.0, False, stream_threads=1, streams=2)
+    assert narrow.stream_threads == 1 and narrow.stream_backend is not narrow.backend
+    options = narrow.stream_backend._session.get_session_options()
+    assert options.intra_op_num_threads == 1
+    one = Bare(model_dir, cpu, 2, 4.0, False, stream_threads=0, streams=2)
+    assert one.stream_threads is None and one.stream_backend is one.backend

@@ -246,8 +246,9 @@ def test_backend_runs_a_batch_in_one_call_with_per_image_results(exported_tiny: 
 def test_concurrent_streams_answer_exactly_like_lone_requests(
     exported_tiny: tuple[Path, Any], make_client: Callable[..., TestClient]
 ) -> None:
-    """Two inference streams run requests on the one session at once; every answer is the one the same
-    image gets alone (boxes, scores, labels and RLE masks)."""
+    """Two inference streams run queued requests at once on a second session with one intra-op thread
+    per run (lone requests keep the first, with two); every answer is the one the same image gets
+    alone (boxes, scores, labels and RLE masks)."""
     import threading
     from concurrent.futures import ThreadPoolExecutor
 
@@ -255,16 +256,21 @@ def test_concurrent_streams_answer_exactly_like_lone_requests(
 
     lock = threading.Lock()
     running = most = 0
+    sessions: list[int] = []  # intra-op threads of each session the service opened
+    runs: dict[int, int] = {}  # session → runs
 
     def factory(artifact: Any, settings: Any) -> Any:
         backend = onnx_backend_factory(artifact, settings)
         run_batch = backend.run_batch
+        threads = backend._session.get_session_options().intra_op_num_threads
+        sessions.append(threads)
 
         def counted(batch: list[np.ndarray]) -> Any:
             nonlocal running, most
             with lock:
                 running += 1
                 most = max(most, running)
+                runs[threads] = runs.get(threads, 0) + 1
             try:
                 return run_batch(batch)
             finally:
@@ -275,8 +281,11 @@ def test_concurrent_streams_answer_exactly_like_lone_requests(
         return backend
 
     model_dir, _ = exported_tiny
-    settings = settings_for(model_dir, inference_streams=2, max_batch_size=1, intra_op_threads=2)
+    settings = settings_for(
+        model_dir, inference_streams=2, max_batch_size=1, intra_op_threads=2, stream_intra_op_threads=1
+    )
     client = make_client(create_app(settings, backend_factory=factory))
+    assert sessions == [2, 1]
     params = {"score_threshold": 0.0, "mask_format": "rle"}
     images = [image_bytes(w, h) for w, h in ((300, 200), (160, 240), (640, 480), (97, 131))]
 
@@ -287,7 +296,10 @@ def test_concurrent_streams_answer_exactly_like_lone_requests(
 
     alone = [detect(data) for data in images]
     assert all(alone)
+    warm = dict(runs)  # the warm-up ran each session once; lone requests ran on the first
+    assert warm == {2: 1 + len(images), 1: 1}
     with ThreadPoolExecutor(4) as pool:
         together = list(pool.map(detect, images * 4))
     assert together == alone * 4
-    assert most == 2  # the session did run two requests at once
+    assert most == 2  # two requests did run at once
+    assert runs[1] > warm[1]  # on the one-thread session

@@ -47,11 +47,36 @@ def test_defaults_prefer_tensorrt_then_cuda_then_cpu(monkeypatch: pytest.MonkeyP
         ({"score_threshold": 2}, "less than or equal to 1"),
         ({"model": "a@b", "model_dir": "/x"}, "either model"),
         ({"log_level": "LOUD"}, "log_level"),
+        ({"stream_intra_op_threads": -2}, "stream_intra_op_threads"),
     ],
 )
 def test_bad_settings_name_the_field(values: dict, message: str) -> None:
     with pytest.raises(ValidationError, match=message):
         ServiceSettings(**values)
+
+
+CPU = ["CPUExecutionProvider"]
+
+
+@pytest.mark.parametrize(
+    ("cores", "values", "providers", "threads"),
+    [
+        (2, {}, CPU, 1),  # two streams share two cores: one thread per run
+        (8, {}, CPU, 4),
+        (8, {"inference_streams": 4}, CPU, 2),
+        (8, {"stream_intra_op_threads": 3}, CPU, 3),
+        (2, {"inference_streams": 1}, CPU, None),  # one run at a time: it may take every core
+        (2, {"stream_intra_op_threads": 0}, CPU, None),  # turned off
+        (2, {}, ["CUDAExecutionProvider", "CPUExecutionProvider"], None),  # threads do not matter on a GPU
+        (8, {"intra_op_threads": 2}, CPU, None),  # lone requests already run on no more threads than that
+        (1, {}, CPU, None),
+    ],
+)
+def test_queued_batches_get_a_session_with_fewer_threads_on_a_cpu(
+    monkeypatch: pytest.MonkeyPatch, cores: int, values: dict, providers: list[str], threads: int | None
+) -> None:
+    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    assert ServiceSettings(**values).stream_threads(providers) == threads
 
 
 def test_select_providers_keeps_order_and_falls_back_to_cpu() -> None:

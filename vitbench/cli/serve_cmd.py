@@ -67,8 +67,9 @@ def serve(
         None,
         "--inference-streams",
         min=1,
-        help="Batches run at once on the session (default 2: on a CPU the second fills the cores; "
-        "1 = one at a time).",
+        help="Batches run at once (default 2: on a CPU the second fills the cores; 1 = one at a time). "
+        "On a CPU, queued batches run on a second session with cores / streams threads each "
+        "(VITBENCH_STREAM_INTRA_OP_THREADS; 0 = off); a lone request keeps every thread.",
     ),
     queue_size: int | None = typer.Option(None, "--queue-size", min=1, help="Waiting requests before 503."),
     log_level: str | None = typer.Option(None, "--log-level", help="DEBUG, INFO, WARNING or ERROR."),
