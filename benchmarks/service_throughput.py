@@ -102,10 +102,11 @@ class Bare:
                 intra_op_spinning=spinning,
             )
 
-        self.backend = session(threads)
-        narrow = ServiceSettings(
+        settings = ServiceSettings(
             intra_op_threads=threads, inference_streams=streams, stream_intra_op_threads=stream_threads
-        ).stream_threads(self.backend.active_providers)
+        )
+        self.backend = session(settings.session_threads)  # what the service's lone requests run on
+        narrow = settings.stream_threads(self.backend.active_providers)
         self.stream_threads = narrow  # None: the service runs queued batches on its first session too
         self.stream_backend = self.backend if narrow is None else session(narrow)
         self.draft_factor = draft_factor

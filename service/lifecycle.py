@@ -36,7 +36,7 @@ def onnx_backend_factory(artifact: ModelArtifact, settings: ServiceSettings) -> 
         artifact.onnx_path,
         image_size=artifact.manifest.input.size,
         providers=list(settings.providers),
-        intra_op_threads=settings.intra_op_threads,
+        intra_op_threads=settings.session_threads,
         intra_op_spinning=settings.intra_op_spinning,
         trt_cache_dir=settings.trt_cache_dir,
         trt_fp16=settings.trt_fp16,
@@ -122,6 +122,7 @@ class ServiceState:
                 "model": artifact.name,
                 "version": artifact.version,
                 "providers": backend.active_providers,
+                "intra_op_threads": self.settings.session_threads,  # 0: ORT's default
                 "stream_intra_op_threads": stream_threads,
                 "warmup_s": round(self.warmup_s, 3),
                 "load_s": round(time.perf_counter() - started, 3),

@@ -6,12 +6,13 @@ modules receive the object and never read the environment themselves.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from vitbench.service.cpus import available_cores, limited_cores
 
 DEFAULT_PROVIDERS: tuple[str, ...] = (
     "TensorrtExecutionProvider",
@@ -68,7 +69,10 @@ class ServiceSettings(BaseSettings):
         description="ONNX Runtime execution providers in order of preference; unavailable ones are skipped.",
     )
     intra_op_threads: int = Field(
-        default=0, ge=0, description="ORT intra-op threads per run; 0 = ORT default (one per core)."
+        default=0,
+        ge=0,
+        description="ORT intra-op threads per run of a lone request; 0 = one per core this process may "
+        "use: the CPU quota or CPU set in a container, else ORT's default (one per core).",
     )
     stream_intra_op_threads: int = Field(
         default=-1,
@@ -212,23 +216,30 @@ class ServiceSettings(BaseSettings):
 
     @property
     def stage_threads(self) -> int:
-        """Threads per CPU-stage pool (``cpu_threads`` or the cores, capped at 8)."""
-        return self.cpu_threads or max(1, min(8, os.cpu_count() or 1))
+        """Threads per CPU-stage pool (``cpu_threads`` or the available cores, capped at 8)."""
+        return self.cpu_threads or max(1, min(8, available_cores()))
+
+    @property
+    def session_threads(self) -> int:
+        """Intra-op threads of the session lone requests run on: ``intra_op_threads``, else the cores a
+        CPU quota or affinity mask leaves this process (a container), else 0 (ORT's default)."""
+        return self.intra_op_threads or limited_cores() or 0
 
     def stream_threads(self, providers: list[str]) -> int | None:
         """Intra-op threads of the second session that runs queued batches (see
         ``stream_intra_op_threads``), or None for no second session: only when ``providers`` (the
         active ones, best first) start with the CPU provider, with two or more streams, and when it
-        would run on fewer threads than a lone request's session (``intra_op_threads`` or the cores)."""
+        would run on fewer threads than a lone request's session (:attr:`session_threads`, or the
+        available cores for ORT's default)."""
         if self.stream_intra_op_threads == 0 or self.inference_streams < 2:
             return None
         if providers[:1] != ["CPUExecutionProvider"]:
             return None
-        cores = os.cpu_count() or 1
+        cores = available_cores()
         threads = self.stream_intra_op_threads
         if threads < 0:
             threads = max(1, cores // self.inference_streams)
-        return threads if threads < (self.intra_op_threads or cores) else None
+        return threads if threads < (self.session_threads or cores) else None
 
     @property
     def serving_cache(self) -> Path:

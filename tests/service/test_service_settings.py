@@ -75,8 +75,21 @@ CPU = ["CPUExecutionProvider"]
 def test_queued_batches_get_a_session_with_fewer_threads_on_a_cpu(
     monkeypatch: pytest.MonkeyPatch, cores: int, values: dict, providers: list[str], threads: int | None
 ) -> None:
-    monkeypatch.setattr("os.cpu_count", lambda: cores)
+    monkeypatch.setattr("vitbench.service.settings.available_cores", lambda: cores)
+    monkeypatch.setattr("vitbench.service.settings.limited_cores", lambda: None)
     assert ServiceSettings(**values).stream_threads(providers) == threads
+
+
+def test_a_container_s_cpu_limit_sizes_the_sessions_and_pools(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A pod limited to 4 of a node's 64 cores: the lone-request session gets 4 intra-op threads (not
+    ORT's one per node core), the stream session 2, each stage pool 4; unlimited: ORT's default."""
+    monkeypatch.setattr("vitbench.service.settings.available_cores", lambda: 4)
+    monkeypatch.setattr("vitbench.service.settings.limited_cores", lambda: 4)
+    limited = ServiceSettings()
+    assert (limited.session_threads, limited.stream_threads(CPU), limited.stage_threads) == (4, 2, 4)
+    assert ServiceSettings(intra_op_threads=3).session_threads == 3  # an explicit setting wins
+    monkeypatch.setattr("vitbench.service.settings.limited_cores", lambda: None)
+    assert ServiceSettings().session_threads == 0
 
 
 def test_select_providers_keeps_order_and_falls_back_to_cpu() -> None:
