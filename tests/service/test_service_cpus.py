@@ -25,17 +25,24 @@ from vitbench.service import cpus
 def test_quota_cores_reads_cgroup_v2_cpu_max(tmp_path: Path, content: str, cores: int | None) -> None:
     cpu_max = tmp_path / "cpu.max"
     cpu_max.write_text(content)
-    assert cpus.quota_cores(cpu_max) == cores
+    assert cpus.quota_cores(cpu_max, tmp_path / "no-v1") == cores
+
+
+@pytest.mark.parametrize(("quota", "cores"), [("200000", 2), ("-1", None), ("50000", 1)])
+def test_quota_cores_falls_back_to_cgroup_v1(tmp_path: Path, quota: str, cores: int | None) -> None:
+    (tmp_path / "cpu.cfs_quota_us").write_text(quota + "\n")
+    (tmp_path / "cpu.cfs_period_us").write_text("100000\n")
+    assert cpus.quota_cores(tmp_path / "no-cpu.max", tmp_path) == cores
 
 
 def test_no_cgroup_file_means_no_quota(tmp_path: Path) -> None:
-    assert cpus.quota_cores(tmp_path / "missing") is None
+    assert cpus.quota_cores(tmp_path / "missing", tmp_path / "missing-v1") is None
 
 
 def test_available_cores_is_the_affinity_mask_capped_by_the_quota(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    cpu_max = tmp_path / "cpu.max"
+    cpu_max = tmp_path / "cpu.max"  # present, so the (absent) cgroup v1 files are not read
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3, 4, 5, 6, 7})
     monkeypatch.setattr(os, "cpu_count", lambda: 16)
     cpu_max.write_text("max 100000\n")
