@@ -229,8 +229,8 @@ class ServiceSettings(BaseSettings):
         """Intra-op threads of the second session that runs queued batches (see
         ``stream_intra_op_threads``), or None for no second session: only when ``providers`` (the
         active ones, best first) start with the CPU provider, with two or more streams, and when it
-        would run on fewer threads than a lone request's session (:attr:`session_threads`, or the
-        available cores for ORT's default)."""
+        would run on fewer threads than a lone request's session (``intra_op_threads``, else the
+        available cores: what :attr:`session_threads` or ORT's default gives)."""
         if self.stream_intra_op_threads == 0 or self.inference_streams < 2:
             return None
         if providers[:1] != ["CPUExecutionProvider"]:
@@ -239,7 +239,7 @@ class ServiceSettings(BaseSettings):
         threads = self.stream_intra_op_threads
         if threads < 0:
             threads = max(1, cores // self.inference_streams)
-        return threads if threads < (self.session_threads or cores) else None
+        return threads if threads < (self.intra_op_threads or cores) else None
 
     @property
     def serving_cache(self) -> Path:
