@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchlib import median, time_calls
+from tables import write_json
 
 from vitbench.trainer.export.onnx import ExportableDetector, export_onnx, preprocess
 from vitbench.trainer.models.detector import build_detector
@@ -280,9 +281,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key}: {val:.2f}")
     for key, rep in results["parity"].items():
         print(f"  parity {key}: {rep['passed_images']}/{rep['images']} images passed")
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    write_json(args.json, results)
     return 0
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import json
 import os
 import platform
 import signal
@@ -39,6 +38,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from tables import write_json  # noqa: E402 (needs the path set above)
 
 
 @dataclass
@@ -385,7 +387,6 @@ def main() -> None:
     table = markdown(points, raw)
     print(table)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "machine": {
                 "cpus": os.cpu_count(),
@@ -397,7 +398,7 @@ def main() -> None:
             "points": [asdict(p) for p in points],
             "markdown": table,
         }
-        args.json.write_text(json.dumps(payload, indent=2))
+        write_json(args.json, payload)
 
 
 if __name__ == "__main__":

@@ -55,6 +55,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from load_test import add_model_source, export_tiny, free_port, percentile, start_server
+from tables import write_json
 
 STAGES = ("decode", "preprocess", "queue", "inference", "postprocess")
 
@@ -512,14 +513,13 @@ def main() -> None:
     table = markdown(rows)
     print(table)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
         payload = {
             "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load": os.getloadavg()},
             "args": {k: str(v) for k, v in vars(args).items()},
             "rows": rows,
             "markdown": table,
         }
-        args.json.write_text(json.dumps(payload, indent=2))
+        write_json(args.json, payload)
 
 
 if __name__ == "__main__":
