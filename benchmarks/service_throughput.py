@@ -45,6 +45,7 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -290,6 +291,57 @@ async def drive(
     return latencies, statuses, timings, time.perf_counter() - started
 
 
+async def paired(
+    base: str,
+    run_bare: Callable[[], object],
+    decode: Callable[[], object],
+    image: bytes,
+    seconds: float,
+    mask_format: str,
+) -> dict[str, Any]:
+    """One client and the floor in lock step, for ``seconds``: each step runs the bare session twice
+    (the first to warm it, the second timed), decodes ``image`` in this process (timed), then posts it
+    to the service once (timed). The host's speed drifts by tens of percent within seconds on a shared
+    machine; measured step by step, the service's p50 and the floor's (bare p50 + decode p50) see the
+    same drift. ``excess_pct``: service p50 over the floor; ``pair_excess_pct``: the median over steps
+    of each step's service ÷ (bare + decode), minus 1."""
+    url = httpx.URL(base)
+    conn = Connection(url.host, url.port or 80)
+    request = conn.request(f"/detect?mask_format={mask_format}&score_threshold=0.0", image, "image/jpeg")
+    service: list[float] = []
+    bare: list[float] = []
+    decoded: list[float] = []
+    stop = time.perf_counter() + seconds
+    try:
+        while time.perf_counter() < stop or len(service) < 3:
+            run_bare()
+            t0 = time.perf_counter()
+            run_bare()
+            t1 = time.perf_counter()
+            decode()
+            t2 = time.perf_counter()
+            status, _, _ = await conn.send(request)
+            t3 = time.perf_counter()
+            if status != 200:
+                raise RuntimeError(f"the service answered {status} in the paired measurement")
+            bare.append((t1 - t0) * 1000)
+            decoded.append((t2 - t1) * 1000)
+            service.append((t3 - t2) * 1000)
+    finally:
+        await conn.close()
+    floor = statistics.median(bare) + statistics.median(decoded)
+    ratios = [s / (b + d) for s, b, d in zip(service, bare, decoded, strict=True)]
+    return {
+        "steps": len(service),
+        "service_p50_ms": round(statistics.median(service), 2),
+        "bare_p50_ms": round(statistics.median(bare), 2),
+        "decode_p50_ms": round(statistics.median(decoded), 2),
+        "floor_p50_ms": round(floor, 2),
+        "excess_pct": round((statistics.median(service) / floor - 1) * 100, 1),
+        "pair_excess_pct": round((statistics.median(ratios) - 1) * 100, 1),
+    }
+
+
 def batch_stats(base: str) -> tuple[float, float]:
     """(count, sum) of the service's ``vitbench_batch_size`` histogram."""
     count = total = 0.0
@@ -312,10 +364,12 @@ def level(
     mask: str,
     rounds: int,
     streams: int,
+    paired_seconds: float = 0.0,
 ) -> dict[str, Any]:
     """One measurement in ``rounds`` alternations (so all sides see the same machine load): the bare
     session for ``seconds / 2 / rounds`` (server idle) plus a few in-process decodes, the bare session
-    driven by ``streams`` threads as long, then the service for ``seconds / rounds``."""
+    driven by ``streams`` threads as long, then the service for ``seconds / rounds``. At one client,
+    then :func:`paired` for ``paired_seconds`` (0: not run)."""
     bare_times: list[float] = []
     decode_times: list[float] = []
     latencies: list[float] = []
@@ -342,6 +396,18 @@ def level(
         timings += tim
         wall += w
     after = batch_stats(base)
+    lock_step = None
+    if clients == 1 and paired_seconds > 0:
+        lock_step = asyncio.run(
+            paired(
+                base,
+                lambda: bare.backend.run(batch),
+                lambda: bare.decode(image),
+                image,
+                paired_seconds,
+                mask,
+            )
+        )
     answered = max(len(latencies), 1)
     batches = after[0] - before[0]
     service_ips = len(latencies) / wall
@@ -375,25 +441,42 @@ def level(
         "requests": sum(statuses.values()),
         "errors": errors,
         "statuses": dict(statuses),
+        "paired": lock_step,
     }
+
+
+def describe_paired(p: dict[str, Any]) -> str:
+    """One line of a :func:`paired` result."""
+    return (
+        f"in lock step ({p['steps']} steps): service p50 {p['service_p50_ms']:.1f} ms, "
+        f"bare {p['bare_p50_ms']:.1f} + decode {p['decode_p50_ms']:.2f} = {p['floor_p50_ms']:.1f} ms, "
+        f"{p['excess_pct']:+.1f} % (step by step {p['pair_excess_pct']:+.1f} %)"
+    )
 
 
 def markdown(rows: list[dict[str, Any]]) -> str:
     lines = [
         "| image | masks | clients | service img/s | bare img/s | service ÷ bare | bare ×N img/s "
-        "| service ÷ bare ×N | p50 ms | p99 ms "
+        "| service ÷ bare ×N | p50 ms | p99 ms | paired p50 ÷ floor "
         "| decode | preprocess | queue | inference | postprocess | mean batch | errors "
         "| server CPU ms/img | bare CPU ms/img | client CPU ms/img | load 1m |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         st = r["stage_p50_ms"]
+        lock_step = r.get("paired")
+        paired_cell = (
+            f"{lock_step['service_p50_ms']:.1f} ÷ {lock_step['floor_p50_ms']:.1f} "
+            f"({lock_step['excess_pct']:+.1f} %)"
+            if lock_step
+            else "—"
+        )
         lines.append(
             f"| {r['image']} | {r['mask_format']} | {r['clients']} | {r['service_images_per_s']:.2f} "
             f"| {r['bare_images_per_s']:.2f} | **{r['ratio']:.2f}** "
             f"| {r['bare_streams_images_per_s']:.2f} | {r['ratio_to_bare_streams']:.2f} "
             f"| {r['p50_ms'] or 0:.1f} "
-            f"| {r['p99_ms'] or 0:.1f} | "
+            f"| {r['p99_ms'] or 0:.1f} | {paired_cell} | "
             + " | ".join(f"{st[s]:.1f}" for s in STAGES)
             + f" | {r['mean_batch']} | {r['errors']} | {r['server_cpu_ms_per_image']} "
             f"| {r['bare_cpu_ms_per_image']} | {r['client_cpu_ms_per_image']} | {r['load_average_1m']} |"
@@ -433,6 +516,12 @@ def main() -> None:
         type=int,
         help="the service's VITBENCH_STREAM_INTRA_OP_THREADS (-1 = cores / streams, 0 = no second "
         "session; default: the service's default); bare ×N runs on a session with as many threads",
+    )
+    parser.add_argument(
+        "--paired-seconds",
+        type=float,
+        help="at 1 client, then this long the service and the floor in lock step, request by request "
+        "(default: --duration; 0: skip)",
     )
     parser.add_argument("--json", type=Path, help="write the rows here")
     args = parser.parse_args()
@@ -489,6 +578,7 @@ def main() -> None:
                             mask,
                             args.rounds,
                             streams,
+                            args.duration if args.paired_seconds is None else args.paired_seconds,
                         )
                         rows.append(row)
                         floor = row["bare_p50_ms"] + row["decode_p50_ms_in_process"]
@@ -504,6 +594,8 @@ def main() -> None:
                             f"load {row['load_average_1m']}",
                             flush=True,
                         )
+                        if row["paired"]:
+                            print(f"  {describe_paired(row['paired'])}", flush=True)
         finally:
             proc.send_signal(signal.SIGTERM)
             try:

@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from service_throughput import Bare, Connection, drive, server_timing  # noqa: E402
+from service_throughput import Bare, Connection, describe_paired, drive, paired, server_timing  # noqa: E402
 
 BODY = json.dumps(
     {"detections": [{"label": 1, "label_name": "circle"}, {"label": 2, "label_name": "square"}]}
@@ -138,3 +139,57 @@ def test_bare_streams_run_on_the_session_the_service_gives_queued_batches(tmp_pa
     assert options.intra_op_num_threads == 1
     one = Bare(model_dir, cpu, 2, 4.0, False, stream_threads=0, streams=2)
     assert one.stream_threads is None and one.stream_backend is one.backend
+
+
+def test_paired_runs_the_floor_and_the_service_in_lock_step() -> None:
+    """Each step: the bare session twice (one timed), one decode (timed), one request (timed); the
+    floor is bare p50 + decode p50 and the excess is the service's p50 over it."""
+    calls: list[str] = []
+
+    def run_bare() -> None:
+        calls.append("bare")
+        time.sleep(0.004)
+
+    def decode() -> None:
+        calls.append("decode")
+        time.sleep(0.002)
+
+    async def scenario() -> tuple[dict[str, object], list[tuple[str, bytes]]]:
+        seen: list[tuple[str, bytes]] = []
+        server, port = await _serve(close_every=10**6, seen=seen)
+        async with server:
+            result = await paired(f"http://127.0.0.1:{port}", run_bare, decode, b"jpeg", 0.2, "none")
+        return result, seen
+
+    result, seen = asyncio.run(scenario())
+    steps = result["steps"]
+    assert isinstance(steps, int) and steps >= 3 and len(seen) == steps
+    assert seen[0] == ("POST /detect?mask_format=none&score_threshold=0.0 HTTP/1.1", b"jpeg")
+    assert calls == ["bare", "bare", "decode"] * steps  # never two requests or decodes in a row
+    bare, decoded = result["bare_p50_ms"], result["decode_p50_ms"]
+    assert isinstance(bare, float) and isinstance(decoded, float)
+    assert 4.0 <= bare < 40.0 and 2.0 <= decoded < 20.0
+    assert result["floor_p50_ms"] == round(bare + decoded, 2)
+    service = result["service_p50_ms"]
+    assert isinstance(service, float)
+    # the fake answers at once: the service is well under the 6 ms floor
+    assert result["excess_pct"] == round((service / (bare + decoded) - 1) * 100, 1) and service < bare
+    assert isinstance(result["pair_excess_pct"], float) and result["pair_excess_pct"] < 0
+    assert f"{steps} steps" in describe_paired(result)
+
+
+def test_paired_refuses_an_error_answer() -> None:
+    async def scenario() -> None:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n")
+            await writer.drain()
+            writer.close()
+
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            await paired(f"http://127.0.0.1:{port}", lambda: None, lambda: None, b"jpeg", 0.05, "rle")
+
+    with pytest.raises(RuntimeError, match="answered 503"):
+        asyncio.run(scenario())
