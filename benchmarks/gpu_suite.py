@@ -15,6 +15,8 @@ Parts, in the order they run (each in its own process; see ``suite_parts.py``):
                      SDPA: peak memory and time ratios (vs ViTDet's ≈3.34× memory, 2.2× time for ViT-L)
 - ``util``           measured bf16 GEMM rate, FLOPs per step, achieved TFLOP/s and fraction of the GEMM rate
 - ``onnx``           ONNX Runtime CUDA / TensorRT latency and parity (only where those providers exist)
+- ``serve``          ``vitbench serve`` at 8 clients on 1920×1080 photographs with dynamic batching and
+                     without, against the bare session at batch 1 and 8 (only with the CUDA provider)
 - ``ddp``            torchrun DDP smoke of the tiny preset through ``vitbench train`` (only with ≥ 2 GPUs)
 - ``compile``        vitdet-b inference with the backbone under ``torch.compile``
 
@@ -67,6 +69,7 @@ PARTS: tuple[PartSpec, ...] = (
     PartSpec("memory", "3. window vs global attention", 130, 40),
     PartSpec("util", "4. utilization", 50, 20),
     PartSpec("onnx", "5. ONNX Runtime CUDA / TensorRT", 150, 60),
+    PartSpec("serve", "7. service batching gain, ONNX Runtime CUDA", 200, 100),
     PartSpec("ddp", "6. DDP smoke (torchrun, vitbench train)", 120, 40),
     PartSpec("compile", "2. inference, vitdet-b, torch.compile", 180, 60),
 )
@@ -105,13 +108,17 @@ def _precheck(spec: PartSpec, env: dict[str, Any], cpu_smoke: bool) -> str | Non
         return f"no CUDA device visible to torch {env.get('torch')}"
     if spec.name == "ddp" and env.get("gpu_count", 0) < 2:
         return f"DDP needs at least 2 GPUs; {env.get('gpu_count', 0)} visible"
-    if spec.name == "onnx":
-        providers = env.get("onnxruntime_providers") or []
-        if not {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(providers):
-            return (
-                f"onnxruntime {env.get('onnxruntime')} has neither CUDAExecutionProvider nor "
-                f"TensorrtExecutionProvider (available: {', '.join(providers) or 'none'})"
-            )
+    providers = env.get("onnxruntime_providers") or []
+    if spec.name == "onnx" and not {"CUDAExecutionProvider", "TensorrtExecutionProvider"} & set(providers):
+        return (
+            f"onnxruntime {env.get('onnxruntime')} has neither CUDAExecutionProvider nor "
+            f"TensorrtExecutionProvider (available: {', '.join(providers) or 'none'})"
+        )
+    if spec.name == "serve" and "CUDAExecutionProvider" not in providers:
+        return (
+            f"onnxruntime {env.get('onnxruntime')} has no CUDAExecutionProvider "
+            f"(available: {', '.join(providers) or 'none'})"
+        )
     return None
 
 
@@ -217,6 +224,13 @@ DETAIL_KEYS = (
     "ratio_to_eager",
     "min_box_iou",
     "max_score_diff",
+    "mean_batch",
+    "p50_ms",
+    "p99_ms",
+    "errors",
+    "speedup_vs_batch1",
+    "service_to_bare_batch",
+    "bare_gain",
     "search",
 )
 

@@ -74,6 +74,12 @@ def add_model_source(parser: argparse.ArgumentParser) -> None:
 
 def export_tiny(out: Path) -> Path:
     """Export ``bench-tiny`` with seeded random weights (the same model as the service's tests)."""
+    return export_seeded(out, "bench-tiny", ["circle", "square", "triangle"], "bench-tiny-random")
+
+
+def export_seeded(out: Path, recipe_name: str, classes: list[str], model_name: str) -> Path:
+    """Export ``recipe_name``'s detector with weights drawn from seed 0 (no checkpoint) to ``out``
+    (``model.onnx`` with a dynamic batch + ``manifest.json``), as ``vitbench export`` lays it out."""
     import torch
 
     from vitbench.registry.hashing import sha256_file
@@ -82,8 +88,7 @@ def export_tiny(out: Path) -> Path:
     from vitbench.trainer.recipes import get_recipe
 
     torch.manual_seed(0)
-    recipe = get_recipe("bench-tiny")
-    classes = ["circle", "square", "triangle"]
+    recipe = get_recipe(recipe_name)
     model = build_detector(recipe, len(classes)).eval()
     result = export_onnx(model, recipe.input.image_size, out / "model.onnx")
     build_manifest(
@@ -92,7 +97,7 @@ def export_tiny(out: Path) -> Path:
         opset=result.opset,
         exporter=result.exporter,
         files={"model.onnx": sha256_file(result.path)},
-        model_name="bench-tiny-random",
+        model_name=model_name,
         model_version="1",
     ).save(out / "manifest.json")
     return out

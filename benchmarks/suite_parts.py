@@ -748,6 +748,149 @@ def part_onnx(ctx: PartContext) -> None:
 
 
 # ---------------------------------------------------------------------------------------------------
+# 7. the service's batching gain
+
+#: what ``vitbench serve`` imports beyond the suite's own needs (module names)
+SERVICE_MODULES = (
+    "fastapi",
+    "starlette",
+    "uvicorn",
+    "pydantic_settings",
+    "multipart",
+    "simplejpeg",
+    "prometheus_client",
+    "httpx",
+    "matplotlib",  # the photograph (its sample image)
+)
+
+
+def part_serve(ctx: PartContext) -> None:
+    """7. ``vitbench serve`` with dynamic batching (max batch 8) and without (max batch 1), the same
+    exported model and providers, C clients posting a 1920×1080 photograph (no masks) for D seconds
+    each; and the bare session at batch 1 and batch 8: the batching gain the model offers and the
+    share of it the service delivers. GPU: vitdet-b (1024 px) on the CUDA provider, 8 clients."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise PartSkippedError(f"onnxruntime is not importable ({exc})") from None
+    missing = [m for m in SERVICE_MODULES if importlib.util.find_spec(m) is None]
+    if missing:
+        raise PartSkippedError(
+            f"the service's dependencies are missing: {', '.join(missing)} (carry them as wheels)"
+        )
+    available = ort.get_available_providers()
+    gpu = ctx.mode.name == "gpu"
+    if gpu and "CUDAExecutionProvider" not in available:
+        raise PartSkippedError(
+            f"onnxruntime {ort.__version__} has no CUDAExecutionProvider (available: {', '.join(available)})"
+        )
+    providers = "CUDAExecutionProvider" if gpu else "CPUExecutionProvider"
+    clients, seconds, big_batch = (8, 15.0, 8) if gpu else (2, 2.0, 2)
+    recipe = ctx.mode.recipes["vitdet-b"]
+    if gpu:
+        ctx.note(
+            "TensorRT not run here: its engine build for a dynamic-batch vitdet-b can outlast the part; "
+            "run benchmarks/service_throughput.py --providers TensorrtExecutionProvider,CUDAExecutionProvider"
+        )
+    import asyncio
+
+    import numpy as np
+    from load_test import export_seeded, free_port, percentile, start_server
+    from service_throughput import Bare, batch_stats, drive, photograph
+
+    from vitbench.service.masks import NATIVE_RLE
+    from vitbench.service.preprocess import NATIVE_PREPROCESS
+    from vitbench.service.settings import ServiceSettings
+
+    ctx.result["native"] = {"rle": NATIVE_RLE, "preprocess": NATIVE_PREPROCESS}
+    if not (NATIVE_RLE and NATIVE_PREPROCESS):
+        ctx.note("the service's C extensions are not built here: its numpy fallbacks ran")
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.time()
+        classes = [f"class{i}" for i in range(1, 81)]
+        model_dir = export_seeded(Path(tmp), recipe, classes, f"{recipe}-seed0")
+        ctx.log(f"  exported {recipe} (seeded random weights, 80 classes) in {time.time() - t0:.1f} s")
+        image = photograph(1920, 1080)
+        defaults = ServiceSettings()
+        bare = Bare(model_dir, [providers], 0, defaults.jpeg_draft_factor, False)
+        if bare.backend.active_providers[0] != providers:
+            raise RuntimeError(f"the bare session runs on {bare.backend.active_providers}, not {providers}")
+        single = bare.prepare(image)  # [1, 3, S, S]
+        stacked = [single] * big_batch
+
+        def rate(backend: Any, batch: list[np.ndarray], span: float) -> float:
+            """Images/s of ``batch`` run back to back for ``span`` seconds on ``backend``."""
+            backend.run_batch(batch)  # warm
+            runs, started = 0, time.perf_counter()
+            while time.perf_counter() - started < span or runs < 3:
+                backend.run_batch(batch)
+                runs += 1
+            return runs * len(batch) / (time.perf_counter() - started)
+
+        bare_one = rate(bare.backend, [single], seconds / 3)
+        bare_big = rate(bare.backend, stacked, seconds / 3)
+        del bare  # the server loads its own copy
+        ctx.row(f"{recipe} bare session, batch 1, {providers}", bare_one, "img/s")
+        ctx.row(
+            f"{recipe} bare session, batch {big_batch}",
+            bare_big,
+            "img/s",
+            batch=big_batch,
+            speedup_vs_batch1=bare_big / bare_one,
+        )
+        served: dict[int, float] = {}
+        for max_batch in (1, big_batch):
+            if ctx.left() < seconds + 60:
+                ctx.note(f"service with max batch {max_batch} not run: {ctx.left():.0f} s left")
+                break
+            env = {
+                "VITBENCH_PROVIDERS": providers,
+                "VITBENCH_MAX_BATCH_SIZE": str(max_batch),
+                "VITBENCH_QUEUE_SIZE": "64",
+                "VITBENCH_REQUEST_TIMEOUT_S": "120",
+            }
+            port = free_port()
+            proc = start_server(model_dir, port, env)
+            base = f"http://127.0.0.1:{port}"
+            try:
+                asyncio.run(drive(base, image, clients, min(3.0, seconds / 2), "none"))  # warm the path
+                before = batch_stats(base)
+                latencies, statuses, timings, wall = asyncio.run(drive(base, image, clients, seconds, "none"))
+                after = batch_stats(base)
+            finally:
+                proc.terminate()
+                try:
+                    proc.wait(timeout=30)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+            errors = sum(n for status, n in statuses.items() if status != "200")
+            served[max_batch] = len(latencies) / wall
+            batches = after[0] - before[0]
+            ctx.row(
+                f"{recipe} service, {clients} clients, 1920×1080, max batch {max_batch}",
+                served[max_batch],
+                "img/s",
+                batch=max_batch,
+                mean_batch=round((after[1] - before[1]) / batches, 2) if batches else None,
+                p50_ms=percentile(latencies, 50),
+                p99_ms=percentile(latencies, 99),
+                inference_p50_ms=percentile([t.get("inference", 0.0) for t in timings], 50),
+                queue_p50_ms=percentile([t.get("queue", 0.0) for t in timings], 50),
+                errors=errors,
+                service_to_bare_batch=served[max_batch] / (bare_big if max_batch > 1 else bare_one),
+            )
+            if errors:
+                raise RuntimeError(f"the service answered {errors} errors: {dict(statuses)}")
+        if len(served) == 2:
+            ctx.row(
+                f"{recipe} service batching gain, {clients} clients (max batch {big_batch} ÷ 1)",
+                served[big_batch] / served[1],
+                "×",
+                bare_gain=bare_big / bare_one,
+            )
+
+
+# ---------------------------------------------------------------------------------------------------
 # 6. DDP smoke through the real entry point
 
 
@@ -830,6 +973,7 @@ PARTS: dict[str, Callable[[PartContext], None]] = {
     "memory": part_memory,
     "util": part_util,
     "onnx": part_onnx,
+    "serve": part_serve,
     "ddp": part_ddp,
     "compile": part_compile,
 }

@@ -21,7 +21,7 @@ sys.path.insert(0, str(BENCH))
 import gpu_suite  # noqa: E402
 
 #: parts that run on a CPU in the smoke; the others need CUDA, a pre-training module or ≥ 2 GPUs
-CPU_PARTS = ("train-vitdet-b", "train-bench-b", "infer", "memory", "util", "onnx", "ddp", "compile")
+CPU_PARTS = ("train-vitdet-b", "train-bench-b", "infer", "memory", "util", "onnx", "serve", "ddp", "compile")
 
 
 def _suite(out: Path, *extra: str, timeout: float = 1200) -> subprocess.CompletedProcess[str]:
@@ -81,6 +81,14 @@ def test_cpu_smoke_figures_are_consistent(smoke: tuple[subprocess.CompletedProce
     assert parity["passed"] and parity["value"] == float(parity["unit"].split()[-1])
     largest = next(r for m, r in rows.items() if "vitdet-tiny train step, largest batch" in m)
     assert largest["batch"] == 2 and largest["step_s"] == pytest.approx(largest["value"] * 2)
+    served = {r["batch"]: r for m, r in rows.items() if m.startswith("vitdet-tiny service, 2 clients")}
+    assert sorted(served) == [1, 2] and all(r["errors"] == 0 for r in served.values())
+    assert served[1]["mean_batch"] == 1.0  # batching off: every batch holds one request
+    assert 1.0 <= served[2]["mean_batch"] <= 2.0
+    gain = next(r for m, r in rows.items() if m.startswith("vitdet-tiny service batching gain"))
+    assert gain["value"] == pytest.approx(served[2]["value"] / served[1]["value"])
+    bare = {r.get("batch", 1): r["value"] for m, r in rows.items() if "bare session, batch" in m}
+    assert gain["bare_gain"] == pytest.approx(bare[2] / bare[1])
     ddp = next(r for m, r in rows.items() if m.startswith("DDP smoke"))
     assert ddp["ranks"] == 2 and ddp["final_checkpoint"] is True
     markdown = (out / "results.md").read_text()
@@ -186,6 +194,21 @@ def _alive(pid: int) -> bool:
         ({"cuda_available": True, "pretrain_module": False}, "train-mae", "no pre-training module"),
         ({"cuda_available": True, "gpu_count": 2}, "ddp", None),
         ({"cuda_available": True, "onnxruntime_providers": ["CUDAExecutionProvider"]}, "onnx", None),
+        (
+            {
+                "cuda_available": True,
+                "onnxruntime": "1.30.0",
+                "onnxruntime_providers": ["CPUExecutionProvider"],
+            },
+            "serve",
+            "onnxruntime 1.30.0 has no CUDAExecutionProvider",
+        ),
+        (
+            {"cuda_available": True, "onnxruntime_providers": ["TensorrtExecutionProvider"]},
+            "serve",
+            "onnxruntime",
+        ),
+        ({"cuda_available": True, "onnxruntime_providers": ["CUDAExecutionProvider"]}, "serve", None),
     ],
 )
 def test_gpu_prechecks_name_the_missing_dependency(
