@@ -16,7 +16,9 @@ the service keeps. Each level alternates bare, bare ×N and service ``--rounds``
 (D/2/R, D/2/R and D/R seconds each), so that all see the same load on a shared machine. Reported per level:
 images/s, ratio, p50/p99 latency, per-stage p50 and the p50 of the server's own total (server
 timings; p50 minus it is HTTP + the client), mean batch size, errors; and the bare inference p50 +
-in-process decode p50, the floor for the service's p50 at 1 client. CPU milliseconds per image
+in-process decode p50, the floor for the service's p50 at 1 client; at 1 client the floor and the
+service are also measured in lock step, request by request (``--paired-seconds``, :func:`paired`),
+so that the host's drift between seconds falls on both alike. CPU milliseconds per image
 (Linux: the server process's user + system time from /proc; the bare session's and the clients' from
 this process's own) and the load average at the end of the level show how busy a shared machine was.
 
