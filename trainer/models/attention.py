@@ -21,12 +21,24 @@ from torch import Tensor, nn
 RelPosKind = Literal["none", "shared_bias", "decomposed"]
 
 
+def static_hw(x: Tensor) -> tuple[int, int]:
+    """Height and width of an NHWC map ``x`` as Python ints.
+
+    In eager mode they are ints already. Under ONNX tracing this makes them constants of the graph
+    (whose input is S×S by contract; only the batch is dynamic), so ONNX Runtime folds the shape
+    arithmetic and the position-embedding resizes once at load time instead of running them on every
+    call.
+    """
+    return int(x.shape[1]), int(x.shape[2])
+
+
 def window_partition(x: Tensor, window_size: int) -> tuple[Tensor, tuple[int, int]]:
     """Split ``x`` (B, H, W, C) into non-overlapping windows, zero-padding H and W up to multiples.
 
     Returns ``(windows, (Hp, Wp))`` with windows of shape (B * Hp/w * Wp/w, w, w, C).
     """
-    B, H, W, C = x.shape
+    B, C = x.shape[0], x.shape[3]
+    H, W = static_hw(x)
     pad_h = (window_size - H % window_size) % window_size
     pad_w = (window_size - W % window_size) % window_size
     if pad_h or pad_w:
@@ -182,7 +194,8 @@ class Attention(nn.Module):
 
     def forward(self, x: Tensor, attn_bias: Tensor | None = None) -> Tensor:
         """``x``: (B, H, W, C); ``attn_bias``: shared additive bias broadcastable to (B, nH, HW, HW)."""
-        B, H, W, C = x.shape
+        B, C = x.shape[0], x.shape[3]
+        H, W = static_hw(x)
         # (B, H, W, 3C) -> (B, HW, 3, nH, hd) -> (3, B, nH, HW, hd)
         qkv = self._qkv(x).reshape(B, H * W, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
         q, k, v = qkv.unbind(0)

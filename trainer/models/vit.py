@@ -24,6 +24,7 @@ from vitbench.trainer.models.attention import (
     Attention,
     RelativePositionBias,
     RelPosKind,
+    static_hw,
     window_partition,
     window_unpartition,
 )
@@ -107,7 +108,7 @@ class Block(nn.Module):
         shortcut = x
         x = self.norm1(x)
         if self.window_size > 0:
-            H, W = x.shape[1], x.shape[2]
+            H, W = static_hw(x)
             x, pad_hw = window_partition(x, self.window_size)
             x = self.attn(x, attn_bias)
             x = window_unpartition(x, self.window_size, pad_hw, (H, W))
@@ -223,7 +224,7 @@ class ViT(nn.Module):
         Returns one (B, C, H/p, W/p) map per entry of ``out_indices``, in that order.
         """
         x = self.patch_embed(x)  # (B, h, w, C)
-        hw = (x.shape[1], x.shape[2])
+        hw = static_hw(x)
         x = x + get_abs_pos(self.pos_embed, True, hw)
         bias_window = (
             self.rel_pos_window((self.window_size, self.window_size)) if self.rel_pos_window else None
