@@ -174,6 +174,18 @@ def start_server(model_dir: Path, port: int, env_overrides: dict[str, str]) -> s
     raise RuntimeError("server did not become ready in 120 s")
 
 
+def stop_servers(*procs: subprocess.Popen[bytes]) -> None:
+    """SIGTERM every server started by :func:`start_server`, then wait for each (30 s) and kill the
+    ones still running."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 def percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
@@ -294,13 +306,7 @@ def run_configs(
             for name, (_, base) in procs.items():
                 points.append(measure(name, base, image, c, duration_s, score))
     finally:
-        for proc, _ in procs.values():
-            proc.send_signal(signal.SIGTERM)
-        for proc, _ in procs.values():
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        stop_servers(*(proc for proc, _ in procs.values()))
     return points
 
 

@@ -40,7 +40,6 @@ import io
 import json
 import os
 import platform
-import signal
 import statistics
 import sys
 import tempfile
@@ -57,7 +56,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from load_test import add_model_source, export_tiny, free_port, percentile, start_server
+from load_test import add_model_source, export_tiny, free_port, percentile, start_server, stop_servers
 from tables import write_json
 
 STAGES = ("decode", "preprocess", "queue", "inference", "postprocess")
@@ -602,11 +601,7 @@ def main() -> None:
                         if row["paired"]:
                             print(f"  {describe_paired(row['paired'])}", flush=True)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except Exception:
-                proc.kill()
+            stop_servers(proc)
     table = markdown(rows)
     print(table)
     if args.json:

@@ -795,7 +795,7 @@ def part_serve(ctx: PartContext) -> None:
     import asyncio
 
     import numpy as np
-    from load_test import export_seeded, free_port, percentile, start_server
+    from load_test import export_seeded, free_port, percentile, start_server, stop_servers
     from service_throughput import Bare, batch_stats, drive, photograph
 
     from vitbench.service.masks import NATIVE_RLE
@@ -858,11 +858,7 @@ def part_serve(ctx: PartContext) -> None:
                 latencies, statuses, timings, wall = asyncio.run(drive(base, image, clients, seconds, "none"))
                 after = batch_stats(base)
             finally:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
+                stop_servers(proc)
             errors = sum(n for status, n in statuses.items() if status != "200")
             served[max_batch] = len(latencies) / wall
             batches = after[0] - before[0]
