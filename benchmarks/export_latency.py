@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchlib import median, time_calls
+from hostinfo import cpu_description
 from tables import write_json
 
 from vitbench.trainer.export.onnx import ExportableDetector, export_onnx, preprocess
@@ -101,6 +102,7 @@ def run_benchmark(
         "torch": torch.__version__,
         "onnxruntime": ort.__version__,
         "machine": f"{platform.machine()} {platform.processor() or ''}".strip(),
+        "cpu": cpu_description(),
         "threads": torch.get_num_threads(),
         "repeats": repeats,
         "latency_ms": {},
@@ -274,6 +276,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{results['recipe']} @ {results['image_size']}px, {args.device}, "
         f"{results['detections']} detections, median of {args.repeats}"
     )
+    print(f"  on {results['cpu']}")
     for key, ms in lat.items():
         print(f"  {key:<{width}}  {ms:9.1f} ms")
     for key, val in results.items():

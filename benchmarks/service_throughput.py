@@ -56,6 +56,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from hostinfo import cpu_description
 from load_test import add_model_source, export_tiny, free_port, percentile, start_server, stop_servers
 from tables import write_json
 
@@ -562,6 +563,7 @@ def main() -> None:
         port = free_port()
         proc = start_server(model_dir, port, env)
         base = f"http://127.0.0.1:{port}"
+        print(f"on {cpu_description()}", flush=True)
         try:
             for size in args.sizes.split(","):
                 width, height = (int(v) for v in size.split("x"))
@@ -606,7 +608,11 @@ def main() -> None:
     print(table)
     if args.json:
         payload = {
-            "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "load": os.getloadavg()},
+            "machine": {
+                "cpu": cpu_description(),
+                "platform": platform.platform(),
+                "load": os.getloadavg(),
+            },
             "args": {k: str(v) for k, v in vars(args).items()},
             "rows": rows,
             "markdown": table,
