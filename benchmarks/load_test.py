@@ -40,6 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
+from hostinfo import cpu_description  # noqa: E402 (needs the path set above)
 from tables import write_json  # noqa: E402 (needs the path set above)
 
 
@@ -401,6 +402,7 @@ def main() -> None:
         payload = {
             "machine": {
                 "cpus": os.cpu_count(),
+                "cpu": cpu_description(),
                 "platform": platform.platform(),
                 "python": platform.python_version(),
             },

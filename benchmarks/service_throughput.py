@@ -532,6 +532,7 @@ def main() -> None:
     args = parser.parse_args()
 
     rows: list[dict[str, Any]] = []
+    cpu = cpu_description()
     with tempfile.TemporaryDirectory() as tmp:
         model_dir = args.model_dir or export_tiny(Path(tmp))
         env = {
@@ -563,7 +564,7 @@ def main() -> None:
         port = free_port()
         proc = start_server(model_dir, port, env)
         base = f"http://127.0.0.1:{port}"
-        print(f"on {cpu_description()}", flush=True)
+        print(f"on {cpu}", flush=True)
         try:
             for size in args.sizes.split(","):
                 width, height = (int(v) for v in size.split("x"))
@@ -609,7 +610,8 @@ def main() -> None:
     if args.json:
         payload = {
             "machine": {
-                "cpu": cpu_description(),
+                "cpus": os.cpu_count(),
+                "cpu": cpu,
                 "platform": platform.platform(),
                 "load": os.getloadavg(),
             },
